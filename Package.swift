@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+// Squeeze: compress GPT-2-family models (pruning, Kronecker, low rank) with distillation, over MPI.
+import PackageDescription
+
+/// Numeric targets are compiled with whole-module optimisation in release; debug stays debuggable.
+let numericSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Squeeze",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "squeeze", targets: ["squeeze"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // C interop only: headers, prefixed static-inline shims, link lines.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
+        .systemLibrary(name: "CScaLAPACK",
+                       providers: [.apt(["libscalapack-openmpi-dev"])]),
+
+        .target(name: "MPI", dependencies: ["CMPI"], swiftSettings: numericSettings),
+        .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        .target(name: "Distributed",
+                dependencies: ["MPI", "Tensor", "CScaLAPACK", "CMPI"],
+                swiftSettings: numericSettings),
+        .target(name: "Benchmarks",
+                dependencies: ["MPI", "Tensor", "Distributed", "COpenBLAS", "CMPI"],
+                swiftSettings: numericSettings),
+        .executableTarget(
+            name: "squeeze",
+            dependencies: [
+                "MPI", "Tensor", "Distributed", "Benchmarks",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: numericSettings),
+
+        .testTarget(name: "SqueezeTests",
+                    dependencies: ["MPI", "Tensor", "Distributed", "COpenBLAS"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

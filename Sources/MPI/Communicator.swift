@@ -1,0 +1,254 @@
+import CMPI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An MPI communicator: rank, size and the collectives Squeeze uses, with MPI errors thrown as
+/// `MPIError`. `Communicator.world` initialises MPI on first use (also without mpirun: size 1).
+public final class Communicator: @unchecked Sendable {
+    /// The raw handle, for interop (ScaLAPACK's BLACS, custom calls).
+    public let handle: MPI_Comm
+    /// This process's rank in the communicator.
+    public let rank: Int
+    /// Number of processes in the communicator.
+    public let size: Int
+    private let owned: Bool
+
+    /// The world communicator; MPI is initialised (MPI_Init_thread, funneled) the first time.
+    public static let world: Communicator = {
+        Runtime.initialize()
+        return Communicator(wrapping: squeeze_comm_world(), owned: false)
+    }()
+
+    init(wrapping handle: MPI_Comm, owned: Bool) {
+        self.handle = handle
+        self.owned = owned
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_set_errhandler(handle, squeeze_errors_return())
+        MPI_Comm_rank(handle, &r)
+        MPI_Comm_size(handle, &s)
+        rank = Int(r)
+        size = Int(s)
+    }
+
+    deinit {
+        if owned && !Runtime.isFinalized {
+            var h: MPI_Comm? = handle
+            MPI_Comm_free(&h)
+        }
+    }
+
+    /// True on rank 0 (the rank that prints).
+    public var isRoot: Bool { rank == 0 }
+
+    // MARK: - Validation
+
+    private func checkRoot(_ root: Int, _ call: String) throws {
+        guard (0..<size).contains(root) else {
+            throw MPIError.usage(call, reason: "root \(root) is not a rank of this communicator (size \(size))")
+        }
+    }
+
+    private func checkPeer(_ peer: Int, _ call: String) throws {
+        guard (0..<size).contains(peer) else {
+            throw MPIError.usage(call, reason: "rank \(peer) does not exist (communicator size \(size))")
+        }
+    }
+
+    /// Collective: all ranks learn whether every rank passed the same count.
+    /// Costs one tiny all-reduce; turns MPI's undefined behaviour into an error on every rank.
+    private func checkSameCount(_ count: Int, _ call: String) throws {
+        guard size > 1 else { return }
+        var bounds: [Int] = [count, -count]
+        try bounds.withUnsafeMutableBufferPointer { p in
+            try check(MPI_Allreduce(squeeze_in_place(), p.baseAddress, 2, Int.mpiType, squeeze_op_max(), handle),
+                      "\(call) (count check)")
+        }
+        let maxCount = bounds[0], minCount = -bounds[1]
+        if maxCount != minCount {
+            throw MPIError.usage(call, reason: "ranks passed different element counts (min \(minCount), max \(maxCount)); this rank (\(rank)) passed \(count)")
+        }
+    }
+
+    // MARK: - Collectives
+
+    /// Blocks until every rank has called it.
+    public func barrier() throws {
+        try check(MPI_Barrier(handle), "MPI_Barrier")
+    }
+
+    /// Broadcasts `buffer` from `root` into every rank's buffer of the same count.
+    public func broadcast<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int = 0) throws {
+        try checkRoot(root, "broadcast")
+        try checkSameCount(buffer.count, "broadcast")
+        try chunked(buffer.count) { offset, n in
+            try check(MPI_Bcast(buffer.baseAddress.map { UnsafeMutableRawPointer($0 + offset) }, n, T.mpiType, Int32(root), handle), "MPI_Bcast")
+        }
+    }
+
+    /// Broadcasts an array from `root`; other ranks' arrays are resized to the root's count.
+    public func broadcast<T: MPIScalar>(_ array: inout [T], root: Int = 0) throws {
+        try checkRoot(root, "broadcast")
+        var count = [array.count]
+        try count.withUnsafeMutableBufferPointer { p in
+            try check(MPI_Bcast(p.baseAddress, 1, Int.mpiType, Int32(root), handle), "MPI_Bcast (count)")
+        }
+        if rank != root { array = [T](repeating: 0, count: count[0]) }
+        try array.withUnsafeMutableBufferPointer { try broadcast($0, root: root) }
+    }
+
+    /// Broadcasts raw bytes (for example a serialized header) from `root`.
+    public func broadcast(bytes: inout [UInt8], root: Int = 0) throws {
+        try broadcast(&bytes, root: root)
+    }
+
+    /// Broadcasts a string from `root`.
+    public func broadcast(_ string: inout String, root: Int = 0) throws {
+        var bytes = Array(string.utf8)
+        try broadcast(&bytes, root: root)
+        string = String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Element-wise reduction in place: afterwards every rank holds the reduced buffer.
+    public func allreduce<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp = .sum) throws {
+        try checkSameCount(buffer.count, "allreduce")
+        try allreduceUnchecked(buffer, op: op)
+    }
+
+    /// `allreduce` without the count check: for hot loops whose layout is already known to agree.
+    public func allreduceUnchecked<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp = .sum) throws {
+        guard size > 1 else { return }
+        try chunked(buffer.count) { offset, n in
+            try check(MPI_Allreduce(squeeze_in_place(), UnsafeMutableRawPointer(buffer.baseAddress! + offset), n, T.mpiType, op.handle, handle), "MPI_Allreduce")
+        }
+    }
+
+    /// Element-wise reduction of an array in place.
+    public func allreduce<T: MPIScalar>(_ array: inout [T], op: ReduceOp = .sum) throws {
+        try array.withUnsafeMutableBufferPointer { try allreduce($0, op: op) }
+    }
+
+    /// Reduction of one value.
+    public func allreduce<T: MPIScalar>(_ value: T, op: ReduceOp = .sum) throws -> T {
+        var a = [value]
+        try allreduce(&a, op: op)
+        return a[0]
+    }
+
+    /// Starts a non-blocking in-place all-reduce (no count check: the caller guarantees agreement).
+    /// The buffer must stay alive and untouched until `wait()` on the returned request.
+    public func iallreduce<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp = .sum) throws -> Request {
+        var request: MPI_Request? = squeeze_request_null()
+        if size > 1 {
+            guard buffer.count <= Int(Int32.max) else {
+                throw MPIError.usage("iallreduce", reason: "buffer of \(buffer.count) elements exceeds MPI's 32-bit count; use smaller buckets")
+            }
+            try check(MPI_Iallreduce(squeeze_in_place(), buffer.baseAddress, Int32(buffer.count), T.mpiType, op.handle, handle, &request), "MPI_Iallreduce")
+        }
+        return Request(request)
+    }
+
+    /// Gathers an equal-sized contribution from every rank, concatenated in rank order.
+    public func allgather<T: MPIScalar>(_ local: [T]) throws -> [T] {
+        try checkSameCount(local.count, "allgather")
+        var out = [T](repeating: 0, count: local.count * size)
+        guard local.count > 0 else { return out }
+        guard local.count * size <= Int(Int32.max) else {
+            throw MPIError.usage("allgather", reason: "total of \(local.count * size) elements exceeds MPI's 32-bit count")
+        }
+        try local.withUnsafeBufferPointer { s in
+            try out.withUnsafeMutableBufferPointer { r in
+                try check(MPI_Allgather(s.baseAddress, Int32(local.count), T.mpiType, r.baseAddress, Int32(local.count), T.mpiType, handle), "MPI_Allgather")
+            }
+        }
+        return out
+    }
+
+    /// Gathers contributions of any size from every rank: element `r` is rank r's array.
+    public func allgatherv<T: MPIScalar>(_ local: [T]) throws -> [[T]] {
+        var countsWide = [local.count]
+        countsWide = try allgather(countsWide)
+        let total = countsWide.reduce(0, +)
+        guard total <= Int(Int32.max) else {
+            throw MPIError.usage("allgatherv", reason: "total of \(total) elements exceeds MPI's 32-bit count")
+        }
+        let counts = countsWide.map { Int32($0) }
+        var displs = [Int32](repeating: 0, count: size)
+        for r in 1..<max(size, 1) where r < size { displs[r] = displs[r - 1] + counts[r - 1] }
+        var flat = [T](repeating: 0, count: total)
+        try local.withUnsafeBufferPointer { s in
+            try flat.withUnsafeMutableBufferPointer { r in
+                try check(MPI_Allgatherv(s.baseAddress, Int32(local.count), T.mpiType, r.baseAddress, counts, displs, T.mpiType, handle), "MPI_Allgatherv")
+            }
+        }
+        return (0..<size).map { r in Array(flat[Int(displs[r])..<Int(displs[r] + counts[r])]) }
+    }
+
+    /// Sends an array to rank `dest` (blocking).
+    public func send<T: MPIScalar>(_ data: [T], to dest: Int, tag: Int = 0) throws {
+        try checkPeer(dest, "send")
+        guard data.count <= Int(Int32.max) else { throw MPIError.usage("send", reason: "message too large") }
+        try data.withUnsafeBufferPointer { p in
+            try check(MPI_Send(p.baseAddress, Int32(p.count), T.mpiType, Int32(dest), Int32(tag), handle), "MPI_Send to rank \(dest)")
+        }
+    }
+
+    /// Receives an array of whatever length rank `source` sent with `tag`.
+    public func recv<T: MPIScalar>(_ type: T.Type = T.self, from source: Int, tag: Int = 0) throws -> [T] {
+        try checkPeer(source, "recv")
+        var status = MPI_Status()
+        try check(MPI_Probe(Int32(source), Int32(tag), handle, &status), "MPI_Probe from rank \(source)")
+        var count: Int32 = 0
+        try check(MPI_Get_count(&status, T.mpiType, &count), "MPI_Get_count")
+        var out = [T](repeating: 0, count: Int(count))
+        try out.withUnsafeMutableBufferPointer { p in
+            try check(MPI_Recv(p.baseAddress, count, T.mpiType, Int32(source), Int32(tag), handle, squeeze_status_ignore()), "MPI_Recv from rank \(source)")
+        }
+        return out
+    }
+
+    /// Splits into sub-communicators by `color` (ordered by `key`); `nil` color leaves this rank out.
+    public func split(color: Int?, key: Int? = nil) throws -> Communicator? {
+        var newComm: MPI_Comm? = squeeze_comm_null()
+        let c = color.map { Int32($0) } ?? squeeze_undefined()
+        if let color, color < 0 { throw MPIError.usage("split", reason: "color must be >= 0 (or nil), got \(color)") }
+        try check(MPI_Comm_split(handle, c, Int32(key ?? rank), &newComm), "MPI_Comm_split")
+        guard let newComm, newComm != squeeze_comm_null() else { return nil }
+        return Communicator(wrapping: newComm, owned: true)
+    }
+
+    /// The ranks sharing this node's memory (MPI_COMM_TYPE_SHARED).
+    public func splitShared() throws -> Communicator {
+        var newComm: MPI_Comm? = squeeze_comm_null()
+        try check(MPI_Comm_split_type(handle, squeeze_comm_type_shared(), Int32(rank), squeeze_info_null(), &newComm), "MPI_Comm_split_type")
+        return Communicator(wrapping: newComm!, owned: true)
+    }
+
+    /// Kills every rank of the job with `code` (used when one rank fails, so none hangs).
+    public func abort(code: Int32 = 1) -> Never {
+        MPI_Abort(handle, code)
+        exit(code)
+    }
+
+    /// MPI counts are 32-bit: issues one call per chunk of at most 2^30 elements.
+    private func chunked(_ count: Int, _ body: (Int, Int32) throws -> Void) throws {
+        let chunk = 1 << 30
+        var offset = 0
+        while offset < count {
+            let n = min(chunk, count - offset)
+            try body(offset, Int32(n))
+            offset += n
+        }
+    }
+}
+
+/// A pending non-blocking operation.
+public final class Request: @unchecked Sendable {
+    private var handle: MPI_Request?
+    init(_ handle: MPI_Request?) { self.handle = handle }
+    /// Blocks until the operation completes.
+    public func wait() throws {
+        guard handle != squeeze_request_null() else { return }
+        try check(MPI_Wait(&handle, squeeze_status_ignore()), "MPI_Wait")
+    }
+}

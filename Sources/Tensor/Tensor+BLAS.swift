@@ -1,0 +1,98 @@
+import COpenBLAS
+
+/// Row-major `C = alpha * op(A) * op(B) + beta * C` through `cblas_sgemm`; `op(A)` is `m x k`,
+/// `op(B)` is `k x n`. Leading dimensions default to the packed row-major ones.
+@inline(__always)
+public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int? = nil,
+                  b: UnsafePointer<Float>, ldb: Int? = nil,
+                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int? = nil) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha,
+                a, Int32(lda ?? (transA ? m : k)),
+                b, Int32(ldb ?? (transB ? k : n)),
+                beta, c, Int32(ldc ?? n))
+}
+
+/// BLAS threading for this process.
+public enum BLAS {
+    /// Sets OpenBLAS's thread count (per rank: cores per node / ranks per node).
+    public static func setThreads(_ n: Int) { squeeze_blas_set_threads(Int32(max(1, n))) }
+    /// OpenBLAS's current thread count.
+    public static var threads: Int { Int(squeeze_blas_threads()) }
+}
+
+extension Tensor {
+    /// Matrix product `op(self) * op(other)` of 2-D tensors (BLAS sgemm).
+    public func matmul(_ other: Tensor, transposeSelf: Bool = false, transposeOther: Bool = false) throws -> Tensor {
+        try require2D("matmul")
+        try other.require2D("matmul")
+        let (m, k) = transposeSelf ? (shape[1], shape[0]) : (shape[0], shape[1])
+        let (k2, n) = transposeOther ? (other.shape[1], other.shape[0]) : (other.shape[0], other.shape[1])
+        guard k == k2 else {
+            throw TensorError.shape("matmul", "inner dimensions differ: \(shape)\(transposeSelf ? "ᵀ" : "") x \(other.shape)\(transposeOther ? "ᵀ" : "")")
+        }
+        var out = [Float](repeating: 0, count: m * n)
+        if m > 0 && n > 0 && k > 0 {
+            data.withUnsafeBufferPointer { a in
+                other.data.withUnsafeBufferPointer { b in
+                    out.withUnsafeMutableBufferPointer { c in
+                        sgemm(transA: transposeSelf, transB: transposeOther, m: m, n: n, k: k,
+                              a: a.baseAddress!, lda: shape[1], b: b.baseAddress!, ldb: other.shape[1],
+                              c: c.baseAddress!)
+                    }
+                }
+            }
+        }
+        return Tensor(uncheckedShape: [m, n], data: out)
+    }
+
+    /// Element-wise difference (same shapes).
+    public static func - (a: Tensor, b: Tensor) -> Tensor {
+        precondition(a.shape == b.shape, "Tensor -: shapes \(a.shape) and \(b.shape) differ")
+        var out = a.data
+        out.withUnsafeMutableBufferPointer { o in
+            b.data.withUnsafeBufferPointer { q in for i in o.indices { o[i] -= q[i] } }
+        }
+        return Tensor(uncheckedShape: a.shape, data: out)
+    }
+
+    /// Frobenius norm, accumulated in Double.
+    public var frobeniusNorm: Float {
+        var s = 0.0
+        data.withUnsafeBufferPointer { p in for x in p { s += Double(x) * Double(x) } }
+        return Float(s.squareRoot())
+    }
+
+    /// Largest absolute element.
+    public var maxAbs: Float { data.reduce(0) { Swift.max($0, abs($1)) } }
+}
+
+/// True when every element pair satisfies `|a - b| <= atol + rtol * |b|` (shapes must match).
+public func allClose(_ a: Tensor, _ b: Tensor, rtol: Float = 1e-5, atol: Float = 1e-6) -> Bool {
+    guard a.shape == b.shape else { return false }
+    return allClose(a.data, b.data, rtol: rtol, atol: atol)
+}
+
+/// Element-wise `|a - b| <= atol + rtol * |b|` over two equally long arrays.
+public func allClose(_ a: [Float], _ b: [Float], rtol: Float = 1e-5, atol: Float = 1e-6) -> Bool {
+    guard a.count == b.count else { return false }
+    for i in a.indices where !(abs(a[i] - b[i]) <= atol + rtol * abs(b[i])) { return false }
+    return true
+}
+
+/// Max over elements of `|a - b| / max(|b|, floor)`: the relative error used by the tests.
+public func maxRelativeError(_ a: [Float], _ b: [Float], floor: Float = 1e-6) -> Float {
+    precondition(a.count == b.count, "maxRelativeError: \(a.count) vs \(b.count) elements")
+    var worst: Float = 0
+    for i in a.indices { worst = max(worst, abs(a[i] - b[i]) / max(abs(b[i]), floor)) }
+    return worst
+}
+
+/// Max absolute element-wise difference.
+public func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count, "maxAbsDifference: \(a.count) vs \(b.count) elements")
+    var worst: Float = 0
+    for i in a.indices { worst = max(worst, abs(a[i] - b[i])) }
+    return worst
+}

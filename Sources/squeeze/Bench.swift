@@ -1,0 +1,86 @@
+import ArgumentParser
+import Benchmarks
+import Distributed
+import Foundation
+import MPI
+
+/// `squeeze bench ...`: performance figures as ratios measured in one run.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Performance benchmarks (ratios against sgemm peak, bare LAPACK/MPI calls, np=1).",
+        subcommands: [BenchBLAS.self, BenchAllreduce.self])
+}
+
+/// Shared `--json` flag and MPI/BLAS setup for every benchmark.
+struct BenchOptions: ParsableArguments {
+    @Flag(help: "Print one JSON object instead of a table.") var json = false
+
+    /// Initialises MPI, sets BLAS threads, silences progress under --json.
+    func setUp() throws -> Communicator {
+        let world = Communicator.world
+        Console.rank = world.rank
+        Console.worldSize = world.size
+        Console.quiet = json
+        try configureThreads(comm: world)
+        return world
+    }
+}
+
+/// Encodes a result as one line of JSON.
+func jsonLine<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// Formats a number with fixed decimals.
+func fmt(_ x: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", x) }
+
+struct BenchBLAS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blas", abstract: "sgemm GFLOP/s at 2048^3; our matmul and SVD wrappers vs the bare calls.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Matrix size for sgemm.") var size = 2048
+
+    func run() throws { try guarded {
+        _ = try options.setUp()
+        let r = try runBLASBench(size: size)
+        if options.json { Console.print(try jsonLine(r)); return }
+        Console.print("""
+        BLAS threads               \(r.threads)
+        sgemm \(r.sgemmSize)^3               \(fmt(r.sgemmGflops, 1)) GFLOP/s
+        matmul wrapper / bare      \(fmt(r.matmulRatio, 3))x  (\(fmt(r.matmulWrapperSeconds * 1e3, 1)) ms vs \(fmt(r.matmulBareSeconds * 1e3, 1)) ms)
+        svd \(r.svdShape[0])x\(r.svdShape[1]) wrapper / bare  \(fmt(r.svdRatio, 3))x  (\(fmt(r.svdWrapperSeconds * 1e3, 1)) ms vs \(fmt(r.svdBareSeconds * 1e3, 1)) ms)
+        """)
+    } }
+}
+
+struct BenchAllreduce: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allreduce", abstract: "Checks an all-reduce sum; bus bandwidth and our wrapper vs a bare MPI_Allreduce.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Message size in bytes.") var bytes = 64 << 20
+
+    func run() throws { try guarded {
+        let world = try options.setUp()
+        guard bytes > 0 else { throw ValidationError("--bytes must be positive, got \(bytes)") }
+        let r = try runAllreduceBench(comm: world, bytes: bytes)
+        guard r.correct else { throw BenchError.wrongResult("all-reduce sum is wrong on at least one rank") }
+        if options.json { Console.print(try jsonLine(r)); return }
+        Console.print("""
+        ranks                      \(r.ranks)
+        bytes                      \(r.bytes)
+        sum                        correct
+        bus bandwidth              \(fmt(r.busBandwidthGBs, 2)) GB/s
+        wrapper / bare             \(fmt(r.ratio, 3))x  (\(fmt(r.wrapperSeconds * 1e3, 2)) ms vs \(fmt(r.bareSeconds * 1e3, 2)) ms)
+        """)
+    } }
+}
+
+/// A benchmark's own correctness check failed.
+enum BenchError: Error, CustomStringConvertible {
+    case wrongResult(String)
+    var description: String {
+        switch self { case let .wrongResult(s): return "benchmark result check failed: \(s)" }
+    }
+}
