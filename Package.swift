@@ -28,22 +28,23 @@ let package = Package(
 
         .target(name: "MPI", dependencies: ["CMPI"], swiftSettings: numericSettings),
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        .target(name: "Model", dependencies: ["Tensor"], swiftSettings: numericSettings),
         .target(name: "Distributed",
                 dependencies: ["MPI", "Tensor", "CScaLAPACK", "CMPI"],
                 swiftSettings: numericSettings),
         .target(name: "Benchmarks",
-                dependencies: ["MPI", "Tensor", "Distributed", "COpenBLAS", "CMPI"],
+                dependencies: ["MPI", "Tensor", "Model", "Distributed", "COpenBLAS", "CMPI"],
                 swiftSettings: numericSettings),
         .executableTarget(
             name: "squeeze",
             dependencies: [
-                "MPI", "Tensor", "Distributed", "Benchmarks",
+                "MPI", "Tensor", "Model", "Distributed", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings),
 
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Distributed", "COpenBLAS"]),
+                    dependencies: ["MPI", "Tensor", "Model", "Distributed", "COpenBLAS"]),
     ],
     swiftLanguageModes: [.v5]
 )

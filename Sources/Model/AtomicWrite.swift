@@ -1,0 +1,49 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes `data` to `url` atomically: a temp file in the same directory, fsync, rename, fsync
+/// of the directory. A reader never sees a half-written file; a crash leaves the old one.
+public func writeAtomically(_ data: Data, to url: URL) throws {
+    let dir = url.deletingLastPathComponent()
+    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
+    let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else { throw FileError.io(tmp.path, "cannot create: \(String(cString: strerror(errno)))") }
+    var ok = true
+    data.withUnsafeBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+            if n <= 0 { ok = false; break }
+            offset += n
+        }
+    }
+    if ok && fsync(fd) != 0 { ok = false }
+    let err = errno
+    close(fd)
+    guard ok else {
+        unlink(tmp.path)
+        throw FileError.io(url.path, "write failed: \(String(cString: strerror(err)))")
+    }
+    guard rename(tmp.path, url.path) == 0 else {
+        let e = String(cString: strerror(errno))
+        unlink(tmp.path)
+        throw FileError.io(url.path, "rename failed: \(e)")
+    }
+    let dfd = open(dir.path, O_RDONLY)
+    if dfd >= 0 { fsync(dfd); close(dfd) }
+}
+
+/// A file could not be read, parsed or written; names the file.
+public enum FileError: Error, CustomStringConvertible {
+    case io(String, String)
+    case format(String, String)
+
+    public var description: String {
+        switch self {
+        case let .io(path, detail): return "\(path): \(detail)"
+        case let .format(path, detail): return "\(path): \(detail)"
+        }
+    }
+}
