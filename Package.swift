@@ -30,7 +30,9 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
         .target(name: "Model", dependencies: ["Tensor"], swiftSettings: numericSettings),
         .target(name: "Distributed",
-                dependencies: ["MPI", "Tensor", "CScaLAPACK", "CMPI"],
+                dependencies: ["MPI", "Tensor", "Model", "CScaLAPACK", "CMPI"],
+                swiftSettings: numericSettings),
+        .target(name: "Training", dependencies: ["MPI", "Tensor", "Model", "Distributed"],
                 swiftSettings: numericSettings),
         .target(name: "Benchmarks",
                 dependencies: ["MPI", "Tensor", "Model", "Distributed", "COpenBLAS", "CMPI"],
@@ -38,13 +40,13 @@ let package = Package(
         .executableTarget(
             name: "squeeze",
             dependencies: [
-                "MPI", "Tensor", "Model", "Distributed", "Benchmarks",
+                "MPI", "Tensor", "Model", "Training", "Distributed", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings),
 
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Model", "Distributed", "COpenBLAS"]),
+                    dependencies: ["MPI", "Tensor", "Model", "Training", "Distributed", "COpenBLAS"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -86,7 +86,7 @@ F. ``Tests/Fixtures/reference/eval.json`` -- perplexity of model A (FLOAT64) on
            end = min(begin + max_length, seq_len); trg_len = end - prev_end
            ids = enc[begin:end]; target = ids.clone(); target[:-trg_len] = -100
            loss = model(ids, labels=target).loss
-           num_loss_tokens = (target != -100).sum() - 1
+           num_loss_tokens = labels scored after the shift inside the model
            nll_sum += loss * num_loss_tokens; n_tokens += num_loss_tokens
            prev_end = end; if end == seq_len: break
        ppl = exp(nll_sum / n_tokens)
@@ -94,9 +94,10 @@ F. ``Tests/Fixtures/reference/eval.json`` -- perplexity of model A (FLOAT64) on
    ``loss`` is recomputed here in float64 with identical semantics (labels
    shifted by one inside, -100 ignored, mean over the remaining labels) and
    checked against HF's value (|diff| < 1e-5).
-   NOTE 2: as in the guide, "num_valid - 1" is the guide's approximation: for
-   every window after the first the model actually averages over trg_len
-   labels, not trg_len - 1.  The fixture reproduces the guide's arithmetic.
+   NOTE 2: the guide multiplies by "num_valid - 1", an approximation: after
+   the first window the model averages over trg_len labels, not trg_len - 1.
+   This fixture weights each window by the labels it really scores, so every
+   token after the first is scored exactly once (tokens = len(ids) - 1).
    "nll" = nll_sum / n_tokens, "tokens" = n_tokens.
 G. ``Tests/Fixtures/reference/generate.json`` -- greedy decoding with model A
    (float32 ``model.generate(ids, do_sample=False, max_new_tokens=20,
@@ -546,8 +547,9 @@ def write_eval(model_a, tok):
                 out = model(ids, labels=target)
                 loss = causal_lm_loss64(out.logits, target)
                 assert abs(loss.item() - out.loss.item()) < 1e-5, (loss.item(), out.loss.item())
-                num_valid = int((target != -100).sum().item())
-                num_loss_tokens = num_valid - 1  # batch size 1
+                # Labels actually scored after the shift: every token exactly once overall.
+                shifted = F.pad(target, (0, 1), value=-100)[..., 1:]
+                num_loss_tokens = int((shifted != -100).sum().item())
                 nll_sum += loss.item() * num_loss_tokens
                 n_tokens += num_loss_tokens
                 prev_end = end

@@ -244,11 +244,21 @@ public final class Communicator: @unchecked Sendable {
 
 /// A pending non-blocking operation.
 public final class Request: @unchecked Sendable {
-    private var handle: MPI_Request?
+    fileprivate var handle: MPI_Request?
     init(_ handle: MPI_Request?) { self.handle = handle }
     /// Blocks until the operation completes.
     public func wait() throws {
         guard handle != squeeze_request_null() else { return }
         try check(MPI_Wait(&handle, squeeze_status_ignore()), "MPI_Wait")
+    }
+}
+
+extension Request {
+    /// Non-blocking completion check; also lets MPI progress the operation.
+    public func test() throws -> Bool {
+        guard handle != squeeze_request_null() else { return true }
+        var flag: Int32 = 0
+        try check(MPI_Test(&handle, &flag, squeeze_status_ignore()), "MPI_Test")
+        return flag != 0
     }
 }

@@ -16,25 +16,8 @@ struct BenchOptions: ParsableArguments {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
     /// Initialises MPI, sets BLAS threads, silences progress under --json.
-    func setUp() throws -> Communicator {
-        let world = Communicator.world
-        Console.rank = world.rank
-        Console.worldSize = world.size
-        Console.quiet = json
-        try configureThreads(comm: world)
-        return world
-    }
+    func setUp() throws -> Communicator { try startMPI(quiet: json) }
 }
-
-/// Encodes a result as one line of JSON.
-func jsonLine<T: Encodable>(_ value: T) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
-}
-
-/// Formats a number with fixed decimals.
-func fmt(_ x: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)f", x) }
 
 struct BenchBLAS: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -9,7 +9,7 @@ struct Squeeze: ParsableCommand {
         abstract: "Compress GPT-2-family models (pruning, Kronecker, low rank) with distillation, over MPI.",
         discussion: "Run under mpirun to use several ranks: mpirun -np 4 squeeze compress ...",
         version: version,
-        subcommands: [Bench.self])
+        subcommands: [Eval.self, Generate.self, Train.self, Bench.self])
 }
 
 @main

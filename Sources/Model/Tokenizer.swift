@@ -1,0 +1,563 @@
+import Foundation
+
+// GPT-2 byte-level BPE tokenizer, bit-compatible with OpenAI's encoder.py and Hugging Face's
+// GPT2Tokenizer (slow and fast) for vocab.json + merges.txt.
+//
+// Pipeline for `encode`:
+//  1. (allowSpecial) split the text on the literal "<|endoftext|>"; each occurrence becomes
+//     `endOfTextID`, nothing around it is stripped.
+//  2. Pre-tokenise every remaining chunk with a hand-written scanner equivalent to
+//     `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+//     (Python `regex` semantics: \s = Unicode White_Space, \p{L} = L*, \p{N} = N*; the
+//     contractions are case-sensitive).
+//  3. Run BPE on the UTF-8 bytes of each pre-token (the byte-to-unicode mapping only matters
+//     for reading vocab.json / merges.txt, so all work is done on byte strings and token ids).
+//
+// Unicode classes come from Swift's Unicode.Scalar.Properties (Unicode 16 in Swift 6.3). They
+// agree with Python `regex` and with HF's Rust tokenizer on every code point assigned in Unicode
+// 16; only scalars first assigned in Unicode 17 differ (Python `regex` 2026 already knows them,
+// HF's Rust tokenizer and this file treat them as unassigned, i.e. "other").
+//
+// Everything is keyed by bytes, never by `String`: Swift's String equality and hashing use
+// canonical equivalence ("é" == "e\u{301}"), which would make the cache return the ids of the
+// wrong byte sequence.
+
+/// An error raised while loading tokenizer files or decoding token ids.
+public enum TokenizerError: Error, CustomStringConvertible {
+    /// The file does not exist.
+    case missingFile(URL)
+    /// The file exists but could not be read.
+    case unreadableFile(URL, reason: String)
+    /// vocab.json is not a JSON object mapping token strings to non-negative integer ids, or
+    /// lacks a token the tokenizer needs.
+    case invalidVocab(URL, reason: String)
+    /// A line of merges.txt (1-based line number, counting the `#version` header) is malformed.
+    case malformedMerges(URL, line: Int, reason: String)
+    /// `decode` was given an id that is not in the vocabulary.
+    case unknownTokenID(Int, vocabSize: Int)
+
+    /// A human-readable description naming the file and the problem.
+    public var description: String {
+        switch self {
+        case .missingFile(let url):
+            return "tokenizer file not found: \(url.path)"
+        case .unreadableFile(let url, let reason):
+            return "cannot read tokenizer file \(url.path): \(reason)"
+        case .invalidVocab(let url, let reason):
+            return "invalid vocabulary \(url.path): \(reason)"
+        case .malformedMerges(let url, let line, let reason):
+            return "malformed merges file \(url.path), line \(line): \(reason)"
+        case .unknownTokenID(let id, let vocabSize):
+            return "token id \(id) is not in the vocabulary (\(vocabSize) tokens)"
+        }
+    }
+}
+
+/// GPT-2's byte-level BPE tokenizer (vocab.json + merges.txt), matching Hugging Face's
+/// `GPT2Tokenizer` id for id. Thread-safe: the only mutable state is a locked cache.
+public final class GPT2Tokenizer: @unchecked Sendable {
+    /// The literal text of the end-of-text special token.
+    public static let endOfTextToken = "<|endoftext|>"
+
+    /// Number of entries in vocab.json (50257 for GPT-2, including `<|endoftext|>`).
+    public var vocabSize: Int { vocabCount }
+
+    /// Id of `<|endoftext|>` (50256 in GPT-2's vocabulary).
+    public let endOfTextID: Int
+
+    private let vocabCount: Int
+    /// Token id -> its bytes (nil for ids absent from vocab.json).
+    private let idToBytes: [[UInt8]?]
+    /// Byte value -> id of the single-byte token.
+    private let byteIDs: [Int32]
+    /// (left id << 32 | right id) -> (rank << 32 | merged id).
+    private let merges: [UInt64: UInt64]
+    private let specialBytes: [UInt8] = Array(GPT2Tokenizer.endOfTextToken.utf8)
+    /// Pre-tokeniser class of every BMP scalar (shared, computed once per process).
+    private let classTable: [UInt8] = GPT2Tokenizer.bmpClasses
+
+    private let lock = NSLock()
+    private var shortCache: [ShortKey: [Int32]] = [:]
+    private var longCache: [[UInt8]: [Int32]] = [:]
+    /// Entries allowed in each cache before it is emptied (bounds memory on huge, diverse corpora;
+    /// 8 MB of English has about 47k distinct pre-tokens).
+    private let shortCacheLimit = 1 << 18
+    private let longCacheLimit = 1 << 14
+    /// Pre-tokens longer than this many bytes are not cached.
+    private let longestCachedToken = 1024
+
+    /// Loads a tokenizer from `vocab.json` (token string -> id) and `merges.txt`
+    /// (`#version` header, then one `left right` pair per line in rank order).
+    public init(vocabURL: URL, mergesURL: URL) throws {
+        let unicodeToByte = Self.byteLevelDecoder()
+
+        // vocab.json
+        let vocabData = try Self.readFile(vocabURL)
+        let vocab: [String: Int]
+        do {
+            vocab = try JSONDecoder().decode([String: Int].self, from: vocabData)
+        } catch {
+            throw TokenizerError.invalidVocab(vocabURL, reason: "expected a JSON object of token -> integer id (\(Self.describe(error)))")
+        }
+        var bytesToID: [[UInt8]: Int32] = [:]
+        bytesToID.reserveCapacity(vocab.count)
+        var maxID = -1
+        for (token, id) in vocab {
+            guard id >= 0, id < Self.maxTokenID else {
+                throw TokenizerError.invalidVocab(vocabURL, reason: "token \(token.debugDescription) has id \(id) outside 0..<\(Self.maxTokenID)")
+            }
+            bytesToID[Self.tokenBytes(token, unicodeToByte)] = Int32(id)
+            maxID = max(maxID, id)
+        }
+        var table = [[UInt8]?](repeating: nil, count: maxID + 1)
+        for (bytes, id) in bytesToID { table[Int(id)] = bytes }
+        var bytesIDs = [Int32](repeating: -1, count: 256)
+        for b in 0..<256 {
+            guard let id = bytesToID[[UInt8(b)]] else {
+                let symbol = String(Character(Self.byteLevelEncoder[b]))
+                throw TokenizerError.invalidVocab(vocabURL, reason: "missing the single-byte token \(symbol.debugDescription) for byte \(b)")
+            }
+            bytesIDs[b] = id
+        }
+        guard let eot = bytesToID[Array(GPT2Tokenizer.endOfTextToken.utf8)] else {
+            throw TokenizerError.invalidVocab(vocabURL, reason: "missing the special token \(GPT2Tokenizer.endOfTextToken)")
+        }
+
+        // merges.txt
+        let mergesData = try Self.readFile(mergesURL)
+        var mergeTable: [UInt64: UInt64] = [:]
+        mergeTable.reserveCapacity(50_000)
+        var rank: UInt64 = 0
+        var lineNumber = 0
+        let bytes = [UInt8](mergesData)
+        var lineStart = 0
+        while lineStart < bytes.count {
+            var lineEnd = lineStart
+            while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
+            lineNumber += 1
+            var end = lineEnd
+            if end > lineStart && bytes[end - 1] == 0x0D { end -= 1 }
+            let line = bytes[lineStart..<end]
+            lineStart = lineEnd + 1
+            if line.isEmpty || line.starts(with: "#version".utf8) { continue }
+            let parts = line.split(separator: 0x20, omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw TokenizerError.malformedMerges(mergesURL, line: lineNumber,
+                    reason: "expected two tokens separated by one space, got \(String(decoding: line.prefix(200), as: UTF8.self).debugDescription)")
+            }
+            guard let leftText = String(bytes: parts[0], encoding: .utf8),
+                  let rightText = String(bytes: parts[1], encoding: .utf8) else {
+                throw TokenizerError.malformedMerges(mergesURL, line: lineNumber, reason: "not valid UTF-8")
+            }
+            let left = Self.tokenBytes(leftText, unicodeToByte)
+            let right = Self.tokenBytes(rightText, unicodeToByte)
+            var ids: [Int32] = []
+            for (text, key) in [(leftText, left), (rightText, right), (leftText + rightText, left + right)] {
+                guard let id = bytesToID[key] else {
+                    throw TokenizerError.malformedMerges(mergesURL, line: lineNumber,
+                        reason: "token \(text.debugDescription) is not in \(vocabURL.lastPathComponent)")
+                }
+                ids.append(id)
+            }
+            // A repeated pair keeps its last rank, like Python's dict and HF's HashMap.
+            mergeTable[UInt64(UInt32(ids[0])) << 32 | UInt64(UInt32(ids[1]))] = rank << 32 | UInt64(UInt32(ids[2]))
+            rank += 1
+        }
+
+        vocabCount = vocab.count
+        idToBytes = table
+        byteIDs = bytesIDs
+        merges = mergeTable
+        endOfTextID = Int(eot)
+    }
+
+    /// Loads `vocab.json` and `merges.txt` from a model directory.
+    public convenience init(directory: URL) throws {
+        try self.init(vocabURL: directory.appendingPathComponent("vocab.json"),
+                      mergesURL: directory.appendingPathComponent("merges.txt"))
+    }
+
+    /// Token ids of `text`; a literal `<|endoftext|>` becomes `endOfTextID`.
+    public func encode(_ text: String) -> [Int] {
+        encode(text, allowSpecial: true)
+    }
+
+    /// Token ids of `text`. With `allowSpecial`, each literal `<|endoftext|>` becomes
+    /// `endOfTextID` (the text is split on it first, nothing around it is stripped);
+    /// without, it is tokenised as ordinary text.
+    public func encode(_ text: String, allowSpecial: Bool) -> [Int] {
+        var text = text
+        var ids: [Int] = []
+        text.withUTF8 { buf in
+            guard let base = buf.baseAddress, buf.count > 0 else { return }
+            ids.reserveCapacity(buf.count / 3 + 1)
+            if !allowSpecial {
+                encodeChunk(base, 0, buf.count, into: &ids)
+                return
+            }
+            let special = specialBytes
+            let n = buf.count, m = special.count
+            var chunkStart = 0, i = 0
+            while i + m <= n {
+                if base[i] == special[0] && special.withUnsafeBufferPointer({ memcmp(base + i, $0.baseAddress!, m) == 0 }) {
+                    encodeChunk(base, chunkStart, i, into: &ids)
+                    ids.append(endOfTextID)
+                    i += m
+                    chunkStart = i
+                } else {
+                    i += 1
+                }
+            }
+            encodeChunk(base, chunkStart, n, into: &ids)
+        }
+        return ids
+    }
+
+    /// The text of `ids`: their bytes joined and decoded as UTF-8, invalid sequences replaced
+    /// by U+FFFD (like Hugging Face's `errors="replace"`). Throws for an id not in the vocabulary.
+    public func decode(_ ids: [Int]) throws -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 4)
+        for id in ids {
+            guard id >= 0, id < idToBytes.count, let tokenBytes = idToBytes[id] else {
+                throw TokenizerError.unknownTokenID(id, vocabSize: vocabCount)
+            }
+            bytes.append(contentsOf: tokenBytes)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    // MARK: - Pre-tokenisation
+
+    /// Appends the ids of the UTF-8 bytes `p[start..<end]` (no special tokens inside).
+    private func encodeChunk(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, into ids: inout [Int]) {
+        var i = start
+        while i < end {
+            let j = preTokenEnd(p, i, end)
+            appendBPE(p + i, j - i, into: &ids)
+            i = j
+        }
+    }
+
+    /// End (exclusive) of the pre-token starting at `i`, i.e. of the leftmost alternative of
+    /// GPT-2's pattern that matches there.
+    @inline(__always)
+    private func preTokenEnd(_ p: UnsafePointer<UInt8>, _ i: Int, _ end: Int) -> Int {
+        let (c, n) = Self.decodeScalar(p, i)
+        // 's|'t|'re|'ve|'m|'ll|'d  (lowercase only, as in the original pattern)
+        if c == 0x27 && i + 1 < end {
+            let b1 = p[i + 1]
+            if b1 == 0x73 || b1 == 0x74 || b1 == 0x6D || b1 == 0x64 { return i + 2 }   // s t m d
+            if i + 2 < end {
+                let b2 = p[i + 2]
+                if (b1 == 0x72 && b2 == 0x65) || (b1 == 0x76 && b2 == 0x65) || (b1 == 0x6C && b2 == 0x6C) {
+                    return i + 3                                                        // re ve ll
+                }
+            }
+        }
+        var cls = scalarClass(c)
+        var k = i + n          // end of the first scalar of the run
+        if c == 0x20 && k < end {
+            // ` ?X+`: a space immediately followed by a letter, number or other symbol joins it.
+            let (c2, n2) = Self.decodeScalar(p, k)
+            let cls2 = scalarClass(c2)
+            if cls2 != ScalarClass.space {
+                cls = cls2
+                k += n2
+            }
+        }
+        if cls != ScalarClass.space {
+            // \p{L}+ | \p{N}+ | [^\s\p{L}\p{N}]+  (greedy run of one class)
+            while k < end {
+                let (c2, n2) = Self.decodeScalar(p, k)
+                if scalarClass(c2) != cls { break }
+                k += n2
+            }
+            return k
+        }
+        // \s+(?!\S) | \s+ : take the whole whitespace run; if a non-space follows it and the run
+        // has more than one scalar, give its last scalar back (it may start the next token).
+        var lastStart = i
+        while k < end {
+            let (c2, n2) = Self.decodeScalar(p, k)
+            if scalarClass(c2) != ScalarClass.space { break }
+            lastStart = k
+            k += n2
+        }
+        if k < end && lastStart > i { return lastStart }
+        return k
+    }
+
+    // MARK: - BPE with cache
+
+    /// Appends the BPE ids of one pre-token, consulting and filling the cache.
+    @inline(__always)
+    private func appendBPE(_ p: UnsafePointer<UInt8>, _ n: Int, into ids: inout [Int]) {
+        if n == 1 {
+            ids.append(Int(byteIDs[Int(p[0])]))
+            return
+        }
+        if n <= ShortKey.capacity {
+            let key = ShortKey(p, n)
+            lock.lock()
+            let cached = shortCache[key]
+            lock.unlock()
+            if let cached {
+                for id in cached { ids.append(Int(id)) }
+                return
+            }
+            let result = bpe(p, n)
+            lock.lock()
+            if shortCache.count >= shortCacheLimit { shortCache.removeAll(keepingCapacity: true) }
+            shortCache[key] = result
+            lock.unlock()
+            for id in result { ids.append(Int(id)) }
+        } else if n <= longestCachedToken {
+            let key = Array(UnsafeBufferPointer(start: p, count: n))
+            lock.lock()
+            let cached = longCache[key]
+            lock.unlock()
+            if let cached {
+                for id in cached { ids.append(Int(id)) }
+                return
+            }
+            let result = bpe(p, n)
+            lock.lock()
+            if longCache.count >= longCacheLimit { longCache.removeAll(keepingCapacity: true) }
+            longCache[key] = result
+            lock.unlock()
+            for id in result { ids.append(Int(id)) }
+        } else {
+            for id in bpe(p, n) { ids.append(Int(id)) }
+        }
+    }
+
+    /// BPE of `n` bytes: repeatedly take the lowest-ranked adjacent pair present and merge all
+    /// its non-overlapping occurrences left to right (exactly the reference algorithm), using
+    /// a linked list and a heap of (rank, position) so long pre-tokens stay O(n log n).
+    private func bpe(_ p: UnsafePointer<UInt8>, _ n: Int) -> [Int32] {
+        var sym = [Int32](repeating: 0, count: n)
+        for k in 0..<n { sym[k] = byteIDs[Int(p[k])] }
+        if n < 2 { return sym }
+        var next = [Int32](repeating: -1, count: n)
+        var prev = [Int32](repeating: -1, count: n)
+        for k in 0..<n {
+            next[k] = k + 1 < n ? Int32(k + 1) : -1
+            prev[k] = Int32(k - 1)
+        }
+        var heap = MinHeap()
+        for k in 0..<(n - 1) {
+            if let m = merges[Self.pairKey(sym[k], sym[k + 1])] { heap.push(m & Self.rankMask | UInt64(k)) }
+        }
+        var batch: [Int] = []
+        while let top = heap.pop() {
+            let rank = top >> 32
+            batch.removeAll(keepingCapacity: true)
+            batch.append(Int(top & 0xFFFF_FFFF))
+            // All entries of this rank (= this pair), in position order; pairs created while
+            // merging them are only considered afterwards, as in the reference's full pass.
+            while let t = heap.peek, t >> 32 == rank {
+                batch.append(Int(t & 0xFFFF_FFFF))
+                _ = heap.pop()
+            }
+            for pos in batch {
+                let q = next[pos]
+                guard sym[pos] >= 0, q >= 0, let m = merges[Self.pairKey(sym[pos], sym[Int(q)])], m >> 32 == rank else {
+                    continue   // stale: one of the two symbols has been merged since
+                }
+                sym[pos] = Int32(truncatingIfNeeded: m & 0xFFFF_FFFF)
+                sym[Int(q)] = -1
+                let after = next[Int(q)]
+                next[pos] = after
+                if after >= 0 { prev[Int(after)] = Int32(pos) }
+                let before = prev[pos]
+                if before >= 0, let m2 = merges[Self.pairKey(sym[Int(before)], sym[pos])] {
+                    heap.push(m2 & Self.rankMask | UInt64(before))
+                }
+                if after >= 0, let m2 = merges[Self.pairKey(sym[pos], sym[Int(after)])] {
+                    heap.push(m2 & Self.rankMask | UInt64(pos))
+                }
+            }
+        }
+        var out: [Int32] = []
+        var k: Int32 = 0
+        while k >= 0 {
+            out.append(sym[Int(k)])
+            k = next[Int(k)]
+        }
+        return out
+    }
+}
+
+// MARK: - Helpers
+
+// Kept inside the type so that they cannot clash with other files of the module.
+extension GPT2Tokenizer {
+    /// Ids must be below this (the id -> bytes table is a dense array).
+    fileprivate static let maxTokenID = 1 << 24
+
+    /// The rank half of a `merges` value (rank << 32 | merged id).
+    fileprivate static let rankMask: UInt64 = 0xFFFF_FFFF_0000_0000
+
+    @inline(__always)
+    fileprivate static func pairKey(_ a: Int32, _ b: Int32) -> UInt64 {
+        UInt64(UInt32(bitPattern: a)) << 32 | UInt64(UInt32(bitPattern: b))
+    }
+
+    /// Pre-tokens of up to 15 bytes packed into two words (length in the top byte), so cache
+    /// lookups for ordinary words allocate nothing.
+    fileprivate struct ShortKey: Hashable {
+        static let capacity = 15
+        var lo: UInt64 = 0
+        var hi: UInt64 = 0
+
+        @inline(__always)
+        init(_ p: UnsafePointer<UInt8>, _ n: Int) {
+            for k in 0..<min(n, 8) { lo |= UInt64(p[k]) << (8 * UInt64(k)) }
+            if n > 8 { for k in 8..<n { hi |= UInt64(p[k]) << (8 * UInt64(k - 8)) } }
+            hi |= UInt64(n) << 56
+        }
+    }
+
+    /// A binary min-heap of UInt64 (rank in the high word, position in the low word).
+    fileprivate struct MinHeap {
+        private var items: [UInt64] = []
+
+        var peek: UInt64? { items.first }
+
+        mutating func push(_ x: UInt64) {
+            items.append(x)
+            var i = items.count - 1
+            while i > 0 {
+                let parent = (i - 1) / 2
+                if items[parent] <= x { break }
+                items[i] = items[parent]
+                i = parent
+            }
+            items[i] = x
+        }
+
+        mutating func pop() -> UInt64? {
+            guard let first = items.first else { return nil }
+            let last = items.removeLast()
+            if items.isEmpty { return first }
+            var i = 0
+            let n = items.count
+            while true {
+                let l = 2 * i + 1
+                if l >= n { break }
+                let r = l + 1
+                let c = (r < n && items[r] < items[l]) ? r : l
+                if items[c] >= last { break }
+                items[i] = items[c]
+                i = c
+            }
+            items[i] = last
+            return first
+        }
+    }
+
+    /// Pre-tokeniser character classes: the four disjoint sets of GPT-2's pattern.
+    fileprivate enum ScalarClass {
+        static let other: UInt8 = 0   // [^\s\p{L}\p{N}]
+        static let letter: UInt8 = 1  // \p{L}
+        static let number: UInt8 = 2  // \p{N}
+        static let space: UInt8 = 3   // \s (Unicode White_Space)
+    }
+
+    /// Classes of U+0000...U+FFFF, computed once; other planes are classified on demand.
+    fileprivate static let bmpClasses: [UInt8] = (0..<0x10000).map { GPT2Tokenizer.classify(UInt32($0)) }
+
+    fileprivate static func classify(_ v: UInt32) -> UInt8 {
+        guard let s = Unicode.Scalar(v) else { return ScalarClass.other }
+        let props = s.properties
+        if props.isWhitespace { return ScalarClass.space }
+        switch props.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+            return ScalarClass.letter
+        case .decimalNumber, .letterNumber, .otherNumber:
+            return ScalarClass.number
+        default:
+            return ScalarClass.other
+        }
+    }
+
+    @inline(__always)
+    fileprivate func scalarClass(_ v: UInt32) -> UInt8 {
+        v < 0x10000 ? classTable[Int(v)] : Self.classify(v)
+    }
+
+    /// Decodes the scalar starting at `p[i]` (the bytes come from a Swift String, so they are valid
+    /// UTF-8). Returns the scalar value and its length in bytes.
+    @inline(__always)
+    fileprivate static func decodeScalar(_ p: UnsafePointer<UInt8>, _ i: Int) -> (UInt32, Int) {
+        let b0 = UInt32(p[i])
+        if b0 < 0x80 { return (b0, 1) }
+        if b0 < 0xE0 { return ((b0 & 0x1F) << 6 | UInt32(p[i + 1] & 0x3F), 2) }
+        if b0 < 0xF0 {
+            return ((b0 & 0x0F) << 12 | UInt32(p[i + 1] & 0x3F) << 6 | UInt32(p[i + 2] & 0x3F), 3)
+        }
+        return ((b0 & 0x07) << 18 | UInt32(p[i + 1] & 0x3F) << 12 | UInt32(p[i + 2] & 0x3F) << 6
+                | UInt32(p[i + 3] & 0x3F), 4)
+    }
+
+    /// GPT-2's `bytes_to_unicode`: bytes 33...126, 161...172 and 174...255 map to the same code
+    /// point; the remaining 68 bytes map to U+0100, U+0101, ... in byte order.
+    fileprivate static let byteLevelEncoder: [Unicode.Scalar] = {
+        var table = [Unicode.Scalar](repeating: " ", count: 256)
+        var n: UInt32 = 0
+        for b in 0..<256 {
+            if (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b) {
+                table[b] = Unicode.Scalar(UInt32(b))!
+            } else {
+                table[b] = Unicode.Scalar(256 + n)!
+                n += 1
+            }
+        }
+        return table
+    }()
+
+    /// Inverse of `byteLevelEncoder`: code point -> byte.
+    fileprivate static func byteLevelDecoder() -> [UInt32: UInt8] {
+        var map: [UInt32: UInt8] = [:]
+        for (b, s) in byteLevelEncoder.enumerated() { map[s.value] = UInt8(b) }
+        return map
+    }
+
+    /// The bytes a byte-level token string stands for. A character outside the byte alphabet
+    /// (never the case in GPT-2's files) stands for its own UTF-8 bytes.
+    fileprivate static func tokenBytes(_ token: String, _ unicodeToByte: [UInt32: UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(token.unicodeScalars.count)
+        for s in token.unicodeScalars {
+            if let b = unicodeToByte[s.value] { out.append(b) } else { out.append(contentsOf: String(s).utf8) }
+        }
+        return out
+    }
+
+    fileprivate static func readFile(_ url: URL) throws -> Data {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw TokenizerError.missingFile(url)
+        }
+        if isDirectory.boolValue { throw TokenizerError.unreadableFile(url, reason: "is a directory") }
+        do {
+            return try Data(contentsOf: url)
+        } catch {
+            throw TokenizerError.unreadableFile(url, reason: Self.describe(error))
+        }
+    }
+
+    fileprivate static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let context):
+            let underlying = context.underlyingError.map { " (\(Self.describe($0)))" } ?? ""
+            return context.debugDescription + underlying
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            let path = context.codingPath.map { $0.stringValue }.joined(separator: ".")
+            return path.isEmpty ? context.debugDescription : "at \(path.debugDescription): \(context.debugDescription)"
+        default:
+            return (error as NSError).localizedDescription
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Model
+import MPI
+
+/// Result of a perplexity evaluation.
+public struct PerplexityResult: Codable, Sendable, Equatable {
+    /// exp(mean NLL).
+    public var perplexity: Double
+    /// Mean negative log-likelihood per scored token (nats).
+    public var nll: Double
+    /// Number of scored tokens.
+    public var tokens: Int
+}
+
+/// Sliding-window perplexity with Hugging Face's rule: windows of `context` tokens starting every
+/// `stride` tokens; in each window only the labels not scored by an earlier window count (and
+/// never a window's first token, which has no context), so each token is scored at most once.
+/// Windows are spread over the ranks of `comm` (sums all-reduced); `batch` windows run together.
+public func evaluatePerplexity(model: GPT2, tokens: [Int32], context: Int? = nil, stride: Int? = nil, batch: Int = 1,
+                               comm: Communicator, progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityResult {
+    let ctx = min(context ?? model.config.nPositions, model.config.nPositions)
+    let st = stride ?? ctx
+    guard ctx >= 2 else { throw TrainingError.config("context must be at least 2 tokens") }
+    guard st >= 1, st <= ctx else { throw TrainingError.config("stride must be between 1 and the context (\(ctx)), got \(st)") }
+    guard tokens.count >= 2 else { throw TrainingError.data("need at least 2 tokens to evaluate, got \(tokens.count)") }
+    // Windows: (begin, end, first scored label index).
+    var windows: [(Int, Int, Int)] = []
+    var prevEnd = 0
+    var begin = 0
+    while begin < tokens.count {
+        let end = min(begin + ctx, tokens.count)
+        windows.append((begin, end, max(prevEnd, begin + 1)))
+        prevEnd = end
+        if end == tokens.count { break }
+        begin += st
+    }
+    let mine = share(windows.count, rank: comm.rank, size: comm.size)
+    var nllSum = 0.0, scored = 0
+    var done = 0
+    // Batch windows of equal length together.
+    var i = mine.lowerBound
+    while i < mine.upperBound {
+        let len = windows[i].1 - windows[i].0
+        var group = [windows[i]]
+        var j = i + 1
+        while j < mine.upperBound && group.count < batch && windows[j].1 - windows[j].0 == len { group.append(windows[j]); j += 1 }
+        var ids = [Int32](), targets = [Int32]()
+        for (b, e, first) in group {
+            ids += tokens[b..<e]
+            for p in b..<e {
+                let label = p + 1   // position p predicts token p + 1
+                targets.append(label < e && label >= first ? tokens[label] : -1)
+            }
+        }
+        try model.forward(ids: ids, B: group.count, T: len)
+        let (_, losses) = try model.crossEntropy(targets: targets, computeGradient: false)
+        for (k, t) in targets.enumerated() where t >= 0 { nllSum += Double(losses[k]); scored += 1 }
+        done += group.count
+        progress?(done, mine.count)
+        i = j
+    }
+    var sums = [nllSum, Double(scored)]
+    try comm.allreduce(&sums)
+    let nll = sums[0] / max(sums[1], 1)
+    return PerplexityResult(perplexity: exp(nll), nll: nll, tokens: Int(sums[1]))
+}

@@ -1,0 +1,169 @@
+import Foundation
+import Model
+import MPI
+import Tensor
+
+/// A token stream made from UTF-8 text (a file, or a directory of .txt files joined with
+/// `<|endoftext|>`), tokenised once and cached as a token file that is reused while the text
+/// and the tokenizer are unchanged.
+///
+/// Cache file: magic `SQZTOK1\n`, UInt64 tokenizer hash, UInt64 text hash, UInt64 count, then
+/// `count` little-endian UInt16 ids.
+public struct TokenDataset: Sendable {
+    public let tokens: [UInt16]
+    public let source: URL
+
+    public init(tokens: [UInt16], source: URL) {
+        self.tokens = tokens
+        self.source = source
+    }
+
+    public var count: Int { tokens.count }
+
+    /// Loads or builds the token file for `url`. Under MPI, rank 0 tokenises and writes the cache;
+    /// the other ranks wait and read it (or, with `sharedFS: false`, receive it by broadcast).
+    public static func load(_ url: URL, tokenizer: GPT2Tokenizer, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL? = nil,
+                            sharedFS: Bool = true) throws -> TokenDataset {
+        guard tokenizer.vocabSize <= 65536 else { throw TrainingError.data("vocabulary of \(tokenizer.vocabSize) ids does not fit uint16 token files") }
+        var failure = ""
+        var tokens: [UInt16] = []
+        let fingerprint = tokenizerFingerprint(directory: tokenizerDirectory)
+        if comm.rank == 0 {
+            do { tokens = try loadOrBuild(url, tokenizer: tokenizer, fingerprint: fingerprint, cacheDirectory: cacheDirectory) } catch { failure = "\(error)" }
+        }
+        if comm.size > 1 {
+            try comm.broadcast(&failure, root: 0)
+            if !failure.isEmpty { throw TrainingError.data(failure) }
+            if sharedFS {
+                try comm.barrier()
+                if comm.rank != 0 { tokens = try loadOrBuild(url, tokenizer: tokenizer, fingerprint: fingerprint, cacheDirectory: cacheDirectory) }
+            } else {
+                var wide = tokens.map { Int32($0) }
+                try comm.broadcast(&wide, root: 0)
+                tokens = wide.map { UInt16($0) }
+            }
+        } else if !failure.isEmpty {
+            throw TrainingError.data(failure)
+        }
+        return TokenDataset(tokens: tokens, source: url)
+    }
+
+    /// The text of a file, or of every .txt file in a directory (sorted by name, joined by
+    /// `<|endoftext|>`).
+    public static func readText(_ url: URL) throws -> String {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else { throw TrainingError.data("\(url.path): no such file or directory") }
+        func read(_ u: URL) throws -> String {
+            guard let d = FileManager.default.contents(atPath: u.path) else { throw TrainingError.data("\(u.path): cannot read") }
+            guard let s = String(data: d, encoding: .utf8) else { throw TrainingError.data("\(u.path): not valid UTF-8") }
+            return s
+        }
+        guard isDir.boolValue else { return try read(url) }
+        let files = try FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil)
+            .filter { $0.pathExtension == "txt" }.sorted { $0.lastPathComponent < $1.lastPathComponent }
+        guard !files.isEmpty else { throw TrainingError.data("\(url.path): directory has no .txt files") }
+        return try files.map(read).joined(separator: "<|endoftext|>")
+    }
+
+    static func cacheURL(for url: URL, textHash: UInt64, cacheDirectory: URL?) -> URL {
+        let dir = cacheDirectory ?? defaultCacheDirectory()
+        return dir.appendingPathComponent("\(url.deletingPathExtension().lastPathComponent)-\(String(textHash, radix: 16)).tokens")
+    }
+
+    /// `$SQUEEZE_CACHE`, else `$XDG_CACHE_HOME/squeeze`, else `~/.cache/squeeze`.
+    public static func defaultCacheDirectory() -> URL {
+        let env = ProcessInfo.processInfo.environment
+        if let d = env["SQUEEZE_CACHE"] { return URL(fileURLWithPath: d) }
+        if let x = env["XDG_CACHE_HOME"] { return URL(fileURLWithPath: x).appendingPathComponent("squeeze") }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/squeeze")
+    }
+
+    static let magic = Array("SQZTOK1\n".utf8)
+
+    static func loadOrBuild(_ url: URL, tokenizer: GPT2Tokenizer, fingerprint tokHash: UInt64, cacheDirectory: URL?) throws -> [UInt16] {
+        let text = try readText(url)
+        let textHash = fnv1a(Array(text.utf8))
+        let cache = cacheURL(for: url, textHash: textHash, cacheDirectory: cacheDirectory)
+        if let data = FileManager.default.contents(atPath: cache.path), data.count >= 32, Array(data.prefix(8)) == magic {
+            let header = data.withUnsafeBytes { p in (0..<3).map { UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8 + 8 * $0, as: UInt64.self)) } }
+            if header[0] == tokHash, header[1] == textHash, data.count == 32 + Int(header[2]) * 2 {
+                return data.withUnsafeBytes { p in (0..<Int(header[2])).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 32 + 2 * $0, as: UInt16.self)) } }
+            }
+        }
+        Console.status("tokenising \(url.lastPathComponent) (\(text.utf8.count / 1024) KiB) ...")
+        let ids = tokenizer.encode(text)
+        var data = Data(magic)
+        for v in [tokHash, textHash, UInt64(ids.count)] { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
+        var packed = [UInt8](repeating: 0, count: ids.count * 2)
+        for (i, id) in ids.enumerated() { packed[2 * i] = UInt8(id & 0xFF); packed[2 * i + 1] = UInt8(id >> 8) }
+        data.append(contentsOf: packed)
+        do {
+            try FileManager.default.createDirectory(at: cache.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try writeAtomically(data, to: cache)
+            Console.status("cached \(ids.count) tokens in \(cache.path)")
+        } catch {
+            Console.warning("could not write the token cache \(cache.path): \(error)")
+        }
+        return ids.map { UInt16($0) }
+    }
+
+    /// Splits off the last `fraction` of the stream as validation data.
+    public func split(validationFraction fraction: Double) -> (train: TokenDataset, valid: TokenDataset) {
+        let n = Int(Double(count) * (1 - fraction))
+        return (TokenDataset(tokens: Array(tokens[..<n]), source: source), TokenDataset(tokens: Array(tokens[n...]), source: source))
+    }
+}
+
+/// Hash of a directory's vocab.json and merges.txt: token caches are valid for this tokenizer only.
+public func tokenizerFingerprint(directory: URL) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for f in ["vocab.json", "merges.txt"] {
+        let bytes = FileManager.default.contents(atPath: directory.appendingPathComponent(f).path).map { [UInt8]($0) } ?? []
+        h = fnv1a(bytes, seed: h)
+    }
+    return h
+}
+
+/// 64-bit FNV-1a hash (cache keys; not cryptographic).
+public func fnv1a(_ bytes: [UInt8], seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+    var h = seed
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return h
+}
+
+/// Deterministic batches of `T + 1`-token windows: batch `s` of a run with seed `seed` is the
+/// same whatever the number of ranks; rank r takes sequences `[lo, hi)` of the global batch.
+public struct BatchSampler: Sendable {
+    public let data: TokenDataset
+    public let T: Int
+    public let seed: UInt64
+
+    public init(data: TokenDataset, T: Int, seed: UInt64) throws {
+        guard data.count > T + 1 else { throw TrainingError.data("\(data.source.lastPathComponent): \(data.count) tokens is too few for sequences of \(T)") }
+        self.data = data
+        self.T = T
+        self.seed = seed
+    }
+
+    /// Start offsets of the `globalBatch` windows of step `step`.
+    public func starts(step: Int, globalBatch: Int) -> [Int] {
+        var rng = RandomGenerator(seed: seed &+ UInt64(step) &* 0x9E37_79B9_7F4A_7C15)
+        let span = UInt64(data.count - T - 1)
+        return (0..<globalBatch).map { _ in Int(rng.next() % span) }
+    }
+
+    /// Inputs and targets `[n, T]` for the windows starting at `starts`.
+    public func batch(_ starts: [Int]) -> (ids: [Int32], targets: [Int32]) {
+        var ids = [Int32](), tg = [Int32]()
+        ids.reserveCapacity(starts.count * T); tg.reserveCapacity(starts.count * T)
+        for s in starts {
+            for t in 0..<T { ids.append(Int32(data.tokens[s + t])); tg.append(Int32(data.tokens[s + t + 1])) }
+        }
+        return (ids, tg)
+    }
+}
+
+/// The contiguous share `[lo, hi)` of `n` items that rank `rank` of `size` takes.
+public func share(_ n: Int, rank: Int, size: Int) -> Range<Int> {
+    (n * rank / size)..<(n * (rank + 1) / size)
+}

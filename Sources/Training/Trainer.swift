@@ -1,0 +1,207 @@
+import Foundation
+import Model
+import MPI
+import Distributed
+import Tensor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Data-parallel distillation / training loop.
+///
+/// Each step takes the global batch of `settings.batch` sequences for that step (the same on any
+/// number of ranks), gives each rank its contiguous share, runs teacher forward + student
+/// forward/backward in micro-batches, sums gradients over ranks in fused buckets, then every
+/// rank applies the same clipped AdamW step. Pruning masks are re-applied after each step.
+public final class Trainer {
+    public let student: GPT2
+    public let teacher: GPT2?
+    public let settings: DistillSettings
+    public let sampler: BatchSampler
+    public let valid: [Int32]?
+    public let comm: Communicator
+    public let optimizer: AdamW
+    public private(set) var history: [StepLog] = []
+    /// Called before each step with the step index; returns true if it changed masks or weights.
+    public var beforeStep: [(Int) throws -> Void] = []
+    /// Where checkpoints go (nil: none).
+    public var checkpoint: Checkpoint?
+    /// Extra state stored in checkpoints.
+    public var checkpointExtra: [String: JSONValue] = [:]
+    /// JSON lines instead of human progress.
+    public var jsonLines = false
+    /// Label printed in progress lines.
+    public var label = "distill"
+    /// Overlap the gradient all-reduce with backward.
+    public var overlapAllreduce = true
+    private let schedule: LRSchedule
+    private var sync: GradientSync?
+
+    public init(student: GPT2, teacher: GPT2?, settings: DistillSettings, train: TokenDataset, valid: TokenDataset?,
+                comm: Communicator) throws {
+        try settings.validate()
+        guard settings.seq <= student.config.nPositions else {
+            throw TrainingError.config("distill.seq \(settings.seq) exceeds the model's n_positions \(student.config.nPositions)")
+        }
+        if let t = teacher, t.config.vocabSize != student.config.vocabSize {
+            throw TrainingError.config("teacher vocabulary (\(t.config.vocabSize)) differs from the student's (\(student.config.vocabSize))")
+        }
+        self.student = student
+        self.teacher = settings.alpha > 0 ? teacher : nil
+        self.settings = settings
+        self.sampler = try BatchSampler(data: train, T: settings.seq, seed: settings.seed)
+        self.valid = valid.map { v in Array(v.tokens.prefix(settings.evalTokens + 1)).map { Int32($0) } }
+        self.comm = comm
+        self.optimizer = AdamW(parameterCount: student.params.count, beta1: settings.beta1, beta2: settings.beta2,
+                               weightDecay: settings.weightDecay)
+        self.schedule = LRSchedule(lr: settings.lr, warmup: settings.warmupSteps, total: settings.steps, minRatio: settings.minLRRatio)
+    }
+
+    /// Resumes optimizer, step and history from a checkpoint (the model must be loaded from its `model/`).
+    public func resume(from cp: Checkpoint) throws -> Int {
+        let state = try cp.readState()
+        guard state.settings == settings else {
+            throw TrainingError.checkpoint("\(cp.directory.path): written with different settings; resume with the same recipe/options")
+        }
+        try cp.restore(optimizer: optimizer, state: state)
+        history = state.history
+        checkpointExtra = state.extra
+        return state.step
+    }
+
+    /// Validation perplexity (nil without validation data).
+    public func validate() throws -> Double? {
+        guard let valid, valid.count > settings.seq else { return nil }
+        let r = try evaluatePerplexity(model: student, tokens: valid, context: settings.seq, stride: settings.seq,
+                                       batch: settings.microBatch, comm: comm)
+        return r.perplexity
+    }
+
+    /// Runs steps `start..<settings.steps`; returns the step logs.
+    @discardableResult
+    public func run(from start: Int = 0) throws -> [StepLog] {
+        if sync == nil || sync!.comm !== comm {
+            sync = try GradientSync(model: student, comm: comm, overlap: overlapAllreduce)
+        }
+        SignalFlag.install()
+        let V = student.config.vocabSize, T = settings.seq
+        let globalTokens = settings.batch * T
+        let mine = share(settings.batch, rank: comm.rank, size: comm.size)
+        var stepTimes: [Double] = []
+        for step in start..<settings.steps {
+            for hook in beforeStep { try hook(step) }
+            if sync!.bucketsStale(for: student) { sync = try GradientSync(model: student, comm: comm, overlap: overlapAllreduce) }
+            let t0 = Runtime.wtime()
+            let lr = schedule.at(step)
+            let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[mine])
+            student.params.zeroGrads()
+            var kdSum = 0.0, ceSum = 0.0
+            let chunks = stride(from: 0, to: starts.count, by: settings.microBatch).map { Array(starts[$0..<min($0 + settings.microBatch, starts.count)]) }
+            sync!.begin()
+            for (k, chunk) in chunks.enumerated() {
+                let (ids, targets) = sampler.batch(chunk)
+                let n = chunk.count
+                let teacherLogits = try teacher.map { try UnsafePointer($0.forward(ids: ids, B: n, T: T).baseAddress!) }
+                let logits = try student.forward(ids: ids, B: n, T: T)
+                let (kd, ce) = distillationLoss(student: logits.baseAddress!, teacher: teacherLogits, targets: targets, N: n * T, V: V,
+                                                temperature: settings.temperature, alpha: settings.alpha,
+                                                scale: 1 / Float(globalTokens), dlogits: student.logitGradient().baseAddress!)
+                kdSum += kd
+                ceSum += ce
+                let last = k == chunks.count - 1
+                try student.backward(onLayerDone: last ? { [sync] l in try? sync!.layerDone(l) } : nil)
+            }
+            try sync!.finish()
+            var sums = [kdSum, ceSum]
+            try comm.allreduce(&sums)
+            student.maskGradients()
+            let norm = clipGradients(student.params, maxNorm: settings.gradClip)
+            optimizer.update(student.params, lr: lr)
+            student.applyMasks()
+            let dt = Runtime.wtime() - t0
+            stepTimes.append(dt)
+
+            let kdMean = sums[0] / Double(globalTokens), ceMean = sums[1] / Double(globalTokens)
+            let ceWeight = (teacher != nil) ? Double(1 - settings.alpha) : 1
+            var log = StepLog(step: step + 1, loss: kdMean + ceWeight * ceMean, kd: kdMean, ce: ceMean, lr: Double(lr),
+                              gradNorm: norm, tokensPerSecond: Double(globalTokens) / dt, validPerplexity: nil)
+            let isLast = step + 1 == settings.steps
+            if (settings.evalEvery > 0 && (step + 1) % settings.evalEvery == 0) || isLast {
+                log.validPerplexity = try validate()
+            }
+            history.append(log)
+            report(log, stepTimes: stepTimes)
+            let stop = try comm.allreduce(SignalFlag.raised ? 1 : 0, op: .max) > 0
+            if let cp = checkpoint, stop || isLast || (settings.checkpointEvery > 0 && (step + 1) % settings.checkpointEvery == 0) {
+                try writeCheckpoint(cp, nextStep: step + 1)
+            }
+            if stop {
+                Console.endProgress()
+                throw TrainingError.interrupted(step: step + 1)
+            }
+        }
+        Console.endProgress()
+        return history
+    }
+
+    /// Writes a checkpoint on rank 0; every rank waits for it.
+    public func writeCheckpoint(_ cp: Checkpoint, nextStep: Int) throws {
+        var failure = ""
+        if comm.rank == 0 {
+            let state = Checkpoint.State(step: nextStep, optimizerStep: optimizer.step, settings: settings, history: history, extra: checkpointExtra)
+            do { try cp.write(model: student, optimizer: optimizer, state: state) } catch { failure = "\(error)" }
+        }
+        try comm.broadcast(&failure, root: 0)
+        if !failure.isEmpty { throw TrainingError.checkpoint(failure) }
+    }
+
+    private func report(_ log: StepLog, stepTimes: [Double]) {
+        if jsonLines {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            if let d = try? enc.encode(log) { Console.print(String(decoding: d, as: UTF8.self)) }
+            return
+        }
+        let recent = stepTimes.suffix(20)
+        let avg = recent.reduce(0, +) / Double(max(recent.count, 1))
+        let eta = avg * Double(settings.steps - log.step)
+        var line = String(format: "%@ step %d/%d  loss %.4f  kd %.4f  ce %.4f  lr %.2e  |g| %.2f  %.0f tok/s  ETA %@",
+                          label, log.step, settings.steps, log.loss, log.kd, log.ce, log.lr, log.gradNorm, log.tokensPerSecond, formatDuration(eta))
+        if let p = log.validPerplexity {
+            line += String(format: "  valid ppl %.3f", p)
+            Console.progress(line)
+            Console.endProgress()
+        } else {
+            Console.progress(line)
+        }
+    }
+}
+
+/// "1h02m", "3m20s", "12s".
+public func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    if t >= 3600 { return String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) }
+    if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
+    return "\(t)s"
+}
+
+/// SIGINT/SIGTERM set a flag that the training loop checks at each step boundary; it then
+/// writes a checkpoint and stops cleanly. A second signal exits at once.
+public enum SignalFlag {
+    nonisolated(unsafe) static var flag: sig_atomic_t = 0
+    nonisolated(unsafe) static var installed = false
+
+    public static var raised: Bool { flag != 0 }
+
+    public static func install() {
+        guard !installed else { return }
+        installed = true
+        let handler: @convention(c) (Int32) -> Void = { sig in
+            if SignalFlag.flag != 0 { _exit(128 + sig) }
+            SignalFlag.flag = 1
+        }
+        signal(SIGINT, handler)
+        signal(SIGTERM, handler)
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import Model
+import MPI
+import Training
+
+/// `squeeze eval`: perplexity of a model on a text, sliding window as in Hugging Face's guide.
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Perplexity on a text file (sliding window; each token scored once).")
+    @Option(help: "Model directory (plain or compressed).") var model: String
+    @Option(help: "UTF-8 text file, or a directory of .txt files.") var data: String
+    @Option(help: "Window stride in tokens (default: the context length).") var stride: Int?
+    @Option(help: "Context length in tokens (default: the model's n_positions).") var context: Int?
+    @Option(help: "Windows per forward pass.") var batch = 4
+    @Option(help: "Only score the first N tokens of the text.") var maxTokens: Int?
+    @Flag(help: "Print {\"perplexity\", \"nll\", \"tokens\"} as JSON.") var json = false
+
+    func run() throws { try guarded {
+        let world = try startMPI(quiet: json)
+        if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
+        if batch < 1 { throw ValidationError("--batch must be >= 1") }
+        let (m, tok) = try loadModel(model)
+        let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world)
+        var ids = ds.tokens.map { Int32($0) }
+        if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
+        let t0 = Date()
+        let r = try evaluatePerplexity(model: m, tokens: ids, context: context, stride: stride, batch: batch, comm: world) { done, total in
+            Console.progress("eval windows \(done)/\(total) (rank 0)")
+        }
+        Console.endProgress()
+        if json { Console.print(try jsonLine(r)); return }
+        Console.print("perplexity \(fmt(r.perplexity, 4))  nll \(fmt(r.nll, 6))  tokens \(r.tokens)  (\(fmt(Date().timeIntervalSince(t0), 1)) s)")
+    } }
+}
+
+/// `squeeze generate`: sample text from a model.
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt (KV cache; --temperature 0 is greedy).")
+    @Option(help: "Model directory.") var model: String
+    @Option(help: "Prompt text.") var prompt: String
+    @Option(help: "Maximum new tokens.") var maxTokens = 50
+    @Option(help: "Sampling temperature (0: greedy).") var temperature: Float = 0.8
+    @Option(help: "Sample from the k most likely tokens only.") var topK: Int?
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Flag(help: "Print {\"prompt_ids\", \"output_ids\", \"text\"} as JSON.") var json = false
+
+    func run() throws { try guarded {
+        _ = try startMPI(quiet: json)
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be >= 1") }
+        guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
+        let (m, tok) = try loadModel(model)
+        let ids = tok.encode(prompt)
+        var text = ""
+        let out = try m.generate(prompt: ids, maxTokens: maxTokens, sampling: .init(temperature: temperature, topK: topK, seed: seed),
+                                 stopID: tok.endOfTextID) { id in
+            if !json, let piece = try? tok.decode([id]) { text += piece }
+        }
+        let full = try tok.decode(out)
+        if json {
+            struct Out: Encodable { let prompt_ids: [Int]; let output_ids: [Int]; let text: String }
+            Console.print(try jsonLine(Out(prompt_ids: ids, output_ids: ids + out, text: full)))
+        } else {
+            Console.print(prompt + full)
+        }
+    } }
+}

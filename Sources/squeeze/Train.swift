@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import Model
+import MPI
+import Training
+
+/// Options shared by `train` and `compress` for the distillation loop.
+struct LoopOptions: ParsableArguments {
+    @Option(help: "Held-out text for validation perplexity (default: the last --valid-fraction of --data).") var valid: String?
+    @Option(help: "Fraction of --data held out for validation when --valid is not given.") var validFraction = 0.02
+    @Flag(help: "Continue from OUT/checkpoint.") var resume = false
+    @Flag(help: "JSON lines instead of progress text.") var json = false
+    @Flag(help: "Reduce gradients after backward instead of overlapping (for measurements).") var noOverlap = false
+    @Flag(help: "Rank 0 reads the data and broadcasts it (no shared filesystem).") var noSharedFs = false
+
+    /// Train and validation token streams.
+    func datasets(data: String, tokenizer: GPT2Tokenizer, tokenizerDirectory: URL, comm: Communicator) throws -> (TokenDataset, TokenDataset) {
+        let all = try TokenDataset.load(fileURL(data), tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs)
+        if let v = valid {
+            return (all, try TokenDataset.load(fileURL(v), tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs))
+        }
+        guard validFraction > 0 && validFraction < 0.5 else { throw ValidationError("--valid-fraction must be in (0, 0.5)") }
+        let (t, v) = all.split(validationFraction: validFraction)
+        return (t, v)
+    }
+}
+
+/// `squeeze train`: train a model on text (no teacher, alpha = 0), data parallel over ranks.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a GPT-2 model on text (from a model directory or a new config), over all ranks.")
+    @Option(help: "Start from this model directory.") var model: String?
+    @Option(help: "Start from a new model with this config.json (random init).") var config: String?
+    @Option(help: "Tokenizer directory (vocab.json, merges.txt) for --config (default: the config's directory).") var tokenizer: String?
+    @Option(help: "Training text (UTF-8 file or directory of .txt).") var data: String
+    @Option(help: "Output model directory (checkpoints in OUT/checkpoint).") var out: String
+    @Option(help: "Optimizer steps.") var steps = 1000
+    @Option(help: "Global batch (sequences per step).") var batch = 16
+    @Option(help: "Sequence length.") var seq = 256
+    @Option(help: "Peak learning rate.") var lr: Float = 6e-4
+    @Option(help: "Warmup steps (default 5% of steps).") var warmup: Int?
+    @Option(help: "Weight decay.") var weightDecay: Float = 0.1
+    @Option(help: "Sequences per forward/backward on a rank.") var microBatch = 4
+    @Option(help: "Validation every N steps (0: at the end).") var evalEvery = 0
+    @Option(help: "Validation tokens per evaluation.") var evalTokens = 65536
+    @Option(help: "Checkpoint every N steps (0: at the end).") var checkpointEvery = 100
+    @Option(help: "Seed for init and data order.") var seed: UInt64 = 1234
+    @Option(help: "Save the final model as f32 or f16.") var dtype = "f32"
+    @OptionGroup var loop: LoopOptions
+
+    func run() throws { try guarded {
+        let world = try startMPI(quiet: loop.json)
+        guard (model == nil) != (config == nil) else { throw ValidationError("give exactly one of --model DIR or --config FILE") }
+        guard let dt = SafeTensorsDType(rawValue: dtype.uppercased()), dt == .f32 || dt == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
+        let outDir = fileURL(out)
+        let cp = Checkpoint(directory: outDir.appendingPathComponent("checkpoint"))
+        let tokDir: URL
+        let student: GPT2
+        if loop.resume {
+            guard cp.exists else { throw ValidationError("--resume: no checkpoint in \(cp.directory.path)") }
+            student = try GPT2.load(directory: cp.modelDirectory)
+            tokDir = cp.modelDirectory
+        } else if let m = model {
+            tokDir = fileURL(m)
+            student = try GPT2.load(directory: tokDir)
+        } else {
+            let cfgURL = fileURL(config!)
+            tokDir = tokenizer.map(fileURL) ?? cfgURL.deletingLastPathComponent()
+            student = try GPT2(config: GPT2Config(url: cfgURL), seed: seed)
+            student.sourceDirectory = tokDir
+        }
+        let tok = try GPT2Tokenizer(directory: tokDir)
+        var s = DistillSettings()
+        s.steps = steps; s.batch = batch; s.seq = seq; s.lr = lr; s.warmup = warmup; s.alpha = 0
+        s.weightDecay = weightDecay; s.microBatch = microBatch; s.evalEvery = evalEvery; s.evalTokens = evalTokens
+        s.checkpointEvery = checkpointEvery; s.seed = seed
+        let (train, valid) = try loop.datasets(data: data, tokenizer: tok, tokenizerDirectory: tokDir, comm: world)
+        Console.status("train: \(train.count) tokens, valid: \(valid.count) tokens, \(student.params.parameterCount) parameters, \(world.size) rank(s)")
+        let trainer = try Trainer(student: student, teacher: nil, settings: s, train: train, valid: valid, comm: world)
+        trainer.checkpoint = cp
+        trainer.jsonLines = loop.json
+        trainer.label = "train"
+        trainer.overlapAllreduce = !loop.noOverlap
+        let start = loop.resume ? try trainer.resume(from: cp) : 0
+        if start > 0 { Console.status("resuming at step \(start)") }
+        let t0 = Date()
+        let history = try trainer.run(from: start)
+        if world.rank == 0 {
+            try student.save(to: outDir, dtype: dt, tokenizerFrom: tokDir)
+            try writeLossCurve(history, to: outDir.appendingPathComponent("loss.svg"), title: "squeeze train")
+        }
+        try world.barrier()
+        let last = history.last
+        Console.status("done in \(formatDuration(Date().timeIntervalSince(t0))); final loss \(last.map { fmt($0.loss, 4) } ?? "-"), valid perplexity \(last?.validPerplexity.map { fmt($0, 3) } ?? "-"); model in \(outDir.path)")
+    } }
+}
