@@ -13,12 +13,8 @@ public func layerNormForward(out: UnsafeMutablePointer<Float>, mean: UnsafeMutab
     parallelFor(N, minChunk: 16) { rows in
         for i in rows {
             let x = inp + i * C
-            var m: Float = 0
-            for c in 0..<C { m += x[c] }
-            m /= Float(C)
-            var v: Float = 0
-            for c in 0..<C { let d = x[c] - m; v += d * d }
-            v /= Float(C)
+            let m = Float(sum8(x, count: C) / Double(C))
+            let v = Float(squaredDeviation8(x, mean: m, count: C) / Double(C))
             let s = 1 / (v + eps).squareRoot()
             let o = out + i * C
             for c in 0..<C { o[c] = (x[c] - m) * s * weight[c] + bias[c] }
@@ -71,28 +67,28 @@ public func layerNormBackward(dinp: UnsafeMutablePointer<Float>, dweight: Unsafe
     }
 }
 
-private let geluScale = Float((2.0 / Double.pi).squareRoot())
+let geluScale = Float((2.0 / Double.pi).squareRoot())
 
 /// GELU, tanh approximation ("gelu_new"). out, inp: [count].
 public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
+    let k = geluScale
     parallelFor(count, minChunk: 4096) { r in
         for i in r {
             let x = inp[i]
-            let u = geluScale * (x + 0.044715 * x * x * x)
-            out[i] = 0.5 * x * (1 + tanhf(u))
+            out[i] = 0.5 * x * (1 + fastTanh(k * (x + 0.044715 * x * x * x)))
         }
     }
 }
 
 /// GELU backward: dinp = gelu'(inp) * dout (written, not accumulated).
 public func geluBackward(dinp: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, dout: UnsafePointer<Float>, count: Int) {
+    let k = geluScale
     parallelFor(count, minChunk: 4096) { r in
         for i in r {
             let x = inp[i]
-            let u = geluScale * (x + 0.044715 * x * x * x)
-            let t = tanhf(u)
-            let sech2 = 1 - t * t
-            let local = 0.5 * (1 + t) + 0.5 * x * sech2 * geluScale * (1 + 3 * 0.044715 * x * x)
+            let x2 = x * x
+            let t = fastTanh(k * (x + 0.044715 * x2 * x))
+            let local = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 0.134145 * x2)
             dinp[i] = local * dout[i]
         }
     }
@@ -143,12 +139,8 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, att: UnsafeMutabl
         for r in rows {
             let t = r % T
             let row = att + r * T
-            var mx = -Float.infinity
-            for j in 0...t { mx = max(mx, row[j]) }
-            var sum: Float = 0
-            for j in 0...t { let e = expf(row[j] - mx); row[j] = e; sum += e }
-            let inv = 1 / sum
-            for j in 0...t { row[j] *= inv }
+            let mx = maxValue(row, count: t + 1)
+            Model.scale(row, count: t + 1, by: Float(1 / expShifted(row, row, count: t + 1, shift: mx)))
             for j in (t + 1)..<T { row[j] = 0 }
         }
     }
@@ -187,8 +179,7 @@ public func attentionBackward(dqkv: UnsafeMutablePointer<Float>, scratch: Unsafe
         for r in rows {
             let t = r % T
             let p = att + r * T, d = scratch + r * T
-            var dot: Float = 0
-            for j in 0...t { dot += p[j] * d[j] }
+            let dot = Float(dot8(p, d, count: t + 1))
             for j in 0...t { d[j] = p[j] * (d[j] - dot) * scale }
             for j in (t + 1)..<T { d[j] = 0 }
         }
@@ -221,16 +212,16 @@ public func crossEntropyForwardBackward(losses: UnsafeMutablePointer<Float>, dlo
                     if let dlogits { (dlogits + i * V).update(repeating: 0, count: V) }
                     continue
                 }
-                var mx = -Float.infinity
-                for j in 0..<V { mx = max(mx, z[j]) }
-                var sum: Double = 0
-                for j in 0..<V { sum += Double(expf(z[j] - mx)) }
-                let lse = Float(log(sum)) + mx
-                losses[i] = lse - z[y]
+                let mx = maxValue(z, count: V)
                 if let dlogits {
+                    // exp(z - max) lands in dlogits, then becomes softmax * scale.
                     let d = dlogits + i * V
-                    for j in 0..<V { d[j] = expf(z[j] - lse) * scale }
+                    let sum = expShifted(z, d, count: V, shift: mx)
+                    losses[i] = Float(log(sum)) + mx - z[y]
+                    Model.scale(d, count: V, by: Float(Double(scale) / sum))
                     d[y] -= scale
+                } else {
+                    losses[i] = Float(log(sumExpShifted(z, count: V, shift: mx))) + mx - z[y]
                 }
             }
         }

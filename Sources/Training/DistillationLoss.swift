@@ -25,36 +25,28 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
                             let zs = student + i * V
                             let d = dlogits.map { $0 + i * V }
                             guard y >= 0 else { d?.update(repeating: 0, count: V); continue }
-                            // Cross-entropy part.
-                            var mx = -Float.infinity
-                            for j in 0..<V { mx = max(mx, zs[j]) }
-                            var sum = 0.0
-                            for j in 0..<V { sum += Double(expf(zs[j] - mx)) }
-                            let lse = Float(log(sum)) + mx
-                            ceSum += Double(lse - zs[y])
+                            // Cross-entropy part: exp(z − max) goes to d, then becomes the softmax.
                             let ceWeight = useKD ? 1 - alpha : 1
+                            let ms = maxValue(zs, count: V)
+                            let lse: Float
                             if let d {
-                                for j in 0..<V { d[j] = ceWeight * expf(zs[j] - lse) * scale }
+                                let sum = expShifted(zs, d, count: V, shift: ms)
+                                lse = Float(log(sum)) + ms
+                                Model.scale(d, count: V, by: Float(Double(ceWeight * scale) / sum))
                                 d[y] -= ceWeight * scale
+                            } else {
+                                lse = Float(log(sumExpShifted(zs, count: V, shift: ms))) + ms
                             }
+                            ceSum += Double(lse - zs[y])
                             guard useKD, let teacher else { continue }
                             // KD part at temperature T: KL(p_t ‖ p_s), gradient α T (p_s − p_t).
                             let zt = teacher + i * V
-                            var ms = -Float.infinity, mt = -Float.infinity
-                            for j in 0..<V { ms = max(ms, zs[j]); mt = max(mt, zt[j]) }
-                            var ss = 0.0, st = 0.0
-                            for j in 0..<V { ss += Double(expf((zs[j] - ms) / T)); st += Double(expf((zt[j] - mt) / T)) }
-                            let lses = Float(log(ss)), lset = Float(log(st))
-                            var kl = 0.0
-                            let g = alpha * T * scale
-                            for j in 0..<V {
-                                let logps = (zs[j] - ms) / T - lses
-                                let logpt = (zt[j] - mt) / T - lset
-                                let pt = expf(logpt)
-                                kl += Double(pt * (logpt - logps))
-                                if let d { d[j] += g * (expf(logps) - pt) }
-                            }
-                            kdSum += Double(alpha * T * T) * kl
+                            let mt = maxValue(zt, count: V)
+                            let invT = 1 / T
+                            let lses = Float(log(sumExpShifted(zs, count: V, shift: ms, scale: invT)))
+                            let lset = Float(log(sumExpShifted(zt, count: V, shift: mt, scale: invT)))
+                            kdSum += Double(alpha * T * T) * klDivergence(zs: zs, zt: zt, V: V, ms: ms, mt: mt, invT: invT,
+                                                                           lses: lses, lset: lset, grad: d, gradScale: alpha * T * scale)
                         }
                         kdp[w] = kdSum
                         cep[w] = ceSum
@@ -69,4 +61,32 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
 extension BLAS {
     /// Worker count for our own parallel loops (the rank's core share).
     public static var threadsForLoops: Int { threads }
+}
+
+/// KL(p_t ‖ p_s) of one row at temperature 1/invT given both log-sum-exps; adds
+/// `gradScale · (p_s − p_t)` to `grad` when given. Works in blocks through stack buffers so the
+/// exp and product loops vectorise.
+@inline(__always)
+func klDivergence(zs: UnsafePointer<Float>, zt: UnsafePointer<Float>, V: Int, ms: Float, mt: Float, invT: Float,
+                  lses: Float, lset: Float, grad: UnsafeMutablePointer<Float>?, gradScale: Float) -> Double {
+    let cs = -ms * invT - lses, ct = -mt * invT - lset
+    return withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * 1024) { buf in
+        let logpt = buf.baseAddress!, pt = logpt + 1024, term = pt + 1024
+        var kl = 0.0
+        var i = 0
+        while i < V {
+            let n = min(1024, V - i)
+            let s = zs + i, t = zt + i
+            for j in 0..<n { logpt[j] = t[j] * invT + ct }
+            for j in 0..<n { pt[j] = fastExp(logpt[j]) }
+            for j in 0..<n { term[j] = pt[j] * (logpt[j] - (s[j] * invT + cs)) }
+            kl += sum8(term, count: n)
+            if let grad {
+                let g = grad + i
+                for j in 0..<n { g[j] += gradScale * (fastExp(s[j] * invT + cs) - pt[j]) }
+            }
+            i += n
+        }
+        return kl
+    }
 }

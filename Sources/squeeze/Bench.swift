@@ -8,7 +8,7 @@ import MPI
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Performance benchmarks (ratios against sgemm peak, bare LAPACK/MPI calls, np=1).",
-        subcommands: [BenchBLAS.self, BenchAllreduce.self])
+        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self])
 }
 
 /// Shared `--json` flag and MPI/BLAS setup for every benchmark.
@@ -66,4 +66,25 @@ enum BenchError: Error, CustomStringConvertible {
     var description: String {
         switch self { case let .wrongResult(s): return "benchmark result check failed: \(s)" }
     }
+}
+
+struct BenchModel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model", abstract: "distilgpt2-shaped model, B=4 T=256: forward and forward+backward tokens/s and % of sgemm peak.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Batch size.") var batch = 4
+    @Option(help: "Sequence length.") var seq = 256
+
+    func run() throws { try guarded {
+        _ = try options.setUp()
+        let r = try runModelBench(B: batch, T: seq)
+        if options.json { Console.print(try jsonLine(r)); return }
+        Console.print("""
+        model                      distilgpt2-shaped (6 x 768, 12 heads, vocab 50257), B=\(r.B) T=\(r.T), \(r.threads) BLAS threads
+        sgemm peak (same run)      \(fmt(r.sgemmPeakGflops, 1)) GFLOP/s
+        forward                    \(fmt(r.forwardTokensPerSecond, 0)) tokens/s  = \(fmt(r.forwardPercentOfPeak, 1))% of peak
+        forward+backward           \(fmt(r.trainTokensPerSecond, 0)) tokens/s  = \(fmt(r.trainPercentOfPeak, 1))% of peak
+        (\(r.flopConvention))
+        """)
+    } }
 }
