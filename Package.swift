@@ -35,19 +35,23 @@ let package = Package(
                 swiftSettings: numericSettings),
         .target(name: "Training", dependencies: ["MPI", "Tensor", "Model", "Distributed"],
                 swiftSettings: numericSettings),
+        .target(name: "Compression",
+                dependencies: ["MPI", "Tensor", "Model", "Training", "Distributed", "COpenBLAS",
+                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: numericSettings),
         .target(name: "Benchmarks",
-                dependencies: ["MPI", "Tensor", "Model", "Training", "Distributed", "COpenBLAS", "CMPI"],
+                dependencies: ["MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI"],
                 swiftSettings: numericSettings),
         .executableTarget(
             name: "squeeze",
             dependencies: [
-                "MPI", "Tensor", "Model", "Training", "Distributed", "Benchmarks",
+                "MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: numericSettings),
 
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Model", "Training", "Distributed", "COpenBLAS"]),
+                    dependencies: ["MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "COpenBLAS"]),
     ],
     swiftLanguageModes: [.v5]
 )

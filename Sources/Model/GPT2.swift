@@ -197,6 +197,17 @@ public final class GPT2 {
         return a
     }
 
+    /// The inputs `[N, in]` each linear layer of block `l` saw in the last forward pass
+    /// (N = B·T): LN1 output for c_attn, attention output for attn.c_proj, LN2 output for
+    /// c_fc, GELU output for mlp.c_proj.
+    public func linearInputs(block l: Int) -> [(linear: Linear, input: UnsafePointer<Float>, rows: Int)] {
+        guard let a = acts else { return [] }
+        let N = a.B * a.T, C = config.nEmbd, H = config.nInner
+        let b = blocks[l]
+        return [(b.cAttn, UnsafePointer(a.get("ln1.\(l)", N * C)), N), (b.attnProj, UnsafePointer(a.get("atty.\(l)", N * C)), N),
+                (b.cFc, UnsafePointer(a.get("ln2.\(l)", N * C)), N), (b.mlpProj, UnsafePointer(a.get("fcg.\(l)", N * H)), N)]
+    }
+
     /// Frees activation memory (e.g. a teacher after use).
     public func releaseActivations() { acts = nil }
 
@@ -206,6 +217,12 @@ public final class GPT2 {
     /// next forward. Keeps the activations for `backward`.
     @discardableResult
     public func forward(ids: [Int32], B: Int, T: Int) throws -> UnsafeMutableBufferPointer<Float> {
+        try forward(ids: ids, B: B, T: T, stopAfterBlock: nil)!
+    }
+
+    /// Forward pass that can stop after block `stopAfterBlock` (for calibration: later blocks
+    /// and the head are skipped and nil is returned).
+    public func forward(ids: [Int32], B: Int, T: Int, stopAfterBlock: Int?) throws -> UnsafeMutableBufferPointer<Float>? {
         let C = config.nEmbd, V = config.vocabSize, NH = config.nHead, L = config.nLayer, H = config.nInner
         guard ids.count == B * T else { throw ModelError.input("forward: \(ids.count) ids for B=\(B) x T=\(T)") }
         guard T <= config.nPositions else { throw ModelError.input("forward: sequence length \(T) exceeds n_positions \(config.nPositions)") }
@@ -243,6 +260,7 @@ public final class GPT2 {
             b.mlpProj.forward(x: fcg, N: N, out: fcproj, params: p)
             residualForward(out: res3, a: res2, b: fcproj, count: N * C)
             residual = UnsafePointer(res3)
+            if l == stopAfterBlock { return nil }
         }
         let lnf = a.get("lnf", N * C), lnfm = a.get("lnfm", N), lnfr = a.get("lnfr", N)
         layerNormForward(out: lnf, mean: lnfm, rstd: lnfr, inp: residual, weight: p.value("ln_f.weight"), bias: p.value("ln_f.bias"),

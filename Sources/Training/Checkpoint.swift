@@ -16,6 +16,14 @@ public struct Checkpoint {
         public var history: [StepLog]
         /// Free-form state of the caller (e.g. recipe stage index, pruning schedule position).
         public var extra: [String: JSONValue]
+
+        public init(step: Int, optimizerStep: Int, settings: DistillSettings, history: [StepLog], extra: [String: JSONValue]) {
+            self.step = step
+            self.optimizerStep = optimizerStep
+            self.settings = settings
+            self.history = history
+            self.extra = extra
+        }
     }
 
     public let directory: URL

@@ -1,0 +1,116 @@
+import Foundation
+import Model
+import Tensor
+
+/// Nearest Kronecker product (Van Loan & Pitsianis 1993).
+///
+/// `W [m1·m2, n1·n2]` (HF layout) is rearranged into `R(W) [m1·n1, m2·n2]` with
+/// `R[a·n1 + c, b·n2 + d] = W[a·m2 + b, c·n2 + d]`: each `m2 x n2` block of W becomes a row.
+/// `‖W − Σ A_i ⊗ B_i‖_F = ‖R − Σ vec(A_i) vec(B_i)ᵀ‖_F`, so the best k-term approximation
+/// comes from the top k singular triplets of R, and its error is `sqrt(Σ_{i>k} σ_i²)`.
+public enum NearestKronecker {
+    /// The rearrangement R(W).
+    public static func rearrange(_ w: Tensor, _ s: KroneckerShape) throws -> Tensor {
+        guard w.shape == [s.m1 * s.m2, s.n1 * s.n2] else {
+            throw CompressionError.value("kronecker", "shape \(w.shape) is not [\(s.m1)·\(s.m2), \(s.n1)·\(s.n2)]")
+        }
+        let (m1, n1, m2, n2) = (s.m1, s.n1, s.m2, s.n2)
+        var r = [Float](repeating: 0, count: w.count)
+        let outCols = n1 * n2
+        w.data.withUnsafeBufferPointer { src in
+            r.withUnsafeMutableBufferPointer { dst in
+                for a in 0..<m1 { for b in 0..<m2 {
+                    let row = (a * m2 + b) * outCols
+                    for c in 0..<n1 {
+                        let rrow = (a * n1 + c) * (m2 * n2) + b * n2
+                        for d in 0..<n2 { dst[rrow + d] = src[row + c * n2 + d] }
+                    }
+                } }
+            }
+        }
+        return try Tensor(shape: [m1 * n1, m2 * n2], data: r)
+    }
+
+    /// Result of a k-term factorisation: factors, the singular values of R(W), and the error.
+    public struct Result {
+        public var a: [Tensor]   // [m1, n1] each
+        public var b: [Tensor]   // [m2, n2] each
+        public var singularValues: [Float]
+        /// ‖W − Σ A_i ⊗ B_i‖_F = sqrt(Σ_{i>k} σ_i²).
+        public var error: Double
+    }
+
+    /// Best `terms`-term approximation. Uses the randomized SVD when `terms` is small against
+    /// R's smaller side, a full LAPACK SVD otherwise; the error comes from R's full spectrum.
+    public static func factorize(_ w: Tensor, shape s: KroneckerShape, terms: Int, randomizedBelow: Double = 0.1, seed: UInt64 = 0) throws -> Result {
+        let r = try rearrange(w, s)
+        let minDim = min(r.shape[0], r.shape[1])
+        guard terms >= 1 && terms <= minDim else {
+            throw CompressionError.value("kronecker.terms", "must be between 1 and \(minDim) for factors [\(s.m1), \(s.n1)] ⊗ [\(s.m2), \(s.n2)], got \(terms)")
+        }
+        let svd: SVD
+        if Double(terms) < randomizedBelow * Double(minDim) && minDim > 64 {
+            svd = try r.randomizedSVD(rank: terms, seed: seed)
+        } else {
+            svd = try r.svd().truncated(to: terms)
+        }
+        let sigma = try r.singularValuesDouble()
+        let tail = sigma.dropFirst(terms).reduce(0.0) { $0 + $1 * $1 }
+        var a: [Tensor] = [], b: [Tensor] = []
+        let p = r.shape[0], q = r.shape[1]
+        for i in 0..<terms {
+            let root = Float(Double(svd.S[i]).squareRoot())
+            a.append(try Tensor(shape: [s.m1, s.n1], data: (0..<p).map { svd.U.data[$0 * terms + i] * root }))
+            b.append(try Tensor(shape: [s.m2, s.n2], data: (0..<q).map { svd.Vt.data[i * q + $0] * root }))
+        }
+        return Result(a: a, b: b, singularValues: sigma.map(Float.init), error: tail.squareRoot())
+    }
+
+    /// Σ A_i ⊗ B_i as a dense `[m1·m2, n1·n2]` matrix (HF layout).
+    public static func reconstruct(a: [Tensor], b: [Tensor]) -> Tensor {
+        let m1 = a[0].shape[0], n1 = a[0].shape[1], m2 = b[0].shape[0], n2 = b[0].shape[1]
+        var w = Tensor(shape: [m1 * m2, n1 * n2])
+        for (A, B) in zip(a, b) {
+            for p in 0..<m1 { for q in 0..<n1 {
+                let apq = A.data[p * n1 + q]
+                for r in 0..<m2 { for t in 0..<n2 { w.data[(p * m2 + r) * (n1 * n2) + q * n2 + t] += apq * B.data[r * n2 + t] } }
+            } }
+        }
+        return w
+    }
+
+    /// Divisor pairs: every (m1, n1) with m1 | rows and n1 | cols, excluding the trivial 1x1 and
+    /// full-size factors.
+    public static func candidateShapes(rows: Int, cols: Int) -> [KroneckerShape] {
+        let dr = (1...rows).filter { rows % $0 == 0 }, dc = (1...cols).filter { cols % $0 == 0 }
+        var out: [KroneckerShape] = []
+        for m1 in dr { for n1 in dc {
+            let s = KroneckerShape(m1: m1, n1: n1, m2: rows / m1, n2: cols / n1)
+            if (m1 == 1 && n1 == 1) || (s.m2 == 1 && s.n2 == 1) { continue }
+            out.append(s)
+        } }
+        return out
+    }
+
+    /// Parameters of `terms` Kronecker terms of this shape.
+    public static func parameters(_ s: KroneckerShape, terms: Int) -> Int { terms * (s.m1 * s.n1 + s.m2 * s.n2) }
+
+    /// `factors: auto`: among the divisor pairs whose `terms`-term factorisation fits `budget`
+    /// parameters, the one with the least error. Errors come from R's singular values (LAPACK
+    /// values-only SVD); the `maxCandidates` shapes using the most of the budget are compared.
+    public static func autoShape(_ w: Tensor, terms: Int, budget: Int, maxCandidates: Int = 8) throws -> (KroneckerShape, Double) {
+        let fits = candidateShapes(rows: w.shape[0], cols: w.shape[1])
+            .filter { parameters($0, terms: terms) <= budget && terms <= min($0.m1 * $0.n1, $0.m2 * $0.n2) }
+            .sorted { parameters($0, terms: terms) > parameters($1, terms: terms) }
+        guard !fits.isEmpty else {
+            throw CompressionError.value("kronecker.factors", "no factor shape of \(w.shape) fits \(budget) parameters with \(terms) term(s)")
+        }
+        var best: (KroneckerShape, Double)?
+        for s in fits.prefix(maxCandidates) {
+            let sigma = try rearrange(w, s).singularValuesDouble()
+            let err = sigma.dropFirst(terms).reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+            if best == nil || err < best!.1 { best = (s, err) }
+        }
+        return best!
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Model
+import Tensor
+
+/// Truncated-SVD factorisation `W ≈ W0 W1ᵀ` with `W0 = U_r sqrt(Σ_r)` `[in, r]` and
+/// `W1 = V_r sqrt(Σ_r)` `[out, r]`; by Eckart–Young its Frobenius error is `sqrt(Σ_{i>r} σ_i²)`,
+/// the least of any rank-r matrix.
+public enum LowRank {
+    /// How the rank is chosen.
+    public enum RankRule: Equatable, Sendable {
+        /// r = round(ratio · min(in, out)).
+        case ratio(Double)
+        /// Smallest r keeping this fraction of Σσ².
+        case energy(Double)
+        /// Largest r with r (in + out) ≤ fraction · in · out.
+        case budget(Double)
+        /// An explicit rank.
+        case rank(Int)
+    }
+
+    /// The rank a rule gives for a matrix with these singular values.
+    public static func rank(for rule: RankRule, rows: Int, cols: Int, singularValues: [Double]) -> Int {
+        let full = min(rows, cols)
+        let r: Int
+        switch rule {
+        case .ratio(let x): r = Int((x * Double(full)).rounded())
+        case .energy(let e):
+            let total = singularValues.reduce(0) { $0 + $1 * $1 }
+            var acc = 0.0, k = 0
+            while k < singularValues.count && acc < e * total { acc += singularValues[k] * singularValues[k]; k += 1 }
+            r = k
+        case .budget(let f): r = Int((f * Double(rows * cols) / Double(rows + cols)).rounded(.down))
+        case .rank(let k): r = k
+        }
+        return min(max(r, 1), full)
+    }
+
+    /// Factors and error of the rank-r truncation (LAPACK SVD; randomized when r is small).
+    public static func factorize(_ w: Tensor, rank r: Int, randomizedBelow: Double = 0.05, seed: UInt64 = 0) throws -> (w0: Tensor, w1: Tensor, error: Double, singularValues: [Double]) {
+        let m = w.shape[0], n = w.shape[1]
+        guard r >= 1 && r <= min(m, n) else { throw CompressionError.value("lowrank.rank", "must be between 1 and \(min(m, n)), got \(r)") }
+        let svd = Double(r) < randomizedBelow * Double(min(m, n)) && min(m, n) > 64
+            ? try w.randomizedSVD(rank: r, seed: seed) : try w.svd().truncated(to: r)
+        let sigma = try w.singularValuesDouble()
+        var w0 = [Float](repeating: 0, count: m * r), w1 = [Float](repeating: 0, count: n * r)
+        for k in 0..<r {
+            let root = Float(Double(svd.S[k]).squareRoot())
+            for i in 0..<m { w0[i * r + k] = svd.U.data[i * r + k] * root }
+            for j in 0..<n { w1[j * r + k] = svd.Vt.data[k * n + j] * root }
+        }
+        let err = sigma.dropFirst(r).reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+        return (try Tensor(shape: [m, r], data: w0), try Tensor(shape: [n, r], data: w1), err, sigma)
+    }
+
+    /// The ranks of a progressive schedule: `stages` steps from the full rank down to `target`
+    /// (linear in rank; the last is `target`).
+    public static func progressiveRanks(full: Int, target: Int, stages: Int) -> [Int] {
+        guard stages > 1 else { return [target] }
+        return (1...stages).map { k in Int((Double(full) + Double(target - full) * Double(k) / Double(stages)).rounded()) }
+    }
+}

@@ -1,0 +1,318 @@
+import Foundation
+import Training
+import Yams
+
+/// A compression recipe: stages run in order, each compressing some layers and optionally
+/// distilling after (see ../shared/DESIGN.md §1):
+///
+/// ```yaml
+/// stages:
+///   - prune: {sparsity: 0.5, method: magnitude, scope: global, schedule: cubic, targets: ["h.*.mlp.*"]}
+///     distill: {steps: 2000, batch: 8, seq: 256, lr: 1.0e-4, temperature: 2.0, alpha: 0.5}
+///   - kronecker: {targets: ["h.*.mlp.c_fc"], factors: auto, terms: 1}
+///   - lowrank: {targets: ["h.*.attn.c_attn"], rank_ratio: 0.5, progressive: 4}
+///     distill: {steps: 1000}
+/// ```
+/// Unknown keys and impossible values are errors naming the key and what is allowed.
+public struct Recipe {
+    public var name: String?
+    public var stages: [Stage]
+    /// Calibration data for Wanda and SparseGPT.
+    public var calibration: Calibration
+    /// Seed for calibration sampling and randomized SVDs.
+    public var seed: UInt64
+
+    public struct Calibration: Equatable, Sendable {
+        public var samples = 64
+        public var seq = 128
+    }
+
+    public struct Stage {
+        public var method: Method
+        public var distill: DistillSettings?
+        /// Position in the recipe (0-based), for messages.
+        public var index: Int
+    }
+
+    public enum Method {
+        case prune(PruneSpec)
+        case kronecker(KroneckerSpec)
+        case lowrank(LowRankSpec)
+
+        public var name: String {
+            switch self { case .prune: return "prune"; case .kronecker: return "kronecker"; case .lowrank: return "lowrank" }
+        }
+        public var targets: [String] {
+            switch self { case .prune(let p): return p.targets; case .kronecker(let k): return k.targets; case .lowrank(let l): return l.targets }
+        }
+    }
+
+    public struct PruneSpec: Equatable {
+        public enum Method: String, CaseIterable { case magnitude, wanda, sparsegpt }
+        public enum Scope: String, CaseIterable { case layer, global }
+        public enum Schedule: String, CaseIterable { case oneshot, cubic }
+        public var sparsity: Double
+        public var method: Method = .magnitude
+        public var scope: Scope = .layer
+        public var schedule: Schedule = .oneshot
+        public var targets: [String]
+        /// N:M structure (e.g. 2:4) instead of unstructured sparsity.
+        public var nm: (n: Int, m: Int)?
+        /// Cubic schedule: starting sparsity, pruning every `frequency` steps, reaching the
+        /// final sparsity at fraction `end` of the distill steps (then masks stay fixed).
+        public var initial: Double = 0
+        public var frequency: Int = 10
+        public var end: Double = 0.7
+        public var blockSize: Int = 128
+        public var percdamp: Double = 0.01
+
+        public static func == (a: PruneSpec, b: PruneSpec) -> Bool {
+            a.sparsity == b.sparsity && a.method == b.method && a.scope == b.scope && a.schedule == b.schedule && a.targets == b.targets
+                && a.nm?.n == b.nm?.n && a.nm?.m == b.nm?.m && a.initial == b.initial && a.frequency == b.frequency && a.end == b.end
+        }
+    }
+
+    public struct KroneckerSpec: Equatable {
+        public var targets: [String]
+        /// nil: auto (least error within the budget).
+        public var factors: (m1: Int, n1: Int)?
+        public var terms: Int = 1
+        /// Parameter budget for `factors: auto`, as a fraction of the dense layer.
+        public var budget: Double = 0.5
+
+        public static func == (a: KroneckerSpec, b: KroneckerSpec) -> Bool {
+            a.targets == b.targets && a.factors?.m1 == b.factors?.m1 && a.factors?.n1 == b.factors?.n1 && a.terms == b.terms && a.budget == b.budget
+        }
+    }
+
+    public struct LowRankSpec: Equatable {
+        public var targets: [String]
+        public var rule: LowRank.RankRule
+        /// Number of progressive steps (distillation between them), 1 = one shot.
+        public var progressive: Int = 1
+        /// Keep this fraction of the residual W − W0 W1ᵀ as a sparse correction (low rank + sparse).
+        public var sparseResidual: Double?
+    }
+
+    // MARK: - Parsing
+
+    public static let topKeys = ["name", "description", "stages", "calibration", "seed"]
+    public static let pruneKeys = ["sparsity", "method", "scope", "schedule", "targets", "n", "m", "initial", "frequency", "end", "blocksize", "percdamp"]
+    public static let kroneckerKeys = ["targets", "factors", "terms", "budget"]
+    public static let lowrankKeys = ["targets", "rank_ratio", "energy", "budget", "rank", "progressive", "sparse_residual"]
+
+    /// Parses and validates a recipe file.
+    public static func load(_ url: URL) throws -> Recipe {
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { throw CompressionError.recipe("\(url.path): cannot read") }
+        do { return try parse(text) } catch let e as CompressionError {
+            throw CompressionError.recipe("\(url.path): \(e.description.replacingOccurrences(of: "recipe: ", with: ""))")
+        }
+    }
+
+    /// Parses YAML text.
+    public static func parse(_ text: String) throws -> Recipe {
+        let root: Any?
+        do { root = try Yams.load(yaml: text) } catch { throw CompressionError.recipe("not valid YAML: \(error)") }
+        guard let top = root as? [String: Any] else { throw CompressionError.recipe("the recipe must be a mapping with a 'stages' list") }
+        try checkKeys(top, allowed: topKeys, at: "")
+        var recipe = Recipe(name: top["name"] as? String, stages: [], calibration: Calibration(), seed: 0)
+        if let s = top["seed"] { recipe.seed = UInt64(try int(s, "seed", min: 0)) }
+        if let c = top["calibration"] {
+            guard let cd = c as? [String: Any] else { throw CompressionError.recipe("calibration must be a mapping {samples, seq}") }
+            try checkKeys(cd, allowed: ["samples", "seq"], at: "calibration.")
+            if let v = cd["samples"] { recipe.calibration.samples = try int(v, "calibration.samples", min: 1) }
+            if let v = cd["seq"] { recipe.calibration.seq = try int(v, "calibration.seq", min: 2) }
+        }
+        guard let stages = top["stages"] as? [Any], !stages.isEmpty else { throw CompressionError.recipe("'stages' must be a non-empty list") }
+        for (i, item) in stages.enumerated() {
+            let at = "stages[\(i)]"
+            guard let st = item as? [String: Any] else { throw CompressionError.recipe("\(at) must be a mapping") }
+            let methods = st.keys.filter { ["prune", "kronecker", "lowrank"].contains($0) }
+            try checkKeys(st, allowed: ["prune", "kronecker", "lowrank", "distill"], at: "\(at).")
+            guard methods.count == 1, let key = methods.first, let body = st[key] as? [String: Any] else {
+                throw CompressionError.recipe("\(at) needs exactly one of prune, kronecker, lowrank (a mapping)")
+            }
+            let method: Method
+            switch key {
+            case "prune": method = .prune(try parsePrune(body, at: "\(at).prune"))
+            case "kronecker": method = .kronecker(try parseKronecker(body, at: "\(at).kronecker"))
+            default: method = .lowrank(try parseLowRank(body, at: "\(at).lowrank"))
+            }
+            var distill: DistillSettings?
+            if let d = st["distill"] {
+                guard let dd = d as? [String: Any] else { throw CompressionError.recipe("\(at).distill must be a mapping") }
+                distill = try parseDistill(dd, at: "\(at).distill")
+            }
+            if case .prune(let p) = method, p.schedule == .cubic, distill == nil {
+                throw CompressionError.recipe("\(at).prune.schedule: cubic prunes during distillation and needs a 'distill' block in the same stage")
+            }
+            recipe.stages.append(Stage(method: method, distill: distill, index: i))
+        }
+        return recipe
+    }
+
+    static func checkKeys(_ d: [String: Any], allowed: [String], at: String) throws {
+        for k in d.keys.sorted() where !allowed.contains(k) {
+            throw CompressionError.recipe("unknown key '\(at)\(k)' (allowed: \(allowed.joined(separator: ", ")))")
+        }
+    }
+
+    static func number(_ v: Any, _ key: String) throws -> Double {
+        if let d = v as? Double { return d }
+        if let i = v as? Int { return Double(i) }
+        if let s = v as? String, let d = Double(s) { return d }
+        throw CompressionError.recipe("\(key) must be a number, got '\(v)'")
+    }
+
+    static func int(_ v: Any, _ key: String, min lo: Int) throws -> Int {
+        guard let i = v as? Int else { throw CompressionError.recipe("\(key) must be an integer, got '\(v)'") }
+        guard i >= lo else { throw CompressionError.recipe("\(key) must be >= \(lo), got \(i)") }
+        return i
+    }
+
+    static func fraction(_ v: Any, _ key: String, open: Bool = false) throws -> Double {
+        let x = try number(v, key)
+        guard x >= 0 && (open ? x < 1 : x <= 1), x.isFinite else {
+            throw CompressionError.recipe("\(key) must be in [0, 1\(open ? ")" : "]"), got \(x)")
+        }
+        return x
+    }
+
+    static func targets(_ d: [String: Any], at: String) throws -> [String] {
+        guard let t = d["targets"] else { throw CompressionError.recipe("\(at).targets is required (glob patterns such as \"h.*.mlp.c_fc\", \"wte\")") }
+        let list = (t as? [Any])?.compactMap { $0 as? String } ?? (t as? String).map { [$0] } ?? []
+        guard !list.isEmpty else { throw CompressionError.recipe("\(at).targets must be a non-empty list of glob patterns") }
+        return list
+    }
+
+    static func parsePrune(_ d: [String: Any], at: String) throws -> PruneSpec {
+        try checkKeys(d, allowed: pruneKeys, at: at + ".")
+        let hasNM = d["n"] != nil || d["m"] != nil
+        guard d["sparsity"] != nil || hasNM else { throw CompressionError.recipe("\(at).sparsity is required (a fraction in [0, 1), e.g. 0.5), or n and m for N:M") }
+        var p = PruneSpec(sparsity: 0, targets: try targets(d, at: at))
+        if let s = d["sparsity"] { p.sparsity = try fraction(s, "\(at).sparsity", open: true) }
+        func pick<E: RawRepresentable & CaseIterable>(_ key: String, _: E.Type) throws -> E? where E.RawValue == String {
+            guard let v = d[key] else { return nil }
+            guard let s = v as? String, let e = E(rawValue: s) else {
+                throw CompressionError.recipe("\(at).\(key) must be one of \(E.allCases.map(\.rawValue).joined(separator: ", ")), got '\(v)'")
+            }
+            return e
+        }
+        p.method = try pick("method", PruneSpec.Method.self) ?? .magnitude
+        p.scope = try pick("scope", PruneSpec.Scope.self) ?? .layer
+        p.schedule = try pick("schedule", PruneSpec.Schedule.self) ?? .oneshot
+        if hasNM {
+            guard let n = d["n"], let m = d["m"] else { throw CompressionError.recipe("\(at): give both n and m for N:M sparsity") }
+            let ni = try int(n, "\(at).n", min: 1), mi = try int(m, "\(at).m", min: 2)
+            guard ni < mi else { throw CompressionError.recipe("\(at).n must be smaller than m, got \(ni):\(mi)") }
+            p.nm = (ni, mi)
+            p.sparsity = 1 - Double(ni) / Double(mi)
+            guard p.schedule == .oneshot, p.scope == .layer else { throw CompressionError.recipe("\(at): N:M sparsity is one-shot and per layer") }
+        }
+        if p.scope == .global && p.method != .magnitude { throw CompressionError.recipe("\(at).scope: global works with method magnitude only") }
+        if p.schedule == .cubic && p.method != .magnitude { throw CompressionError.recipe("\(at).schedule: cubic works with method magnitude only") }
+        if let v = d["initial"] { p.initial = try fraction(v, "\(at).initial", open: true) }
+        if let v = d["frequency"] { p.frequency = try int(v, "\(at).frequency", min: 1) }
+        if let v = d["end"] {
+            p.end = try fraction(v, "\(at).end")
+            guard p.end > 0 else { throw CompressionError.recipe("\(at).end must be in (0, 1], got 0") }
+        }
+        if let v = d["blocksize"] { p.blockSize = try int(v, "\(at).blocksize", min: 1) }
+        if let v = d["percdamp"] { p.percdamp = try number(v, "\(at).percdamp"); guard p.percdamp > 0 else { throw CompressionError.recipe("\(at).percdamp must be > 0") } }
+        if p.initial > p.sparsity { throw CompressionError.recipe("\(at).initial (\(p.initial)) must not exceed sparsity (\(p.sparsity))") }
+        return p
+    }
+
+    static func parseKronecker(_ d: [String: Any], at: String) throws -> KroneckerSpec {
+        try checkKeys(d, allowed: kroneckerKeys, at: at + ".")
+        var k = KroneckerSpec(targets: try targets(d, at: at))
+        if let f = d["factors"] {
+            if let s = f as? String {
+                guard s == "auto" else { throw CompressionError.recipe("\(at).factors must be 'auto' or [m1, n1], got '\(s)'") }
+            } else if let l = f as? [Any], l.count == 2 {
+                k.factors = (try int(l[0], "\(at).factors[0]", min: 1), try int(l[1], "\(at).factors[1]", min: 1))
+            } else {
+                throw CompressionError.recipe("\(at).factors must be 'auto' or [m1, n1], got '\(f)'")
+            }
+        }
+        if let t = d["terms"] { k.terms = try int(t, "\(at).terms", min: 1) }
+        if let b = d["budget"] {
+            k.budget = try fraction(b, "\(at).budget")
+            guard k.budget > 0 else { throw CompressionError.recipe("\(at).budget must be in (0, 1], got 0") }
+        }
+        return k
+    }
+
+    static func parseLowRank(_ d: [String: Any], at: String) throws -> LowRankSpec {
+        try checkKeys(d, allowed: lowrankKeys, at: at + ".")
+        let rules = ["rank_ratio", "energy", "budget", "rank"].filter { d[$0] != nil }
+        guard rules.count == 1 else {
+            throw CompressionError.recipe("\(at): give exactly one of rank_ratio, energy, budget, rank (got \(rules.isEmpty ? "none" : rules.joined(separator: ", ")))")
+        }
+        let rule: LowRank.RankRule
+        switch rules[0] {
+        case "rank_ratio":
+            let x = try fraction(d["rank_ratio"]!, "\(at).rank_ratio")
+            guard x > 0 else { throw CompressionError.recipe("\(at).rank_ratio must be in (0, 1], got 0") }
+            rule = .ratio(x)
+        case "energy":
+            let x = try fraction(d["energy"]!, "\(at).energy")
+            guard x > 0 else { throw CompressionError.recipe("\(at).energy must be in (0, 1], got 0") }
+            rule = .energy(x)
+        case "budget":
+            let x = try fraction(d["budget"]!, "\(at).budget")
+            guard x > 0 else { throw CompressionError.recipe("\(at).budget must be in (0, 1], got 0") }
+            rule = .budget(x)
+        default: rule = .rank(try int(d["rank"]!, "\(at).rank", min: 1))
+        }
+        var l = LowRankSpec(targets: try targets(d, at: at), rule: rule)
+        if let p = d["progressive"] { l.progressive = try int(p, "\(at).progressive", min: 1) }
+        if let s = d["sparse_residual"] {
+            let x = try fraction(s, "\(at).sparse_residual", open: true)
+            guard x > 0 else { throw CompressionError.recipe("\(at).sparse_residual must be in (0, 1), got 0") }
+            l.sparseResidual = x
+        }
+        return l
+    }
+
+    static func parseDistill(_ d: [String: Any], at: String) throws -> DistillSettings {
+        let allowed = DistillSettings.CodingKeys.allCases.map(\.rawValue)
+        try checkKeys(d, allowed: allowed, at: at + ".")
+        var s = DistillSettings()
+        func f(_ k: String) throws -> Float? { try d[k].map { Float(try number($0, "\(at).\(k)")) } }
+        func i(_ k: String) throws -> Int? { try d[k].map { try int($0, "\(at).\(k)", min: 0) } }
+        if let v = try i("steps") { s.steps = v }
+        if let v = try i("batch") { s.batch = v }
+        if let v = try i("seq") { s.seq = v }
+        if let v = try f("lr") { s.lr = v }
+        if let v = try i("warmup") { s.warmup = v }
+        if let v = try f("temperature") { s.temperature = v }
+        if let v = try f("alpha") { s.alpha = v }
+        if let v = try f("weight_decay") { s.weightDecay = v }
+        if let v = try f("beta1") { s.beta1 = v }
+        if let v = try f("beta2") { s.beta2 = v }
+        if let v = try f("grad_clip") { s.gradClip = v }
+        if let v = try f("min_lr_ratio") { s.minLRRatio = v }
+        if let v = try i("eval_every") { s.evalEvery = v }
+        if let v = try i("eval_tokens") { s.evalTokens = v }
+        if let v = try i("micro_batch") { s.microBatch = v }
+        if let v = try i("checkpoint_every") { s.checkpointEvery = v }
+        if let v = try i("seed") { s.seed = UInt64(v) }
+        do { try s.validate(context: at) } catch let e as TrainingError { throw CompressionError.recipe(e.description) }
+        return s
+    }
+}
+
+/// Glob matching on layer names: `*` any run of characters, `?` one character.
+public func globMatch(_ pattern: String, _ name: String) -> Bool {
+    let p = Array(pattern), s = Array(name)
+    var pi = 0, si = 0, star = -1, mark = 0
+    while si < s.count {
+        if pi < p.count && (p[pi] == "?" || p[pi] == s[si]) { pi += 1; si += 1 }
+        else if pi < p.count && p[pi] == "*" { star = pi; mark = si; pi += 1 }
+        else if star >= 0 { pi = star + 1; mark += 1; si = mark }
+        else { return false }
+    }
+    while pi < p.count && p[pi] == "*" { pi += 1 }
+    return pi == p.count
+}

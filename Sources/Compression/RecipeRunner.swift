@@ -1,0 +1,186 @@
+import Foundation
+import Model
+import MPI
+import Tensor
+import Training
+
+/// Runs a recipe on a model: each stage's one-shot compression, then its distillation from the
+/// teacher. Gradual (cubic) pruning happens inside the distillation steps (Prune OFA: prune
+/// while distilling, then fine-tune with the masks fixed); progressive low rank lowers the rank
+/// in `progressive` steps, each followed by an equal share of the stage's distillation steps.
+/// A checkpoint after every stage and during distillation makes `--resume` continue exactly.
+public final class RecipeRunner {
+    public let recipe: Recipe
+    public let student: GPT2
+    public let teacher: GPT2?
+    public let comm: Communicator
+    public let compressor: Compressor
+    public var train: TokenDataset?
+    public var valid: TokenDataset?
+    /// Checkpoint directory (nil: none).
+    public var checkpoint: Checkpoint?
+    public var jsonLines = false
+    public var overlapAllreduce = true
+    public private(set) var reports: [LayerReport] = []
+    public private(set) var history: [StepLog] = []
+    /// Validation perplexity after each stage (nil without validation data or distillation).
+    public private(set) var stagePerplexity: [Int: Double] = [:]
+
+    public init(recipe: Recipe, student: GPT2, teacher: GPT2?, comm: Communicator) {
+        self.recipe = recipe
+        self.student = student
+        self.teacher = teacher
+        self.comm = comm
+        self.compressor = Compressor(model: student, comm: comm)
+        compressor.calibration = recipe.calibration
+        compressor.seed = recipe.seed
+    }
+
+    /// Position to resume from, read from the checkpoint's extra state.
+    public struct Position: Equatable {
+        public var stage: Int
+        /// Progressive sub-step within the stage.
+        public var substep: Int
+        /// True when the compression of (stage, substep) is applied and its distillation is under way.
+        public var distilling: Bool
+    }
+
+    func position(of extra: [String: JSONValue]) -> Position? {
+        guard let s = extra["stage"]?.intValue else { return nil }
+        return Position(stage: s, substep: extra["substep"]?.intValue ?? 0, distilling: extra["distilling"]?.boolValue ?? false)
+    }
+
+    /// Checks that every stage can run before doing any work (targets resolve, data present).
+    public func validate() throws {
+        for st in recipe.stages {
+            _ = try compressor.resolve(st.method.targets, at: "stages[\(st.index)].\(st.method.name)")
+            if st.distill != nil && train == nil { throw CompressionError.recipe("stages[\(st.index)].distill needs training text: pass --data") }
+            if let d = st.distill, d.seq > student.config.nPositions {
+                throw CompressionError.recipe("stages[\(st.index)].distill.seq \(d.seq) exceeds the model's n_positions \(student.config.nPositions)")
+            }
+            if case .prune(let p) = st.method, p.method != .magnitude, train == nil {
+                throw CompressionError.recipe("stages[\(st.index)].prune.method \(p.method.rawValue) needs calibration text: pass --data")
+            }
+        }
+    }
+
+    /// Runs (or resumes) every stage.
+    public func run(resume: Bool = false) throws {
+        try validate()
+        if let t = train { compressor.calibrationTokens = t.tokens }
+        var start = Position(stage: 0, substep: 0, distilling: false)
+        if resume, let cp = checkpoint, cp.exists {
+            let state = try cp.readState()
+            if let p = position(of: state.extra) { start = p }
+            if let r = state.extra["reports"], let data = try? JSONEncoder().encode(r) {
+                reports = (try? JSONDecoder().decode([LayerReport].self, from: data)) ?? []
+            }
+            Console.status("resuming at stage \(start.stage)\(start.distilling ? " (distillation)" : "")")
+        }
+        for st in recipe.stages where st.index >= start.stage {
+            let resumingHere = st.index == start.stage && resume
+            try runStage(st, from: resumingHere ? start : Position(stage: st.index, substep: 0, distilling: false), resume: resumingHere)
+            if let cp = checkpoint { try writeStageCheckpoint(cp, next: st.index + 1) }
+        }
+    }
+
+    func extraState(_ p: Position) -> [String: JSONValue] {
+        var e: [String: JSONValue] = ["stage": .number(Double(p.stage)), "substep": .number(Double(p.substep)), "distilling": .bool(p.distilling)]
+        if let d = try? JSONEncoder().encode(reports), let v = try? JSONDecoder().decode(JSONValue.self, from: d) { e["reports"] = v }
+        return e
+    }
+
+    func writeStageCheckpoint(_ cp: Checkpoint, next: Int) throws {
+        var failure = ""
+        if comm.rank == 0 {
+            let opt = AdamW(parameterCount: student.params.count)
+            let state = Checkpoint.State(step: 0, optimizerStep: 0, settings: DistillSettings(), history: history,
+                                         extra: extraState(Position(stage: next, substep: 0, distilling: false)))
+            do { try cp.write(model: student, optimizer: opt, state: state) } catch { failure = "\(error)" }
+        }
+        try comm.broadcast(&failure, root: 0)
+        if !failure.isEmpty { throw TrainingError.checkpoint(failure) }
+    }
+
+    func runStage(_ st: Recipe.Stage, from pos: Position, resume: Bool) throws {
+        let label = "stage \(st.index + 1)/\(recipe.stages.count) \(st.method.name)"
+        switch st.method {
+        case .prune(let p) where p.schedule == .cubic:
+            try runGradualPrune(st, p, resume: resume && pos.distilling, label: label)
+        case .lowrank(let l) where l.progressive > 1:
+            let names = try compressor.resolve(l.targets, at: "stages[\(st.index)].lowrank")
+            // Target ranks from the rule on the weights as they are now; intermediate ranks linear.
+            var targetRanks: [String: Int] = [:], fullRanks: [String: Int] = [:]
+            for n in names {
+                let w = compressor.denseWeight(n)
+                targetRanks[n] = try LowRank.rank(for: l.rule, rows: w.shape[0], cols: w.shape[1], singularValues: w.singularValuesDouble())
+                fullRanks[n] = compressor.currentRank(n)
+            }
+            for k in pos.substep..<l.progressive {
+                let skipCompress = resume && k == pos.substep && pos.distilling
+                if !skipCompress {
+                    var ranks: [String: Int] = [:]
+                    for n in names { ranks[n] = LowRank.progressiveRanks(full: fullRanks[n]!, target: targetRanks[n]!, stages: l.progressive)[k] }
+                    Console.status("\(label): progressive step \(k + 1)/\(l.progressive)")
+                    reports += try compressor.lowrank(l, stage: st.index, ranks: ranks)
+                }
+                if var d = st.distill {
+                    d.steps = max(1, d.steps / l.progressive)
+                    try distill(d, stage: st.index, substep: k, resume: skipCompress, label: "\(label) step \(k + 1)/\(l.progressive)")
+                }
+            }
+        default:
+            if !(resume && pos.distilling) {
+                Console.status("\(label): compressing")
+                switch st.method {
+                case .prune(let p): reports += try compressor.prune(p, stage: st.index)
+                case .kronecker(let k): reports += try compressor.kronecker(k, stage: st.index)
+                case .lowrank(let l): reports += try compressor.lowrank(l, stage: st.index)
+                }
+            }
+            if let d = st.distill { try distill(d, stage: st.index, substep: 0, resume: resume && pos.distilling, label: label) }
+        }
+    }
+
+    /// Prune OFA: magnitude masks grow on the cubic schedule every `frequency` steps until
+    /// fraction `end` of the steps, then stay fixed while distillation continues.
+    func runGradualPrune(_ st: Recipe.Stage, _ p: Recipe.PruneSpec, resume: Bool, label: String) throws {
+        let d = st.distill!
+        let names = try compressor.resolve(p.targets, at: "stages[\(st.index)].prune")
+        let pruneSteps = max(1, Int((p.end * Double(d.steps)).rounded()))
+        let before = names.map { compressor.storedParameters($0) }
+        let dense = names.map { compressor.denseWeight($0) }
+        var lastSparsity = -1.0
+        let hook: (Int) throws -> Void = { [unowned self] step in
+            guard step <= pruneSteps, step % p.frequency == 0 || step == pruneSteps else { return }
+            let s = Pruning.cubicSparsity(step: step, steps: pruneSteps, initial: p.initial, final: p.sparsity)
+            guard s != lastSparsity else { return }
+            lastSparsity = s
+            try self.compressor.prune(p, sparsity: s, stage: st.index, names: names)
+        }
+        try distill(d, stage: st.index, substep: 0, resume: resume, label: label, hook: hook)
+        for (k, n) in names.enumerated() {
+            reports.append(LayerReport(stage: st.index, layer: n, method: "magnitude \(Int((p.sparsity * 100).rounded()))% cubic\(p.scope == .global ? " global" : "") + KD",
+                                       paramsBefore: before[k], paramsAfter: compressor.storedParameters(n),
+                                       relativeError: compressor.relativeError(dense[k], compressor.denseWeight(n))))
+        }
+    }
+
+    func distill(_ settings: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {
+        guard let train else { throw CompressionError.recipe("stages[\(stage)].distill needs training text: pass --data") }
+        let trainer = try Trainer(student: student, teacher: teacher, settings: settings, train: train, valid: valid, comm: comm)
+        trainer.jsonLines = jsonLines
+        trainer.label = label
+        trainer.overlapAllreduce = overlapAllreduce
+        trainer.checkpoint = checkpoint
+        trainer.checkpointExtra = extraState(Position(stage: stage, substep: substep, distilling: true))
+        if let hook { trainer.beforeStep.append(hook) }
+        var start = 0
+        if resume, let cp = checkpoint { start = try trainer.resume(from: cp) }
+        // (Pruning masks need no replay: the checkpoint's model carries them.)
+        let h = try trainer.run(from: start)
+        history += h.filter { log in !history.contains(log) }
+        if let p = h.last?.validPerplexity { stagePerplexity[stage] = p }
+        teacher?.releaseActivations()
+    }
+}

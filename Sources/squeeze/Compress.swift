@@ -1,0 +1,160 @@
+import ArgumentParser
+import Compression
+import Foundation
+import Model
+import MPI
+import Training
+
+/// `squeeze compress`: run a recipe (prune / Kronecker / low rank, distillation between) on a model.
+struct Compress: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compress a model with a recipe (YAML) and distil it back; writes a compressed model directory.")
+    @Option(help: "Input model directory (also the teacher unless --teacher).") var model: String
+    @Option(help: "Recipe file (YAML).") var recipe: String
+    @Option(help: "Output model directory (checkpoints in OUT/checkpoint).") var out: String
+    @Option(help: "Text for distillation and calibration (UTF-8 file or directory of .txt).") var data: String?
+    @Option(help: "Teacher model directory (default: the input model).") var teacher: String?
+    @Option(help: "Save weights as f32 or f16 (default: as the input).") var dtype: String?
+    @Option(help: "Matrices with at least this many elements are factorised with ScaLAPACK when there are several ranks.") var scalapackMin = 20_000_000
+    @OptionGroup var loop: LoopOptions
+
+    func run() throws { try guarded {
+        let world = try startMPI(quiet: loop.json)
+        let dt = try dtype.map { s -> SafeTensorsDType in
+            guard let d = SafeTensorsDType(rawValue: s.uppercased()), d == .f32 || d == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
+            return d
+        }
+        let r = try Recipe.load(fileURL(recipe))
+        let inputDir = fileURL(model)
+        let outDir = fileURL(out)
+        guard outDir != inputDir else { throw ValidationError("--out must differ from --model") }
+        let cp = Checkpoint(directory: outDir.appendingPathComponent("checkpoint"))
+        if loop.resume && !cp.exists { throw ValidationError("--resume: no checkpoint in \(cp.directory.path)") }
+        let original = try GPT2.load(directory: inputDir)
+        let student = loop.resume ? try GPT2.load(directory: cp.modelDirectory) : original
+        student.sourceDirectory = inputDir
+        let distills = r.stages.contains { $0.distill != nil }
+        let teacherModel: GPT2? = distills ? (teacher != nil ? try GPT2.load(directory: fileURL(teacher!)) : (loop.resume ? original : try GPT2.load(directory: inputDir))) : nil
+        let runner = RecipeRunner(recipe: r, student: student, teacher: teacherModel, comm: world)
+        runner.compressor.scalapackMinElements = scalapackMin
+        runner.jsonLines = loop.json
+        runner.overlapAllreduce = !loop.noOverlap
+        runner.checkpoint = distills ? cp : nil
+        if let data {
+            let tok = try GPT2Tokenizer(directory: inputDir)
+            let (t, v) = try loop.datasets(data: data, tokenizer: tok, tokenizerDirectory: inputDir, comm: world)
+            runner.train = t
+            runner.valid = v
+        }
+        let before = try GPT2.load(directory: inputDir)
+        let paramsBefore = before.params.parameterCount, nonzeroBefore = countNonzero(before)
+        let t0 = Date()
+        try runner.run(resume: loop.resume)
+        var bytes = 0
+        if world.rank == 0 {
+            try student.save(to: outDir, dtype: dt ?? original.storageDType, tokenizerFrom: inputDir)
+            if !runner.history.isEmpty { try writeLossCurve(runner.history, to: outDir.appendingPathComponent("loss.svg"), title: "squeeze compress: \(r.name ?? recipe)") }
+            bytes = (try? FileManager.default.attributesOfItem(atPath: outDir.appendingPathComponent("model.safetensors").path)[.size] as? Int) ?? 0
+            if let cp = runner.checkpoint, FileManager.default.fileExists(atPath: cp.directory.path) { try? FileManager.default.removeItem(at: cp.directory) }
+        }
+        try world.barrier()
+        let summary = CompressSummary(layers: runner.reports, paramsBefore: paramsBefore, paramsAfter: student.params.parameterCount,
+                                      nonzeroBefore: nonzeroBefore, nonzeroAfter: countNonzero(student), bytes: bytes,
+                                      stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },
+                                      seconds: Date().timeIntervalSince(t0))
+        if loop.json { Console.print(try jsonLine(summary)); return }
+        Console.print(table(["layer", "method", "params before", "after", "rel. error"], summary.layers.map {
+            [$0.layer, $0.method, "\($0.paramsBefore)", "\($0.paramsAfter)", fmt($0.relativeError, 4)]
+        }))
+        Console.print("")
+        Console.print("parameters \(paramsBefore) -> \(summary.paramsAfter) stored, non-zero \(nonzeroBefore) -> \(summary.nonzeroAfter) (\(fmt(Double(summary.nonzeroAfter) / Double(nonzeroBefore) * 100, 1))%)")
+        for (i, p) in runner.stagePerplexity.sorted(by: { $0.key < $1.key }) { Console.print("stage \(i + 1) validation perplexity \(fmt(p, 3))") }
+        Console.print("wrote \(outDir.path) (\(bytes) bytes of weights) in \(formatDuration(summary.seconds))")
+    } }
+}
+
+/// `squeeze compress --json` output.
+struct CompressSummary: Encodable {
+    let layers: [LayerReport]
+    let paramsBefore: Int, paramsAfter: Int, nonzeroBefore: Int, nonzeroAfter: Int, bytes: Int
+    let stagePerplexity: [Double]
+    let seconds: Double
+    enum CodingKeys: String, CodingKey {
+        case layers, paramsBefore = "params_before", paramsAfter = "params_after", nonzeroBefore = "nonzero_before"
+        case nonzeroAfter = "nonzero_after", bytes, stagePerplexity = "stage_perplexity", seconds
+    }
+}
+
+/// Non-zero scalars of all parameters.
+func countNonzero(_ m: GPT2) -> Int {
+    var n = 0
+    for slot in m.params.slots {
+        let p = m.params.values.baseAddress! + slot.offset
+        for i in 0..<slot.count where p[i] != 0 { n += 1 }
+    }
+    return n
+}
+
+/// `squeeze analyze`: stable rank and friends per layer.
+struct Analyze: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Per-layer norms, stable rank, effective rank and the Arora et al. bound proxy; optional SVG plot.")
+    @Option(help: "Model directory.") var model: String
+    @Option(help: "A second model to compare with (e.g. the uncompressed one).") var compare: String?
+    @Option(help: "Write an SVG plot of stable rank per layer.") var plot: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws { try guarded {
+        _ = try startMPI(quiet: json)
+        let a = try ModelAnalysis.of(try GPT2.load(directory: fileURL(model)))
+        let b = try compare.map { try ModelAnalysis.of(try GPT2.load(directory: fileURL($0))) }
+        if let plot, Console.rank == 0 {
+            try a.plot(compare: b, title: "stable rank per layer", labels: (compare.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "", URL(fileURLWithPath: model).lastPathComponent))
+                .write(to: fileURL(plot))
+        }
+        if json {
+            struct Out: Encodable { let model: ModelAnalysis; let compare: ModelAnalysis? }
+            Console.print(try jsonLine(Out(model: a, compare: b)))
+            return
+        }
+        func rows(_ m: ModelAnalysis) -> [[String]] {
+            m.layers.map { l in [l.name, l.form, l.shape.map(String.init).joined(separator: "x"), "\(l.params)", "\(l.nonzero)", fmt(l.fro, 3), fmt(l.spectral, 3),
+                                 fmt(l.stableRank, 2), fmt(l.stableRankUnsquared, 3), "\(l.effectiveRank90)", "\(l.effectiveRank99)"] }
+        }
+        let header = ["layer", "form", "shape", "params", "non-zero", "‖W‖F", "‖W‖2", "srank", "‖W‖F/‖W‖2", "r90", "r99"]
+        func totals(_ m: ModelAnalysis) -> String {
+            "total params \(m.totalParams), non-zero \(m.totalNonzero); Σ srank (block linears) \(fmt(m.sumStableRank, 2)); bound proxy Π‖W‖2²·Σsrank = \(String(format: "%.4g", m.boundProxy)) (log10 \(fmt(m.log10BoundProxy, 3)))"
+        }
+        Console.print(table(header, rows(a)))
+        Console.print(totals(a))
+        if let b {
+            Console.print("\ncompared with \(compare!):")
+            Console.print(table(header, rows(b)))
+            Console.print(totals(b))
+            Console.print("\nchange: Σ srank \(fmt(b.sumStableRank, 2)) -> \(fmt(a.sumStableRank, 2)); log10 bound proxy \(fmt(b.log10BoundProxy, 3)) -> \(fmt(a.log10BoundProxy, 3))")
+        }
+        if let plot { Console.print("plot written to \(plot)") }
+    } }
+}
+
+/// `squeeze export --dense`: a plain GPT-2 directory that transformers loads.
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write a compressed model back as a plain Hugging Face GPT-2 directory.")
+    @Option(help: "Compressed model directory.") var model: String
+    @Option(help: "Output directory.") var out: String
+    @Flag(help: "Materialise every layer as a dense matrix (required: the only export form).") var dense = false
+    @Option(help: "f32 or f16 (default: as the input).") var dtype: String?
+
+    func run() throws { try guarded {
+        _ = try startMPI()
+        guard dense else { throw ValidationError("export needs --dense (the plain GPT-2 layout has dense weights only)") }
+        let m = try GPT2.load(directory: fileURL(model))
+        let d = try m.densified()
+        let dt = try dtype.map { s -> SafeTensorsDType in
+            guard let x = SafeTensorsDType(rawValue: s.uppercased()), x == .f32 || x == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
+            return x
+        } ?? m.storageDType
+        if Console.rank == 0 { try d.save(to: fileURL(out), dtype: dt, tokenizerFrom: fileURL(model)) }
+        Console.print("wrote a dense GPT-2 directory to \(out)")
+    } }
+}
