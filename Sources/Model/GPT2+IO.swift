@@ -113,9 +113,10 @@ extension GPT2 {
         } else {
             obj.removeValue(forKey: "compression")
         }
-        if dt != .f32 { obj["torch_dtype"] = .string(dt == .f16 ? "float16" : "bfloat16") }
-        else if obj["torch_dtype"] != nil { obj["torch_dtype"] = .string("float32") }
-        if obj["dtype"] != nil { obj["dtype"] = obj["torch_dtype"] ?? .string("float32") }
+        // The dtype key transformers writes: "dtype" (v5) or "torch_dtype" (v4); keep whichever is there.
+        let dtypeName = JSONValue.string(dt == .f32 ? "float32" : dt == .f16 ? "float16" : "bfloat16")
+        let dtypeKeys = ["dtype", "torch_dtype"].filter { obj[$0] != nil }
+        for k in dtypeKeys.isEmpty ? ["torch_dtype"] : dtypeKeys { obj[k] = dtypeName }
         let configURL = dir.appendingPathComponent("config.json")
         let newConfig = try encodeConfigJSON(obj)
         // Keep the source's bytes when nothing changed (bitwise round trip of an untouched config).
