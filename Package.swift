@@ -6,6 +6,9 @@ import PackageDescription
 /// release; debug stays debuggable and portable.
 let numericSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "haswell"], .when(configuration: .release)),
+    // Debug builds (swift test) still optimise the numeric code: unoptimised Swift is 10-50x
+    // slower on the vocabulary-wide softmaxes and would make the tests crawl.
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
 ]
 
 let package = Package(

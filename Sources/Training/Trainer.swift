@@ -34,6 +34,8 @@ public final class Trainer {
     public var label = "distill"
     /// Overlap the gradient all-reduce with backward.
     public var overlapAllreduce = true
+    /// Stop (with a checkpoint) after this many completed steps, as if interrupted there.
+    public var stopAfterStep: Int?
     private let schedule: LRSchedule
     private var sync: GradientSync?
 
@@ -132,13 +134,15 @@ public final class Trainer {
             history.append(log)
             report(log, stepTimes: stepTimes)
             let stop = try comm.allreduce(SignalFlag.raised ? 1 : 0, op: .max) > 0
-            if let cp = checkpoint, stop || isLast || (settings.checkpointEvery > 0 && (step + 1) % settings.checkpointEvery == 0) {
+            let pause = stopAfterStep == step + 1
+            if let cp = checkpoint, stop || pause || isLast || (settings.checkpointEvery > 0 && (step + 1) % settings.checkpointEvery == 0) {
                 try writeCheckpoint(cp, nextStep: step + 1)
             }
             if stop {
                 Console.endProgress()
                 throw TrainingError.interrupted(step: step + 1)
             }
+            if pause { break }
         }
         Console.endProgress()
         return history

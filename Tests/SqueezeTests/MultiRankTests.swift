@@ -9,9 +9,9 @@ import XCTest
 // Rules that keep a failure on one rank from hanging the others:
 //   - assertions come after the collectives of a test, and nothing that can throw on only some
 //     ranks sits between two collectives (count mismatches throw on every rank by design);
-//   - a watchdog per test exits the process (mpirun then ends the job) if a test does not finish
-//     within SQUEEZE_TEST_WATCHDOG seconds (default 300); scripts/test.sh also wraps mpirun in
-//     `timeout`.
+//   - a watchdog per test exits the process with status 97 (mpirun then ends the whole job) if a
+//     test does not finish within SQUEEZE_TEST_WATCHDOG seconds (default 300); scripts/test.sh
+//     also wraps mpirun in `timeout`.
 
 /// Base class: checks the world size against SQUEEZE_TEST_NP and arms the watchdog.
 class MultiRankTestCase: XCTestCase {
@@ -25,7 +25,7 @@ class MultiRankTestCase: XCTestCase {
         let seconds = env.flatMap(Double.init) ?? 300
         let item = DispatchWorkItem {
             fputs("\(name): still running after \(Int(seconds)) s on rank \(rank) (a rank is probably stuck in a collective); exiting so mpirun ends the job\n", stderr)
-            _exit(124)
+            _exit(97)
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: item)
         watchdog = item

@@ -1,0 +1,73 @@
+import Foundation
+import Model
+import MPI
+import Tensor
+import Training
+import XCTest
+
+/// Shared set-up for trainer tests: the tiny fixture model and the eval fixture's tokens.
+enum TrainerFixture {
+    static func tokens() throws -> TokenDataset {
+        let ids = (try Fixtures.json("eval.json")["ids"] as! [Any]).map { UInt16(($0 as! NSNumber).intValue) }
+        return TokenDataset(tokens: ids, source: Fixtures.reference("eval.json"))
+    }
+
+    static func settings(steps: Int = 20) -> DistillSettings {
+        var s = DistillSettings()
+        s.steps = steps; s.batch = 8; s.seq = 16; s.lr = 3e-3; s.warmup = 2; s.alpha = 0.5; s.temperature = 2
+        s.microBatch = 2; s.evalTokens = 64; s.seed = 7
+        return s
+    }
+
+    /// Distils a fresh copy of the tiny model (a perturbed student, the original as teacher) on `comm`.
+    static func run(comm: Communicator, steps: Int = 20, stopAfter: Int? = nil, resumeFrom: Checkpoint? = nil,
+                    checkpoint: Checkpoint? = nil) throws -> (GPT2, [StepLog]) {
+        let teacher = try GPT2.load(directory: Fixtures.tinyGPT2)
+        let student = try GPT2.load(directory: resumeFrom?.modelDirectory ?? Fixtures.tinyGPT2)
+        if resumeFrom == nil {
+            // A different starting point than the teacher: prune half of the MLP weights.
+            let lin = student.linear("h.0.mlp.c_fc")!
+            (lin.components[0] as! DenseComponent).mask = (0..<(16 * 64)).map { Float($0 % 2) }
+            student.applyMasks()
+        }
+        let data = try tokens()
+        let (train, valid) = data.split(validationFraction: 0.2)
+        let t = try Trainer(student: student, teacher: teacher, settings: settings(steps: steps), train: train, valid: valid, comm: comm)
+        t.checkpoint = checkpoint
+        t.stopAfterStep = stopAfter
+        var start = 0
+        if let cp = resumeFrom { start = try t.resume(from: cp) }
+        let h = try t.run(from: start)
+        return (student, h)
+    }
+}
+
+/// Single-process trainer behaviour: resume exactness, masks, loss going down.
+final class TrainerTests: XCTestCase {
+    func testResumeEqualsUninterruptedRun() throws {
+        let dir = try Fixtures.temporaryDirectory(self)
+        let (full, fullLog) = try TrainerFixture.run(comm: .world)
+        let cp = Checkpoint(directory: dir.appendingPathComponent("cp"))
+        let (_, firstHalf) = try TrainerFixture.run(comm: .world, stopAfter: 10, checkpoint: cp)
+        XCTAssertEqual(firstHalf.count, 10)
+        XCTAssertTrue(cp.exists)
+        let (resumed, log) = try TrainerFixture.run(comm: .world, resumeFrom: cp, checkpoint: cp)
+        XCTAssertEqual(log.map(\.loss), fullLog.map(\.loss), "loss history of resumed vs uninterrupted run")
+        for s in full.params.slots {
+            XCTAssertEqual(resumed.params.tensor(s.name).data, full.params.tensor(s.name).data, "weights of \(s.name)")
+        }
+        // The mask survived the checkpoint and pruned weights are still exactly zero.
+        let w = resumed.params.tensor("h.0.mlp.c_fc.weight").data
+        XCTAssertTrue(stride(from: 0, to: w.count, by: 2).allSatisfy { w[$0] == 0 })
+        XCTAssertLessThan(fullLog.last!.loss, fullLog.first!.loss)
+    }
+
+    func testCheckpointRefusesDifferentSettings() throws {
+        let dir = try Fixtures.temporaryDirectory(self)
+        let cp = Checkpoint(directory: dir.appendingPathComponent("cp"))
+        _ = try TrainerFixture.run(comm: .world, steps: 4, stopAfter: 2, checkpoint: cp)
+        XCTAssertThrowsError(try TrainerFixture.run(comm: .world, steps: 5, resumeFrom: cp)) { e in
+            XCTAssertTrue("\(e)".contains("different settings"), "\(e)")
+        }
+    }
+}
