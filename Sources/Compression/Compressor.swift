@@ -272,7 +272,7 @@ public final class Compressor {
             let comp = lin.components[0] as! KroneckerComponent
             let s = comp.shape
             func rankFor(_ f: Tensor) throws -> Int {
-                let sv = try f.singularValuesDouble()
+                let sv = LowRank.needsSpectrum(spec.rule) ? try f.singularValuesDouble() : []
                 return LowRank.rank(for: spec.rule, rows: f.shape[0], cols: f.shape[1], singularValues: sv)
             }
             var ra = 0, rb = 0
@@ -301,7 +301,8 @@ public final class Compressor {
         let smallResults = try distributedCompute(costs: costs, comm: comm) { j in
             let i = small[j]
             let w = svdBefore[i]
-            let r = try ranks?[svdNames[i]] ?? LowRank.rank(for: spec.rule, rows: w.shape[0], cols: w.shape[1], singularValues: w.singularValuesDouble())
+            let sv = LowRank.needsSpectrum(spec.rule) && ranks == nil ? try w.singularValuesDouble() : []
+            let r = ranks?[svdNames[i]] ?? LowRank.rank(for: spec.rule, rows: w.shape[0], cols: w.shape[1], singularValues: sv)
             let f = try LowRank.factorize(w, rank: r, seed: seed)
             return [f.w0, f.w1]
         }

@@ -35,6 +35,7 @@ public enum NearestKronecker {
     public struct Result {
         public var a: [Tensor]   // [m1, n1] each
         public var b: [Tensor]   // [m2, n2] each
+        /// All singular values of R(W) when a full SVD ran, else the top `terms`.
         public var singularValues: [Float]
         /// ‖W − Σ A_i ⊗ B_i‖_F = sqrt(Σ_{i>k} σ_i²).
         public var error: Double
@@ -48,14 +49,10 @@ public enum NearestKronecker {
         guard terms >= 1 && terms <= minDim else {
             throw CompressionError.value("kronecker.terms", "must be between 1 and \(minDim) for factors [\(s.m1), \(s.n1)] ⊗ [\(s.m2), \(s.n2)], got \(terms)")
         }
-        let svd: SVD
-        if Double(terms) < randomizedBelow * Double(minDim) && minDim > 64 {
-            svd = try r.randomizedSVD(rank: terms, seed: seed)
-        } else {
-            svd = try r.svd().truncated(to: terms)
-        }
-        let sigma = try r.singularValuesDouble()
-        let tail = sigma.dropFirst(terms).reduce(0.0) { $0 + $1 * $1 }
+        let randomized = Double(terms) < randomizedBelow * Double(minDim) && minDim > 64
+        let full = randomized ? nil : try r.svd()
+        let svd = try full?.truncated(to: terms) ?? r.randomizedSVD(rank: terms, seed: seed)
+        let error = truncationError(frobenius: r, kept: svd.S, all: full?.S)
         var a: [Tensor] = [], b: [Tensor] = []
         let p = r.shape[0], q = r.shape[1]
         for i in 0..<terms {
@@ -63,7 +60,7 @@ public enum NearestKronecker {
             a.append(try Tensor(shape: [s.m1, s.n1], data: (0..<p).map { svd.U.data[$0 * terms + i] * root }))
             b.append(try Tensor(shape: [s.m2, s.n2], data: (0..<q).map { svd.Vt.data[i * q + $0] * root }))
         }
-        return Result(a: a, b: b, singularValues: sigma.map(Float.init), error: tail.squareRoot())
+        return Result(a: a, b: b, singularValues: full?.S ?? svd.S, error: error)
     }
 
     /// Σ A_i ⊗ B_i as a dense `[m1·m2, n1·n2]` matrix (HF layout).

@@ -18,6 +18,12 @@ public enum LowRank {
         case rank(Int)
     }
 
+    /// Whether the rule needs the singular values (energy does; the others only need the shape).
+    public static func needsSpectrum(_ rule: RankRule) -> Bool {
+        if case .energy = rule { return true }
+        return false
+    }
+
     /// The rank a rule gives for a matrix with these singular values.
     public static func rank(for rule: RankRule, rows: Int, cols: Int, singularValues: [Double]) -> Int {
         let full = min(rows, cols)
@@ -36,20 +42,22 @@ public enum LowRank {
     }
 
     /// Factors and error of the rank-r truncation (LAPACK SVD; randomized when r is small).
-    public static func factorize(_ w: Tensor, rank r: Int, randomizedBelow: Double = 0.05, seed: UInt64 = 0) throws -> (w0: Tensor, w1: Tensor, error: Double, singularValues: [Double]) {
+    /// The error is the tail of the full spectrum when it was computed, else
+    /// sqrt(‖W‖_F² − Σ_{i≤r} σ_i²) (the same number, by orthogonality).
+    public static func factorize(_ w: Tensor, rank r: Int, randomizedBelow: Double = 0.05, seed: UInt64 = 0) throws -> (w0: Tensor, w1: Tensor, error: Double) {
         let m = w.shape[0], n = w.shape[1]
         guard r >= 1 && r <= min(m, n) else { throw CompressionError.value("lowrank.rank", "must be between 1 and \(min(m, n)), got \(r)") }
-        let svd = Double(r) < randomizedBelow * Double(min(m, n)) && min(m, n) > 64
-            ? try w.randomizedSVD(rank: r, seed: seed) : try w.svd().truncated(to: r)
-        let sigma = try w.singularValuesDouble()
+        let randomized = Double(r) < randomizedBelow * Double(min(m, n)) && min(m, n) > 64
+        let full = randomized ? nil : try w.svd()
+        let svd = try full?.truncated(to: r) ?? w.randomizedSVD(rank: r, seed: seed)
         var w0 = [Float](repeating: 0, count: m * r), w1 = [Float](repeating: 0, count: n * r)
         for k in 0..<r {
             let root = Float(Double(svd.S[k]).squareRoot())
             for i in 0..<m { w0[i * r + k] = svd.U.data[i * r + k] * root }
             for j in 0..<n { w1[j * r + k] = svd.Vt.data[k * n + j] * root }
         }
-        let err = sigma.dropFirst(r).reduce(0.0) { $0 + $1 * $1 }.squareRoot()
-        return (try Tensor(shape: [m, r], data: w0), try Tensor(shape: [n, r], data: w1), err, sigma)
+        return (try Tensor(shape: [m, r], data: w0), try Tensor(shape: [n, r], data: w1),
+                truncationError(frobenius: w, kept: svd.S, all: full?.S))
     }
 
     /// The ranks of a progressive schedule: `stages` steps from the full rank down to `target`
@@ -58,4 +66,14 @@ public enum LowRank {
         guard stages > 1 else { return [target] }
         return (1...stages).map { k in Int((Double(full) + Double(target - full) * Double(k) / Double(stages)).rounded()) }
     }
+}
+
+/// Frobenius error of keeping the singular values `kept`: the tail of `all` when the full
+/// spectrum is known, else sqrt(max(‖W‖_F² − Σ kept², 0)) in Double.
+func truncationError(frobenius w: Tensor, kept: [Float], all: [Float]?) -> Double {
+    if let all { return all.dropFirst(kept.count).reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() }
+    var total = 0.0
+    for x in w.data { total += Double(x) * Double(x) }
+    let top = kept.reduce(0.0) { $0 + Double($1) * Double($1) }
+    return max(total - top, 0).squareRoot()
 }

@@ -8,7 +8,7 @@ import MPI
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Performance benchmarks (ratios against sgemm peak, bare LAPACK/MPI calls, np=1).",
-        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self])
+        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self])
 }
 
 /// Shared `--json` flag and MPI/BLAS setup for every benchmark.
@@ -86,5 +86,44 @@ struct BenchModel: ParsableCommand {
         forward+backward           \(fmt(r.trainTokensPerSecond, 0)) tokens/s  = \(fmt(r.trainPercentOfPeak, 1))% of peak
         (\(r.flopConvention))
         """)
+    } }
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train", abstract: "distilgpt2-shaped KD step over all ranks: tokens/s, % of sgemm peak, all-reduce vs bare MPI_Allreduce.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Global batch.") var batch = 4
+    @Option(help: "Sequence length.") var seq = 256
+    @Option(help: "KD steps per measurement (the first is warm-up).") var steps = 4
+
+    func run() throws { try guarded {
+        let world = try options.setUp()
+        let r = try runTrainBench(comm: world, B: batch, T: seq, steps: steps)
+        if options.json { Console.print(try jsonLine(r)); return }
+        Console.print("""
+        KD step (teacher fwd + student fwd/bwd + AdamW), distilgpt2-shaped, B=\(r.B) T=\(r.T), \(r.ranks) rank(s) x \(r.threadsPerRank) BLAS thread(s)
+        sgemm peak, all ranks (same run)  \(fmt(r.sgemmPeakGflops, 1)) GFLOP/s
+        tokens/s                          \(fmt(r.tokensPerS, 1))  = \(fmt(r.percentOfPeak, 1))% of peak
+        tokens/s without overlap          \(fmt(r.tokensPerSNoOverlap, 1))
+        gradient all-reduce               \(fmt(r.allreduceSeconds * 1e3, 2)) ms for \(r.gradientBytes) bytes; bare MPI_Allreduce \(fmt(r.bareAllreduceSeconds * 1e3, 2)) ms; ratio \(fmt(r.allreduceRatio, 3))x
+        """)
+    } }
+}
+
+struct BenchFactor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "factor", abstract: "Low rank and Kronecker on distilgpt2-shaped matrices vs bare LAPACK sgesdd; randomized vs full SVD.")
+    @OptionGroup var options: BenchOptions
+    @Flag(help: "Skip the 50257x768 embedding (slow).") var noEmbedding = false
+
+    func run() throws { try guarded {
+        _ = try options.setUp()
+        let rows = try runFactorBench(includeEmbedding: !noEmbedding)
+        if options.json { Console.print(try jsonLine(rows)); return }
+        Console.print(table(["method", "shape", "ours (s)", "bare sgesdd (s)", "ratio", "k", "randomized (s)", "speed-up", "extra error"], rows.map {
+            [$0.method, "\($0.shape[0])x\($0.shape[1])", fmt($0.seconds, 3), fmt($0.bareSeconds, 3), fmt($0.ratioToLAPACK, 3) + "x",
+             "\($0.k)", fmt($0.randomizedSeconds, 4), fmt($0.speedup, 1) + "x", fmt($0.extraErrorPercent, 3) + "%"]
+        }))
     } }
 }
