@@ -21,6 +21,8 @@ public final class RecipeRunner {
     public var checkpoint: Checkpoint?
     public var jsonLines = false
     public var overlapAllreduce = true
+    /// Multiplies every stage's distillation steps (and warmup), e.g. 0.1 for a quick run.
+    public var distillScale = 1.0
     public private(set) var reports: [LayerReport] = []
     public private(set) var history: [StepLog] = []
     /// Validation perplexity after each stage (nil without validation data or distillation).
@@ -166,7 +168,14 @@ public final class RecipeRunner {
         }
     }
 
-    func distill(_ settings: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {
+    func distill(_ given: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {
+        var settings = given
+        if distillScale != 1 {
+            settings.steps = max(1, Int((Double(given.steps) * distillScale).rounded()))
+            settings.warmup = given.warmup.map { min(settings.steps, Int((Double($0) * distillScale).rounded())) }
+            if settings.evalEvery > 0 { settings.evalEvery = max(1, Int((Double(given.evalEvery) * distillScale).rounded())) }
+            if settings.checkpointEvery > 0 { settings.checkpointEvery = max(1, Int((Double(given.checkpointEvery) * distillScale).rounded())) }
+        }
         guard let train else { throw CompressionError.recipe("stages[\(stage)].distill needs training text: pass --data") }
         let trainer = try Trainer(student: student, teacher: teacher, settings: settings, train: train, valid: valid, comm: comm)
         trainer.jsonLines = jsonLines

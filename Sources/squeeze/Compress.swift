@@ -16,6 +16,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Teacher model directory (default: the input model).") var teacher: String?
     @Option(help: "Save weights as f32 or f16 (default: as the input).") var dtype: String?
     @Option(help: "Matrices with at least this many elements are factorised with ScaLAPACK when there are several ranks.") var scalapackMin = 20_000_000
+    @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
@@ -37,6 +38,8 @@ struct Compress: ParsableCommand {
         let teacherModel: GPT2? = distills ? (teacher != nil ? try GPT2.load(directory: fileURL(teacher!)) : (loop.resume ? original : try GPT2.load(directory: inputDir))) : nil
         let runner = RecipeRunner(recipe: r, student: student, teacher: teacherModel, comm: world)
         runner.compressor.scalapackMinElements = scalapackMin
+        guard distillScale > 0 else { throw ValidationError("--distill-scale must be > 0") }
+        runner.distillScale = distillScale
         runner.jsonLines = loop.json
         runner.overlapAllreduce = !loop.noOverlap
         runner.checkpoint = distills ? cp : nil

@@ -29,8 +29,13 @@ struct Eval: ParsableCommand {
             Console.progress("eval windows \(done)/\(total) (rank 0)")
         }
         Console.endProgress()
-        if json { Console.print(try jsonLine(r)); return }
-        Console.print("perplexity \(fmt(r.perplexity, 4))  nll \(fmt(r.nll, 6))  tokens \(r.tokens)  (\(fmt(Date().timeIntervalSince(t0), 1)) s)")
+        let seconds = Date().timeIntervalSince(t0)
+        if json {
+            struct Out: Encodable { let perplexity: Double; let nll: Double; let tokens: Int; let seconds: Double; let tokens_per_second: Double }
+            Console.print(try jsonLine(Out(perplexity: r.perplexity, nll: r.nll, tokens: r.tokens, seconds: seconds, tokens_per_second: Double(r.tokens) / seconds)))
+            return
+        }
+        Console.print("perplexity \(fmt(r.perplexity, 4))  nll \(fmt(r.nll, 6))  tokens \(r.tokens)  (\(fmt(seconds, 1)) s, \(fmt(Double(r.tokens) / seconds, 0)) tokens/s)")
     } }
 }
 

@@ -1,0 +1,39 @@
+# Shared by scripts/run.sh, scripts/quality.sh and the benchmark scripts (source it).
+# Installs what is missing, builds, and sets Open MPI up for one machine.
+
+SQUEEZE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SQUEEZE_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config python3)
+
+# ensure_packages: apt-get installs the missing packages when root, else prints the exact line.
+ensure_packages() {
+    local missing=() p
+    for p in "${SQUEEZE_PACKAGES[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    if [[ $(id -u) -eq 0 ]]; then
+        echo "==> installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "missing packages; run:" >&2
+        echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+}
+
+# build_release: the optimised squeeze binary; sets SQUEEZE (its path).
+build_release() {
+    echo "==> swift build -c release"
+    (cd "$SQUEEZE_ROOT" && swift build -c release --product squeeze 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true)
+    SQUEEZE="$(cd "$SQUEEZE_ROOT" && swift build -c release --show-bin-path)/squeeze"
+    [[ -x $SQUEEZE ]] || { echo "build failed" >&2; exit 1; }
+}
+
+# Open MPI on one machine: shared memory + TCP, no CMA single-copy, yield when idle, root allowed.
+export OMPI_MCA_btl=${OMPI_MCA_btl:-self,vader,tcp}
+export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
+export OMPI_MCA_rmaps_base_oversubscribe=${OMPI_MCA_rmaps_base_oversubscribe:-1}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
