@@ -10,7 +10,7 @@ static inline MPI_Datatype squeeze_type_float(void) { return MPI_FLOAT; }
 static inline MPI_Datatype squeeze_type_double(void) { return MPI_DOUBLE; }
 static inline MPI_Datatype squeeze_type_int64(void) { return MPI_INT64_T; }
 static inline MPI_Datatype squeeze_type_int32(void) { return MPI_INT32_T; }
-static inline MPI_Datatype squeeze_type_byte(void) { return MPI_BYTE; }
+static inline MPI_Datatype squeeze_type_uint8(void) { return MPI_UINT8_T; }
 static inline MPI_Op squeeze_op_sum(void) { return MPI_SUM; }
 static inline MPI_Op squeeze_op_max(void) { return MPI_MAX; }
 static inline MPI_Op squeeze_op_min(void) { return MPI_MIN; }

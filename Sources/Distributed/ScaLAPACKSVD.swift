@@ -13,12 +13,18 @@ public func scalapackSVD(_ matrix: Tensor?, rows m: Int, cols n: Int, root: Int 
                          blockSize: Int = 64, precision: SVDPrecision = .single,
                          broadcastResult: Bool = false) throws -> SVD? {
     let world = Communicator.world
-    if world.rank == root {
-        guard let matrix, matrix.shape == [m, n] else {
-            throw TensorError.shape("scalapackSVD", "root holds \(matrix?.shape.description ?? "no matrix"), expected [\(m), \(n)]")
-        }
-    }
     guard root == 0 else { throw DistributedError.grid("scalapackSVD gathers onto the grid's first rank; root must be 0, got \(root)") }
+    // Validate collectively: a check that failed on one rank only would leave the others in BLACS forever.
+    let shapeOK = world.rank != root || matrix?.shape == [m, n]
+    let agreed = try world.allreduce([shapeOK ? 0 : 1, m, -m, n, -n], op: .max)
+    if agreed[0] != 0 {
+        throw TensorError.shape("scalapackSVD", world.rank == root
+            ? "root holds \(matrix?.shape.description ?? "no matrix"), expected [\(m), \(n)]"
+            : "rank \(root)'s matrix is not [\(m), \(n)]")
+    }
+    if agreed[1] != m || -agreed[2] != m || agreed[3] != n || -agreed[4] != n {
+        throw TensorError.shape("scalapackSVD", "ranks passed different sizes (this rank: [\(m), \(n)])")
+    }
     let result: SVD?
     switch precision {
     case .single:
@@ -70,7 +76,8 @@ extension Float: ScaLAPACKScalar {
         return info
     }
     var asFloat: Float { self }
-    var asInt: Int { Int(self.rounded(.up)) }
+    /// Workspace sizes come back as floats: above 2^24 they may be rounded down, so pad a little.
+    var asInt: Int { Int((Double(self) * (1 + 1e-6)).rounded(.up)) + 1 }
 }
 
 extension Double: ScaLAPACKScalar {
@@ -88,7 +95,7 @@ extension Double: ScaLAPACKScalar {
         return info
     }
     var asFloat: Float { Float(self) }
-    var asInt: Int { Int(self.rounded(.up)) }
+    var asInt: Int { Int((self * (1 + 1e-12)).rounded(.up)) + 1 }
 }
 
 /// A BLACS array descriptor for a `rows x cols` column-major matrix in `grid` (or an empty

@@ -211,7 +211,10 @@ public final class Communicator: @unchecked Sendable {
     public func split(color: Int?, key: Int? = nil) throws -> Communicator? {
         var newComm: MPI_Comm? = squeeze_comm_null()
         let c = color.map { Int32($0) } ?? squeeze_undefined()
-        if let color, color < 0 { throw MPIError.usage("split", reason: "color must be >= 0 (or nil), got \(color)") }
+        // Agree first: a rank that threw alone would leave the others inside MPI_Comm_split.
+        if try allreduce((color ?? 0) < 0 ? 1 : 0, op: .max) != 0 {
+            throw MPIError.usage("split", reason: color.map { $0 < 0 ? "color must be >= 0 (or nil), got \($0)" : "another rank passed a negative color" } ?? "another rank passed a negative color")
+        }
         try check(MPI_Comm_split(handle, c, Int32(key ?? rank), &newComm), "MPI_Comm_split")
         guard let newComm, newComm != squeeze_comm_null() else { return nil }
         return Communicator(wrapping: newComm, owned: true)

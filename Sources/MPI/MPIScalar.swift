@@ -9,7 +9,7 @@ extension Float: MPIScalar { public static var mpiType: MPI_Datatype { squeeze_t
 extension Double: MPIScalar { public static var mpiType: MPI_Datatype { squeeze_type_double() } }
 extension Int: MPIScalar { public static var mpiType: MPI_Datatype { squeeze_type_int64() } }
 extension Int32: MPIScalar { public static var mpiType: MPI_Datatype { squeeze_type_int32() } }
-extension UInt8: MPIScalar { public static var mpiType: MPI_Datatype { squeeze_type_byte() } }
+extension UInt8: MPIScalar { public static var mpiType: MPI_Datatype { squeeze_type_uint8() } }
 
 /// Reduction operators supported by `Communicator.allreduce`.
 public enum ReduceOp: Sendable {

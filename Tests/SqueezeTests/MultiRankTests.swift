@@ -377,6 +377,16 @@ final class MultiRankScaLAPACKTests: MultiRankTestCase {
         XCTAssertEqual(try world.allreduce(1), world.size)
     }
 
+    /// A wrong matrix on root only is reported on every rank, and no rank is left inside BLACS.
+    func testWrongShapeOnRootThrowsOnEveryRank() throws {
+        guard let world = requireWorld() else { return }
+        let a = Tensor.randomNormal(shape: [8, 6], seed: 1)
+        XCTAssertThrowsError(try scalapackSVD(world.rank == 0 ? a : nil, rows: 6, cols: 8)) {
+            XCTAssertTrue("\($0)".contains("scalapackSVD"), "\($0)")
+        }
+        XCTAssertEqual(try world.allreduce(1), world.size)
+    }
+
     func testProcessGridIsNearSquare() throws {
         guard let world = requireWorld() else { return }
         let grid = try ProcessGrid()

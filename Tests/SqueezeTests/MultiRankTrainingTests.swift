@@ -9,13 +9,9 @@ import XCTest
 /// sub-communicators of size 1 and 2 (and the whole world), each trains the same 20 steps; the
 /// losses and final weights must agree up to float summation order. Run by scripts/test.sh
 /// under `mpirun -np 4` (the world size must be 4, else the test fails).
-final class MultiRankTrainingTests: XCTestCase {
+final class MultiRankTrainingTests: MultiRankTestCase {
     func testLossAndWeightsDoNotDependOnRankCount() throws {
-        let world = Communicator.world
-        let expected = Int(ProcessInfo.processInfo.environment["SQUEEZE_TEST_NP"] ?? "") ?? -1
-        XCTAssertEqual(world.size, expected, "this test needs the world size given in SQUEEZE_TEST_NP")
-        XCTAssertGreaterThanOrEqual(world.size, 2, "multi-rank test run on one rank")
-        guard world.size == expected, world.size >= 2 else { return }
+        guard let world = requireWorld() else { return }
         var results: [Int: (losses: [Double], weights: [Float])] = [:]
         for n in Set([1, 2, world.size]).sorted() {
             let sub = try world.split(color: world.rank < n ? 0 : nil)

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Squeeze's test script (CI runs it through .ci/run). Runnable from any directory; idempotent.
+#
+#   1. system packages   installs missing apt packages when root (nothing when all are present)
+#   2. build             swift build --build-tests
+#   3. single-rank tests swift test --skip-build --skip MultiRank
+#   4. multi-rank tests  the test bundle's MultiRank* classes under mpirun, -np 2 and -np 4
+#   5. CLI tests         every scripts/tests/*.sh, in name order (each must exit 0)
+#   6. summary           one line per phase with its time; exit status 1 if anything failed
+#
+# Environment (all optional):
+#   SQUEEZE_SCRATCH_PATH   SwiftPM build directory (default: the package's .build)
+#   SQUEEZE_TEST_NPS       rank counts for the multi-rank tests (default: "2 4")
+#   SQUEEZE_MPI_TIMEOUT    seconds before one mpirun is killed (default: 600)
+#   SQUEEZE_TEST_WATCHDOG  seconds one multi-rank test may take before its rank exits (default: 300)
+#
+# For scripts/tests/*.sh this exports SQUEEZE_ROOT, SQUEEZE_BIN_PATH (the debug build's products)
+# and the Open MPI settings below, so a plain `mpirun -np N ...` works there too.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export LC_ALL=C
+
+PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config)
+NPS=${SQUEEZE_TEST_NPS:-2 4}
+MPI_TIMEOUT=${SQUEEZE_MPI_TIMEOUT:-600}
+SCRATCH=()
+if [[ -n ${SQUEEZE_SCRATCH_PATH:-} ]]; then SCRATCH=(--scratch-path "$SQUEEZE_SCRATCH_PATH"); fi
+
+# Open MPI on one machine without InfiniBand: shared memory (vader) + TCP only, the ob1 PML (no
+# UCX/OFI probing), no CMA single-copy (needs ptrace rights that containers often lack), yield
+# while waiting (ranks share cores with each other and with other work), root allowed.
+export OMPI_MCA_btl=self,vader,tcp
+export OMPI_MCA_pml=ob1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export OMPI_MCA_mpi_yield_when_idle=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/squeeze-test.XXXXXX")
+trap 'rm -rf "$LOGS"' EXIT
+
+PHASES=() STATUSES=() TIMES=()
+FAILED=0
+PHASE_NO=0
+
+now() { date +%s.%N; }
+
+header() {
+    PHASE_NO=$((PHASE_NO + 1))
+    printf '\n==> [%d] %s\n' "$PHASE_NO" "$1"
+}
+
+# record NAME STATUS(pass|FAIL|skipped) START
+record() {
+    local elapsed
+    elapsed=$(awk -v a="$3" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
+    PHASES+=("$1") STATUSES+=("$2") TIMES+=("$elapsed")
+    if [[ $2 == FAIL ]]; then FAILED=1; fi
+    printf -- '--- %s: %s (%s s)\n' "$1" "$2" "$elapsed"
+}
+
+# phase NAME COMMAND...: runs the command, records pass/FAIL and its time (never exits the script).
+phase() {
+    local name=$1; shift
+    header "$name"
+    printf '$ %s\n' "$*"
+    local start status=0
+    start=$(now)
+    "$@" || status=$?
+    if ((status == 0)); then record "$name" pass "$start"; else echo "exit status $status"; record "$name" FAIL "$start"; fi
+    return 0
+}
+
+skip() {
+    header "$1"
+    echo "skipped: $2"
+    PHASES+=("$1") STATUSES+=(skipped) TIMES+=(0.0)
+    FAILED=1
+}
+
+# --- 1. system packages -------------------------------------------------------------------------
+
+install_packages() {
+    if ! command -v dpkg-query >/dev/null; then
+        echo "no dpkg-query: not a Debian system; make sure these are installed: ${PACKAGES[*]}"
+        return 0
+    fi
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        if [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true) != installed ]]; then
+            missing+=("$p")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        echo "all present: ${PACKAGES[*]}"
+        return 0
+    fi
+    echo "missing: ${missing[*]}"
+    if ((EUID != 0)); then
+        echo "not root; run:"
+        echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+        return 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get update || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || return 1
+}
+
+# --- 4. multi-rank tests ------------------------------------------------------------------------
+
+# multi_rank NP: the bundle's MultiRank* classes on NP ranks; every rank must run them all and pass.
+multi_rank() {
+    local np=$1 log="$LOGS/multirank-$np.log"
+    local oversubscribe=()
+    if ((np > $(nproc))); then oversubscribe=(--oversubscribe); fi
+    local cmd=(timeout --kill-after=30 "$MPI_TIMEOUT"
+               mpirun --allow-run-as-root -np "$np" "${oversubscribe[@]}" --bind-to none --tag-output
+               -x "SQUEEZE_TEST_NP=$np" -x OPENBLAS_NUM_THREADS=1
+               -x "SQUEEZE_TEST_WATCHDOG=${SQUEEZE_TEST_WATCHDOG:-300}"
+               "$XCTEST" "$MULTIRANK_FILTER")
+    printf '$ %s\n' "${cmd[*]}"
+    local status=0
+    { "${cmd[@]}" 2>&1 | tee "$log"; status=${PIPESTATUS[0]}; } || true
+    if ((status == 124 || status == 137)); then
+        echo "mpirun did not finish within $MPI_TIMEOUT s (timeout killed it)"
+        return 1
+    fi
+    if ((status == 97)); then echo "a rank's test watchdog fired (a test hung); see above"; fi
+    if ((status != 0)); then return "$status"; fi
+    # A filter that matched nothing would also "pass": every rank must have run every test.
+    local passed ran
+    passed=$(grep -c "Test Suite 'Selected tests' passed" "$log" || true)
+    ran=$(grep -cE "Executed $MULTIRANK_COUNT tests?, with 0 failures" "$log" || true)
+    if ((passed != np || ran < np)); then
+        echo "expected $np ranks to each pass $MULTIRANK_COUNT tests; saw $passed passing ranks"
+        return 1
+    fi
+    echo "all $np ranks passed $MULTIRANK_COUNT tests"
+}
+
+# --- run ----------------------------------------------------------------------------------------
+
+echo "Squeeze tests in $ROOT"
+phase "system packages" install_packages
+if [[ ${STATUSES[-1]} == FAIL ]]; then
+    echo "cannot build without the system packages"
+    exit 1
+fi
+for tool in swift mpirun timeout; do
+    command -v "$tool" >/dev/null || { echo "error: '$tool' is not on PATH"; exit 1; }
+done
+
+phase "build (swift build --build-tests)" swift build --build-tests "${SCRATCH[@]}"
+if [[ ${STATUSES[-1]} == pass ]]; then
+    phase "single-rank tests (swift test --skip MultiRank)" \
+        swift test --skip-build --skip MultiRank "${SCRATCH[@]}"
+
+    BIN=$(swift build --show-bin-path "${SCRATCH[@]}")
+    shopt -s nullglob
+    bundles=("$BIN"/*PackageTests.xctest)
+    shopt -u nullglob
+    if ((${#bundles[@]} != 1)); then
+        for np in $NPS; do skip "multi-rank tests, np=$np" "expected one *PackageTests.xctest in $BIN, found ${#bundles[@]}"; done
+    else
+        XCTEST=${bundles[0]}
+        listing=$("$XCTEST" --list-tests) || listing=""
+        # XCTest on Linux takes a comma-separated list of Module.Class[/test] names (not a regex).
+        MULTIRANK_FILTER=$(grep -oE '^[A-Za-z0-9_]+\.MultiRank[A-Za-z0-9_]*/' <<<"$listing" | tr -d / | sort -u | paste -sd, - || true)
+        MULTIRANK_COUNT=$(grep -cE '^[A-Za-z0-9_]+\.MultiRank[A-Za-z0-9_]*/' <<<"$listing" || true)
+        for np in $NPS; do
+            if [[ -z $MULTIRANK_FILTER ]]; then
+                skip "multi-rank tests, np=$np" "no MultiRank* test classes in $XCTEST"
+            else
+                phase "multi-rank tests, np=$np ($MULTIRANK_COUNT tests)" multi_rank "$np"
+            fi
+        done
+    fi
+
+    export SQUEEZE_ROOT=$ROOT SQUEEZE_BIN_PATH=$BIN
+    shopt -s nullglob
+    hooks=(scripts/tests/*.sh)
+    shopt -u nullglob
+    for hook in "${hooks[@]}"; do
+        phase "CLI test $hook" bash "$hook"
+    done
+    if ((${#hooks[@]} == 0)); then echo; echo "(no scripts/tests/*.sh)"; fi
+else
+    skip "tests" "the build failed"
+fi
+
+# --- summary ------------------------------------------------------------------------------------
+
+printf '\n==> summary\n'
+for i in "${!PHASES[@]}"; do
+    printf '  %-8s %7s s  %s\n' "${STATUSES[$i]}" "${TIMES[$i]}" "${PHASES[$i]}"
+done
+if ((FAILED)); then
+    echo "FAILED"
+    exit 1
+fi
+echo "all passed"
