@@ -16,7 +16,8 @@ public func scalapackSVD(_ matrix: Tensor?, rows m: Int, cols n: Int, root: Int 
     guard root == 0 else { throw DistributedError.grid("scalapackSVD gathers onto the grid's first rank; root must be 0, got \(root)") }
     // Validate collectively: a check that failed on one rank only would leave the others in BLACS forever.
     let shapeOK = world.rank != root || matrix?.shape == [m, n]
-    let agreed = try world.allreduce([shapeOK ? 0 : 1, m, -m, n, -n], op: .max)
+    var agreed = [shapeOK ? 0 : 1, m, -m, n, -n]
+    try world.allreduce(&agreed, op: .max)
     if agreed[0] != 0 {
         throw TensorError.shape("scalapackSVD", world.rank == root
             ? "root holds \(matrix?.shape.description ?? "no matrix"), expected [\(m), \(n)]"
