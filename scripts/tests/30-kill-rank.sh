@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# A rank killed mid-run makes the whole job exit non-zero within 30 s, naming the rank; no hang.
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
+mpirun -np 2 "$SQUEEZE" train --model "$TINY" --data "$TEXT" --out "$WORK/killed" --steps 100000 --batch 4 --seq 16 \
+    --micro-batch 1 --checkpoint-every 0 --json > "$WORK/kill.log" 2>&1 &
+job=$!
+for _ in $(seq 150); do grep -q '"step":2' "$WORK/kill.log" 2>/dev/null && break; sleep 0.2; done
+victim=$(pgrep -f -- "--out $WORK/killed" | while read -r p; do [[ $(cat /proc/$p/comm 2>/dev/null) == squeeze ]] && echo "$p"; done | tail -1)
+[[ -n $victim ]] || { kill $job; fail "could not find a rank to kill"; }
+start=$(date +%s)
+kill -KILL "$victim"
+status=0
+for _ in $(seq 300); do kill -0 $job 2>/dev/null || break; sleep 0.1; done
+if kill -0 $job 2>/dev/null; then kill -KILL $job; fail "job still running 30 s after a rank died"; fi
+wait $job || status=$?
+elapsed=$(( $(date +%s) - start ))
+((status != 0)) || fail "job exited 0 after a rank was killed"
+grep -qiE "rank [0-9]+|process rank" "$WORK/kill.log" || { tail -20 "$WORK/kill.log"; fail "no message naming the rank"; }
+echo "ok: killed pid $victim; job exited with status $status after ${elapsed}s: $(grep -iE -m1 'rank [0-9]+' "$WORK/kill.log")"
