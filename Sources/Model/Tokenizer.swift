@@ -290,6 +290,21 @@ public final class GPT2Tokenizer: @unchecked Sendable {
 
     // MARK: - BPE with cache
 
+    /// BPE ids of the bytes `p[0..<n]` through one of the caches (cleared when it reaches `limit`).
+    private func cachedBPE<K: Hashable>(_ key: K, _ cache: ReferenceWritableKeyPath<GPT2Tokenizer, [K: [Int32]]>, limit: Int,
+                                        _ p: UnsafePointer<UInt8>, _ n: Int) -> [Int32] {
+        lock.lock()
+        let cached = self[keyPath: cache][key]
+        lock.unlock()
+        if let cached { return cached }
+        let result = bpe(p, n)
+        lock.lock()
+        if self[keyPath: cache].count >= limit { self[keyPath: cache].removeAll(keepingCapacity: true) }
+        self[keyPath: cache][key] = result
+        lock.unlock()
+        return result
+    }
+
     /// Appends the BPE ids of one pre-token, consulting and filling the cache.
     @inline(__always)
     private func appendBPE(_ p: UnsafePointer<UInt8>, _ n: Int, into ids: inout [Int]) {
@@ -298,35 +313,9 @@ public final class GPT2Tokenizer: @unchecked Sendable {
             return
         }
         if n <= ShortKey.capacity {
-            let key = ShortKey(p, n)
-            lock.lock()
-            let cached = shortCache[key]
-            lock.unlock()
-            if let cached {
-                for id in cached { ids.append(Int(id)) }
-                return
-            }
-            let result = bpe(p, n)
-            lock.lock()
-            if shortCache.count >= shortCacheLimit { shortCache.removeAll(keepingCapacity: true) }
-            shortCache[key] = result
-            lock.unlock()
-            for id in result { ids.append(Int(id)) }
+            for id in cachedBPE(ShortKey(p, n), \.shortCache, limit: shortCacheLimit, p, n) { ids.append(Int(id)) }
         } else if n <= longestCachedToken {
-            let key = Array(UnsafeBufferPointer(start: p, count: n))
-            lock.lock()
-            let cached = longCache[key]
-            lock.unlock()
-            if let cached {
-                for id in cached { ids.append(Int(id)) }
-                return
-            }
-            let result = bpe(p, n)
-            lock.lock()
-            if longCache.count >= longCacheLimit { longCache.removeAll(keepingCapacity: true) }
-            longCache[key] = result
-            lock.unlock()
-            for id in result { ids.append(Int(id)) }
+            for id in cachedBPE(Array(UnsafeBufferPointer(start: p, count: n)), \.longCache, limit: longCacheLimit, p, n) { ids.append(Int(id)) }
         } else {
             for id in bpe(p, n) { ids.append(Int(id)) }
         }
