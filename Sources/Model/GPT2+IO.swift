@@ -13,23 +13,40 @@ extension GPT2 {
         key.hasSuffix(".attn.bias") || key.hasSuffix(".attn.masked_bias") || key == "lm_head.weight"
     }
 
-    /// Loads a model directory (plain HF GPT-2 or a Squeeze-compressed one).
-    public static func load(directory: URL) throws -> GPT2 {
+    /// The two files a model needs, read from disk (memory-mapped weights); errors name the file.
+    public static func readFiles(directory: URL) throws -> (config: Data, weights: Data) {
         let dir = directory.standardizedFileURL
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
             throw FileError.io(dir.path, "model directory not found")
         }
-        let configURL = dir.appendingPathComponent("config.json")
-        let config = try GPT2Config(url: configURL)
-        let weightsURL = dir.appendingPathComponent("model.safetensors")
+        let configURL = dir.appendingPathComponent("config.json"), weightsURL = dir.appendingPathComponent("model.safetensors")
+        guard let config = FileManager.default.contents(atPath: configURL.path) else { throw FileError.io(configURL.path, "missing or unreadable") }
         guard FileManager.default.fileExists(atPath: weightsURL.path) else {
             if FileManager.default.fileExists(atPath: dir.appendingPathComponent("pytorch_model.bin").path) {
                 throw FileError.io(weightsURL.path, "missing; only safetensors weights are supported (convert pytorch_model.bin with transformers' save_pretrained(safe_serialization=True))")
             }
             throw FileError.io(weightsURL.path, "missing")
         }
-        let file = try SafeTensorsFile(url: weightsURL)
+        do { return (config, try Data(contentsOf: weightsURL, options: .alwaysMapped)) } catch {
+            throw FileError.io(weightsURL.path, "cannot read: \(error.localizedDescription)")
+        }
+    }
+
+    /// Loads a model directory (plain HF GPT-2 or a Squeeze-compressed one).
+    public static func load(directory: URL) throws -> GPT2 {
+        let (config, weights) = try readFiles(directory: directory)
+        return try load(directory: directory, config: config, weights: weights)
+    }
+
+    /// Builds a model from the bytes of its config.json and model.safetensors (`directory` names
+    /// them in messages and is remembered as the tokenizer's source).
+    public static func load(directory: URL, config configData: Data, weights: Data) throws -> GPT2 {
+        let dir = directory.standardizedFileURL
+        let configURL = dir.appendingPathComponent("config.json")
+        let config = try GPT2Config(data: configData, url: configURL)
+        let weightsURL = dir.appendingPathComponent("model.safetensors")
+        let file = try SafeTensorsFile(data: weights, url: weightsURL)
         let prefix = file.entries.keys.contains { $0.hasPrefix("transformer.") } ? "transformer." : ""
 
         // Layer forms from the compression section (absent: all dense).

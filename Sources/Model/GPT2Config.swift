@@ -35,8 +35,13 @@ public struct GPT2Config: Equatable, Sendable {
 
     /// Parses and validates `config.json` at `url`.
     public init(url: URL) throws {
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw FileError.io(url.path, "cannot read config.json") }
+        try self.init(data: data, url: url)
+    }
+
+    /// Parses config.json bytes (`url` names the file in messages).
+    public init(data: Data, url: URL) throws {
         let path = url.path
-        guard let data = FileManager.default.contents(atPath: path) else { throw FileError.io(path, "cannot read config.json") }
         guard let obj = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             throw FileError.format(path, "not a JSON object")
         }

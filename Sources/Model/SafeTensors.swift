@@ -43,13 +43,20 @@ public struct SafeTensorsFile {
     /// Maps and validates `url`: header length, JSON, dtypes, shape x dtype size = byte range,
     /// offsets in bounds and not overlapping. Errors name the file and the tensor.
     public init(url: URL) throws {
-        self.url = url
         let path = url.path
         guard FileManager.default.fileExists(atPath: path) else { throw FileError.io(path, "no such file") }
         let data: Data
         do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
             throw FileError.io(path, "cannot read: \(error.localizedDescription)")
         }
+        try self.init(data: data, url: url)
+    }
+
+    /// Parses a safetensors file already in memory (`url` names it in messages), e.g. bytes that
+    /// rank 0 read and broadcast.
+    public init(data: Data, url: URL) throws {
+        self.url = url
+        let path = url.path
         guard data.count >= 8 else { throw FileError.format(path, "too short for a safetensors file (\(data.count) bytes)") }
         let n = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n > 0, n <= UInt64(data.count - 8), n < 100_000_000 else {

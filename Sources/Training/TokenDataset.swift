@@ -22,21 +22,24 @@ public struct TokenDataset: Sendable {
 
     /// Loads or builds the token file for `url`. Under MPI, rank 0 tokenises and writes the cache;
     /// the other ranks wait and read it (or, with `sharedFS: false`, receive it by broadcast).
-    public static func load(_ url: URL, tokenizer: GPT2Tokenizer, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL? = nil,
+    /// The tokenizer is needed on rank 0, and on every rank with a shared filesystem.
+    public static func load(_ url: URL, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL? = nil,
                             sharedFS: Bool = true) throws -> TokenDataset {
-        guard tokenizer.vocabSize <= 65536 else { throw TrainingError.data("vocabulary of \(tokenizer.vocabSize) ids does not fit uint16 token files") }
         var failure = ""
         var tokens: [UInt16] = []
-        let fingerprint = tokenizerFingerprint(directory: tokenizerDirectory)
+        let reads = sharedFS || comm.rank == 0
+        guard !reads || tokenizer != nil else { throw TrainingError.data("a tokenizer is needed on the ranks that read the data") }
+        if let tokenizer, tokenizer.vocabSize > 65536 { throw TrainingError.data("vocabulary of \(tokenizer.vocabSize) ids does not fit uint16 token files") }
+        let fingerprint = reads ? tokenizerFingerprint(directory: tokenizerDirectory) : 0
         if comm.rank == 0 {
-            do { tokens = try loadOrBuild(url, tokenizer: tokenizer, fingerprint: fingerprint, cacheDirectory: cacheDirectory) } catch { failure = "\(error)" }
+            do { tokens = try loadOrBuild(url, tokenizer: tokenizer!, fingerprint: fingerprint, cacheDirectory: cacheDirectory) } catch { failure = "\(error)" }
         }
         if comm.size > 1 {
             try comm.broadcast(&failure, root: 0)
             if !failure.isEmpty { throw TrainingError.data(failure) }
             if sharedFS {
                 try comm.barrier()
-                if comm.rank != 0 { tokens = try loadOrBuild(url, tokenizer: tokenizer, fingerprint: fingerprint, cacheDirectory: cacheDirectory) }
+                if comm.rank != 0 { tokens = try loadOrBuild(url, tokenizer: tokenizer!, fingerprint: fingerprint, cacheDirectory: cacheDirectory) }
             } else {
                 var wide = tokens.map { Int32($0) }
                 try comm.broadcast(&wide, root: 0)

@@ -27,15 +27,36 @@ func fmt(_ x: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)
 /// A path argument as a file URL.
 func fileURL(_ path: String) -> URL { URL(fileURLWithPath: (path as NSString).expandingTildeInPath).standardizedFileURL }
 
-/// Loads a model directory and its tokenizer.
-func loadModel(_ path: String) throws -> (GPT2, GPT2Tokenizer) {
+/// Loads a model directory on every rank: each rank reads it (shared filesystem, memory-mapped),
+/// or with `sharedFS: false` rank 0 reads the files and broadcasts their bytes.
+func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true) throws -> GPT2 {
     let dir = fileURL(path)
-    let model = try GPT2.load(directory: dir)
+    if sharedFS || comm.size == 1 { return try GPT2.load(directory: dir) }
+    var failure = ""
+    var config: [UInt8] = [], weights: [UInt8] = []
+    if comm.rank == 0 {
+        do {
+            let f = try GPT2.readFiles(directory: dir)
+            config = [UInt8](f.config)
+            weights = [UInt8](f.weights)
+        } catch { failure = "\(error)" }
+    }
+    try comm.broadcast(&failure, root: 0)
+    if !failure.isEmpty { throw CLIError(comm.rank == 0 ? failure : "rank 0 could not read the model: \(failure)") }
+    try comm.broadcast(&config, root: 0)
+    try comm.broadcast(&weights, root: 0)
+    return try GPT2.load(directory: dir, config: Data(config), weights: Data(weights))
+}
+
+/// The tokenizer of a model directory, on the ranks that read files (all with a shared
+/// filesystem, rank 0 otherwise); checked against the model's vocabulary.
+func loadTokenizer(_ dir: URL, for model: GPT2, comm: Communicator, sharedFS: Bool = true) throws -> GPT2Tokenizer? {
+    guard sharedFS || comm.rank == 0 else { return nil }
     let tokenizer = try GPT2Tokenizer(directory: dir)
     guard tokenizer.vocabSize <= model.config.vocabSize else {
-        throw ValidationError("\(dir.path): tokenizer has \(tokenizer.vocabSize) tokens, the model's vocab_size is \(model.config.vocabSize)")
+        throw CLIError("\(dir.path): tokenizer has \(tokenizer.vocabSize) tokens, the model's vocab_size is \(model.config.vocabSize)")
     }
-    return (model, tokenizer)
+    return tokenizer
 }
 
 /// A right-aligned text table.
@@ -47,4 +68,10 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
                                             : String(repeating: " ", count: widths[c] - s.count) + s }.joined(separator: "  ")
     }
     return ([line(header), String(repeating: "-", count: widths.reduce(0, +) + 2 * (widths.count - 1))] + rows.map(line)).joined(separator: "\n")
+}
+
+/// A failure found by the CLI itself (not an argument error): printed as `squeeze: error: ...`.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
 }

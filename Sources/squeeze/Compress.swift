@@ -31,11 +31,13 @@ struct Compress: ParsableCommand {
         guard outDir != inputDir else { throw ValidationError("--out must differ from --model") }
         let cp = Checkpoint(directory: outDir.appendingPathComponent("checkpoint"))
         if loop.resume && !cp.exists { throw ValidationError("--resume: no checkpoint in \(cp.directory.path)") }
-        let original = try GPT2.load(directory: inputDir)
-        let student = loop.resume ? try GPT2.load(directory: cp.modelDirectory) : original
+        let shared = !loop.noSharedFs
+        let original = try loadModel(model, comm: world, sharedFS: shared)
+        let student = loop.resume ? try loadModel(cp.modelDirectory.path, comm: world, sharedFS: shared) : original
         student.sourceDirectory = inputDir
         let distills = r.stages.contains { $0.distill != nil }
-        let teacherModel: GPT2? = distills ? (teacher != nil ? try GPT2.load(directory: fileURL(teacher!)) : (loop.resume ? original : try GPT2.load(directory: inputDir))) : nil
+        let teacherModel: GPT2? = distills ? (teacher != nil ? try loadModel(teacher!, comm: world, sharedFS: shared)
+                                                             : (loop.resume ? original : try loadModel(model, comm: world, sharedFS: shared))) : nil
         let runner = RecipeRunner(recipe: r, student: student, teacher: teacherModel, comm: world)
         runner.compressor.scalapackMinElements = scalapackMin
         guard distillScale > 0 else { throw ValidationError("--distill-scale must be > 0") }
@@ -44,13 +46,13 @@ struct Compress: ParsableCommand {
         runner.overlapAllreduce = !loop.noOverlap
         runner.checkpoint = distills ? cp : nil
         if let data {
-            let tok = try GPT2Tokenizer(directory: inputDir)
+            let tok = try loadTokenizer(inputDir, for: original, comm: world, sharedFS: shared)
             let (t, v) = try loop.datasets(data: data, tokenizer: tok, tokenizerDirectory: inputDir, comm: world)
             runner.train = t
             runner.valid = v
         }
-        let before = try GPT2.load(directory: inputDir)
-        let paramsBefore = before.params.parameterCount, nonzeroBefore = countNonzero(before)
+        let paramsBefore = original.params.parameterCount
+        let nonzeroBefore = loop.resume ? countNonzero(try loadModel(model, comm: world, sharedFS: shared)) : countNonzero(original)
         let t0 = Date()
         try runner.run(resume: loop.resume)
         var bytes = 0

@@ -14,14 +14,16 @@ struct Eval: ParsableCommand {
     @Option(help: "Context length in tokens (default: the model's n_positions).") var context: Int?
     @Option(help: "Windows per forward pass.") var batch = 4
     @Option(help: "Only score the first N tokens of the text.") var maxTokens: Int?
-    @Flag(help: "Print {\"perplexity\", \"nll\", \"tokens\"} as JSON.") var json = false
+    @Flag(help: "Print {\"perplexity\", \"nll\", \"tokens\", \"seconds\", \"tokens_per_second\"} as JSON.") var json = false
+    @Flag(help: "Rank 0 reads the model and data and broadcasts them (no shared filesystem).") var noSharedFs = false
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: json)
         if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
         if batch < 1 { throw ValidationError("--batch must be >= 1") }
-        let (m, tok) = try loadModel(model)
-        let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world)
+        let m = try loadModel(model, comm: world, sharedFS: !noSharedFs)
+        let tok = try loadTokenizer(fileURL(model), for: m, comm: world, sharedFS: !noSharedFs)
+        let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world, sharedFS: !noSharedFs)
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
         let t0 = Date()
@@ -54,13 +56,11 @@ struct Generate: ParsableCommand {
         _ = try startMPI(quiet: json)
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be >= 1") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
-        let (m, tok) = try loadModel(model)
+        let m = try loadModel(model, comm: .world)
+        let tok = try loadTokenizer(fileURL(model), for: m, comm: .world)!
         let ids = tok.encode(prompt)
-        var text = ""
         let out = try m.generate(prompt: ids, maxTokens: maxTokens, sampling: .init(temperature: temperature, topK: topK, seed: seed),
-                                 stopID: tok.endOfTextID) { id in
-            if !json, let piece = try? tok.decode([id]) { text += piece }
-        }
+                                 stopID: tok.endOfTextID)
         let full = try tok.decode(out)
         if json {
             struct Out: Encodable { let prompt_ids: [Int]; let output_ids: [Int]; let text: String }

@@ -14,7 +14,7 @@ struct LoopOptions: ParsableArguments {
     @Flag(help: "Rank 0 reads the data and broadcasts it (no shared filesystem).") var noSharedFs = false
 
     /// Train and validation token streams.
-    func datasets(data: String, tokenizer: GPT2Tokenizer, tokenizerDirectory: URL, comm: Communicator) throws -> (TokenDataset, TokenDataset) {
+    func datasets(data: String, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator) throws -> (TokenDataset, TokenDataset) {
         let all = try TokenDataset.load(fileURL(data), tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs)
         if let v = valid {
             return (all, try TokenDataset.load(fileURL(v), tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs))
@@ -62,14 +62,14 @@ struct Train: ParsableCommand {
             tokDir = cp.modelDirectory
         } else if let m = model {
             tokDir = fileURL(m)
-            student = try GPT2.load(directory: tokDir)
+            student = try loadModel(m, comm: world, sharedFS: !loop.noSharedFs)
         } else {
             let cfgURL = fileURL(config!)
             tokDir = tokenizer.map(fileURL) ?? cfgURL.deletingLastPathComponent()
             student = try GPT2(config: GPT2Config(url: cfgURL), seed: seed)
             student.sourceDirectory = tokDir
         }
-        let tok = try GPT2Tokenizer(directory: tokDir)
+        let tok = try loadTokenizer(tokDir, for: student, comm: world, sharedFS: !loop.noSharedFs)
         var s = DistillSettings()
         s.steps = steps; s.batch = batch; s.seq = seq; s.lr = lr; s.warmup = warmup; s.alpha = 0
         s.weightDecay = weightDecay; s.microBatch = microBatch; s.evalEvery = evalEvery; s.evalTokens = evalTokens

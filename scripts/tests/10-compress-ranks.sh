@@ -14,8 +14,10 @@ stages:
     distill: {steps: 4, batch: 4, seq: 16, lr: 1.0e-3, micro_batch: 1}
 YAML
 for np in 1 2; do
+    # np=2 also exercises --no-shared-fs: rank 0 reads model and data and broadcasts them.
+    extra=(); ((np == 2)) && extra=(--no-shared-fs)
     mpirun -np $np "$SQUEEZE" compress --model "$TINY" --recipe "$WORK/r.yaml" --out "$WORK/out$np" --data "$TEXT" \
-        --scalapack-min 100000 --json > "$WORK/c$np.json" 2> "$WORK/c$np.err" || { cat "$WORK/c$np.err"; fail "compress on $np rank(s)"; }
+        --scalapack-min 100000 "${extra[@]}" --json > "$WORK/c$np.json" 2> "$WORK/c$np.err" || { cat "$WORK/c$np.err"; fail "compress on $np rank(s)"; }
     "$SQUEEZE" eval --model "$WORK/out$np" --data "$TEXT" --json > "$WORK/e$np.json"
 done
 p1=$(json_field perplexity < "$WORK/e1.json"); p2=$(json_field perplexity < "$WORK/e2.json")
