@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export LC_ALL=C
 
-PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config)
+PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config python3 iproute2)
 NPS=${SQUEEZE_TEST_NPS:-2 4}
 MPI_TIMEOUT=${SQUEEZE_MPI_TIMEOUT:-600}
 SCRATCH=()
