@@ -18,6 +18,3 @@ public func configureThreads(comm: Communicator = .world) throws -> Int {
     BLAS.setThreads(n)
     return n
 }
-
-/// Cores this process should use for its own parallel loops (same rule as BLAS threads).
-public func coresPerRank(comm: Communicator = .world) -> Int { BLAS.threads }

@@ -82,8 +82,9 @@ public final class GPT2 {
         try self.init(config: config, tensors: tensors)
     }
 
-    /// Every parameter name the current layer forms need, with its expected shape, in a fixed order.
-    public func parameterLayout(shapes given: [String: [Int]]) -> [(name: String, decay: Bool)] {
+    /// Every parameter name the current layer forms need and its weight-decay flag, in a fixed
+    /// order (embeddings, then block by block, then the final LayerNorm).
+    public func parameterLayout() -> [(name: String, decay: Bool)] {
         var names: [(String, Bool)] = embedding.parameterNames.map { ($0, true) }
         names.append(("wpe.weight", true))
         for b in blocks {
@@ -101,7 +102,7 @@ public final class GPT2 {
     /// Lays out a new parameter buffer for the current layer forms, taking values from `tensors`
     /// and, for names not given, from the current parameters. Gradients start at zero.
     public func rebuildParameters(from tensors: [String: Tensor]) throws {
-        let layout = parameterLayout(shapes: [:])
+        let layout = parameterLayout()
         var list: [(name: String, tensor: Tensor, decay: Bool)] = []
         for (name, decay) in layout {
             if let t = tensors[name] {
@@ -118,32 +119,7 @@ public final class GPT2 {
     }
 
     private func checkShapes(_ list: [(name: String, tensor: Tensor, decay: Bool)]) throws {
-        let C = config.nEmbd, V = config.vocabSize
-        var expected: [String: [Int]] = ["wpe.weight": [config.nPositions, C], "ln_f.weight": [C], "ln_f.bias": [C]]
-        if let r = embedding.rank { expected[TokenEmbedding.w0Name] = [V, r]; expected[TokenEmbedding.w1Name] = [C, r] }
-        else { expected[TokenEmbedding.denseName] = [V, C] }
-        for b in blocks {
-            for n in [b.ln1.w, b.ln1.b, b.ln2.w, b.ln2.b] { expected[n] = [C] }
-            for lin in b.linears {
-                expected[lin.biasName] = [lin.outFeatures]
-                for comp in lin.components {
-                    switch comp {
-                    case let d as DenseComponent: expected[d.weightName] = [d.inFeatures, d.outFeatures]
-                    case let l as LowRankComponent:
-                        expected[l.w0Name] = [l.inFeatures, l.rank]; expected[l.w1Name] = [l.outFeatures, l.rank]
-                    case let k as KroneckerComponent:
-                        let s = k.shape
-                        for i in 0..<k.terms {
-                            if let r = k.factorRankA { expected[k.name(i, "a0")] = [s.m1, r]; expected[k.name(i, "a1")] = [s.n1, r] }
-                            else { expected[k.name(i, "a")] = [s.m1, s.n1] }
-                            if let r = k.factorRankB { expected[k.name(i, "b0")] = [s.m2, r]; expected[k.name(i, "b1")] = [s.n2, r] }
-                            else { expected[k.name(i, "b")] = [s.m2, s.n2] }
-                        }
-                    default: break
-                    }
-                }
-            }
-        }
+        let expected = Dictionary(uniqueKeysWithValues: expectedShapes(config: config, embedding: embedding, blocks: blocks))
         for item in list {
             if let e = expected[item.name], e != item.tensor.shape {
                 throw ModelError.shape(item.name, expected: e, got: item.tensor.shape)

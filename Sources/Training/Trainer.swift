@@ -111,6 +111,7 @@ public final class Trainer {
                 kdSum += kd
                 ceSum += ce
                 let last = k == chunks.count - 1
+                // Errors from polling the in-flight reductions resurface in finish().
                 try student.backward(onLayerDone: last ? { [sync] l in try? sync!.layerDone(l) } : nil)
             }
             try sync!.finish()
