@@ -19,6 +19,7 @@ struct BenchOptions: ParsableArguments {
     func setUp() throws -> Communicator { try startMPI(quiet: json) }
 }
 
+/// `squeeze bench blas`: sgemm peak and our BLAS/LAPACK wrappers against the bare calls.
 struct BenchBLAS: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blas", abstract: "sgemm GFLOP/s at 2048^3; our matmul and SVD wrappers vs the bare calls.")
@@ -38,6 +39,7 @@ struct BenchBLAS: ParsableCommand {
     } }
 }
 
+/// `squeeze bench allreduce`: all-reduce correctness, bus bandwidth, wrapper vs bare MPI_Allreduce.
 struct BenchAllreduce: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allreduce", abstract: "Checks an all-reduce sum; bus bandwidth and our wrapper vs a bare MPI_Allreduce.")
@@ -68,6 +70,7 @@ enum BenchError: Error, CustomStringConvertible {
     }
 }
 
+/// `squeeze bench model`: distilgpt2-shaped forward and forward+backward against the sgemm peak.
 struct BenchModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model", abstract: "distilgpt2-shaped model, B=4 T=256: forward and forward+backward tokens/s and % of sgemm peak.")
@@ -89,6 +92,7 @@ struct BenchModel: ParsableCommand {
     } }
 }
 
+/// `squeeze bench train`: the KD step over all ranks, overlap on/off, all-reduce vs bare.
 struct BenchTrain: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train", abstract: "distilgpt2-shaped KD step over all ranks: tokens/s, % of sgemm peak, all-reduce vs bare MPI_Allreduce.")
@@ -111,6 +115,7 @@ struct BenchTrain: ParsableCommand {
     } }
 }
 
+/// `squeeze bench factor`: factorisations against bare sgesdd; randomized vs full SVD.
 struct BenchFactor: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "factor", abstract: "Low rank and Kronecker on distilgpt2-shaped matrices vs bare LAPACK sgesdd; randomized vs full SVD.")
