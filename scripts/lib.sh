@@ -30,10 +30,12 @@ build_release() {
     [[ -x $SQUEEZE ]] || { echo "build failed" >&2; exit 1; }
 }
 
-# Open MPI on one machine: shared memory + TCP, no CMA single-copy, yield when idle, root allowed.
+# Open MPI on one machine: shared memory + TCP, no CMA single-copy, yield when idle, root allowed,
 export OMPI_MCA_btl=${OMPI_MCA_btl:-self,vader,tcp}
 export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
 export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
 export OMPI_MCA_rmaps_base_oversubscribe=${OMPI_MCA_rmaps_base_oversubscribe:-1}
+# No core binding: a rank runs cores/ranks BLAS threads and must be allowed on that many cores.
+export OMPI_MCA_hwloc_base_binding_policy=${OMPI_MCA_hwloc_base_binding_policy:-none}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

@@ -37,6 +37,8 @@ public final class Trainer {
     /// Stop (with a checkpoint) after this many completed steps, as if interrupted there.
     public var stopAfterStep: Int?
     private let schedule: LRSchedule
+    /// Time per phase of the step (printed at the end with SQUEEZE_PROFILE=1).
+    public let profile = PhaseTimer()
     private var sync: GradientSync?
 
     public init(student: GPT2, teacher: GPT2?, settings: DistillSettings, train: TokenDataset, valid: TokenDataset?,
@@ -103,24 +105,29 @@ public final class Trainer {
             for (k, chunk) in chunks.enumerated() {
                 let (ids, targets) = sampler.batch(chunk)
                 let n = chunk.count
-                let teacherLogits = try teacher.map { try UnsafePointer($0.forward(ids: ids, B: n, T: T).baseAddress!) }
-                let logits = try student.forward(ids: ids, B: n, T: T)
-                let (kd, ce) = distillationLoss(student: logits.baseAddress!, teacher: teacherLogits, targets: targets, N: n * T, V: V,
-                                                temperature: settings.temperature, alpha: settings.alpha,
-                                                scale: 1 / Float(globalTokens), dlogits: student.logitGradient().baseAddress!)
+                let teacherLogits = try profile.time("teacher forward") { try teacher.map { try UnsafePointer($0.forward(ids: ids, B: n, T: T).baseAddress!) } }
+                let logits = try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T) }
+                let (kd, ce) = profile.time("loss") {
+                    distillationLoss(student: logits.baseAddress!, teacher: teacherLogits, targets: targets, N: n * T, V: V,
+                                     temperature: settings.temperature, alpha: settings.alpha,
+                                     scale: 1 / Float(globalTokens), dlogits: student.logitGradient().baseAddress!)
+                }
                 kdSum += kd
                 ceSum += ce
                 let last = k == chunks.count - 1
                 // Errors from polling the in-flight reductions resurface in finish().
-                try student.backward(onLayerDone: last ? { [sync] l in try? sync!.layerDone(l) } : nil)
+                try profile.time("backward") { try student.backward(onLayerDone: last ? { [sync] l in try? sync!.layerDone(l) } : nil) }
             }
-            try sync!.finish()
+            try profile.time("all-reduce wait") { try sync!.finish() }
             var sums = [kdSum, ceSum]
             try comm.allreduce(&sums)
-            student.maskGradients()
-            let norm = clipGradients(student.params, maxNorm: settings.gradClip)
-            optimizer.update(student.params, lr: lr)
-            student.applyMasks()
+            let norm = profile.time("clip + AdamW") { () -> Double in
+                student.maskGradients()
+                let norm = clipGradients(student.params, maxNorm: settings.gradClip)
+                optimizer.update(student.params, lr: lr)
+                student.applyMasks()
+                return norm
+            }
             let dt = Runtime.wtime() - t0
             stepTimes.append(dt)
 
@@ -146,6 +153,7 @@ public final class Trainer {
             if pause { break }
         }
         Console.endProgress()
+        if ProcessInfo.processInfo.environment["SQUEEZE_PROFILE"] != nil { Console.status(profile.summary()) }
         return history
     }
 
@@ -208,5 +216,26 @@ public enum SignalFlag {
         }
         signal(SIGINT, handler)
         signal(SIGTERM, handler)
+    }
+}
+
+/// Accumulated wall time per named phase.
+public final class PhaseTimer {
+    public private(set) var seconds: [String: Double] = [:]
+    private var order: [String] = []
+
+    @inline(__always)
+    public func time<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        let t0 = Runtime.wtime()
+        defer {
+            if seconds[name] == nil { order.append(name) }
+            seconds[name, default: 0] += Runtime.wtime() - t0
+        }
+        return try body()
+    }
+
+    public func summary() -> String {
+        let total = seconds.values.reduce(0, +)
+        return "time per phase: " + order.map { String(format: "%@ %.2fs (%.0f%%)", $0, seconds[$0]!, 100 * seconds[$0]! / max(total, 1e-9)) }.joined(separator: ", ")
     }
 }
