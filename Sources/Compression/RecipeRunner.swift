@@ -126,8 +126,9 @@ public final class RecipeRunner {
                     Console.status("\(label): progressive step \(k + 1)/\(l.progressive)")
                     reports += try compressor.lowrank(l, stage: st.index, ranks: ranks)
                 }
-                if var d = st.distill {
+                if var d = st.distill.map(scaled) {
                     d.steps = max(1, d.steps / l.progressive)
+                    d.warmup = d.warmup.map { min($0, d.steps) }
                     try distill(d, stage: st.index, substep: k, resume: skipCompress, label: "\(label) step \(k + 1)/\(l.progressive)")
                 }
             }
@@ -140,16 +141,17 @@ public final class RecipeRunner {
                 case .lowrank(let l): reports += try compressor.lowrank(l, stage: st.index)
                 }
             }
-            if let d = st.distill { try distill(d, stage: st.index, substep: 0, resume: resume && pos.distilling, label: label) }
+            if let d = st.distill.map(scaled) { try distill(d, stage: st.index, substep: 0, resume: resume && pos.distilling, label: label) }
         }
     }
 
     /// Prune OFA: magnitude masks grow on the cubic schedule every `frequency` steps until
     /// fraction `end` of the steps, then stay fixed while distillation continues.
     func runGradualPrune(_ st: Recipe.Stage, _ p: Recipe.PruneSpec, resume: Bool, label: String) throws {
-        let d = st.distill!
+        let d = scaled(st.distill!)
         let names = try compressor.resolve(p.targets, at: "stages[\(st.index)].prune")
-        let pruneSteps = max(1, Int((p.end * Double(d.steps)).rounded()))
+        // The final sparsity lands on a step that runs (the last one at the latest).
+        let pruneSteps = max(0, min(d.steps - 1, Int((p.end * Double(d.steps)).rounded())))
         let before = names.map { compressor.storedParameters($0) }
         let dense = names.map { compressor.denseWeight($0) }
         var lastSparsity = -1.0
@@ -168,14 +170,19 @@ public final class RecipeRunner {
         }
     }
 
-    func distill(_ given: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {
+    /// A stage's distillation settings with `distillScale` applied (steps, warmup, intervals).
+    func scaled(_ given: DistillSettings) -> DistillSettings {
+        guard distillScale != 1 else { return given }
         var settings = given
-        if distillScale != 1 {
-            settings.steps = max(1, Int((Double(given.steps) * distillScale).rounded()))
-            settings.warmup = given.warmup.map { min(settings.steps, Int((Double($0) * distillScale).rounded())) }
-            if settings.evalEvery > 0 { settings.evalEvery = max(1, Int((Double(given.evalEvery) * distillScale).rounded())) }
-            if settings.checkpointEvery > 0 { settings.checkpointEvery = max(1, Int((Double(given.checkpointEvery) * distillScale).rounded())) }
-        }
+        settings.steps = max(1, Int((Double(given.steps) * distillScale).rounded()))
+        settings.warmup = given.warmup.map { min(settings.steps, Int((Double($0) * distillScale).rounded())) }
+        if settings.evalEvery > 0 { settings.evalEvery = max(1, Int((Double(given.evalEvery) * distillScale).rounded())) }
+        if settings.checkpointEvery > 0 { settings.checkpointEvery = max(1, Int((Double(given.checkpointEvery) * distillScale).rounded())) }
+        return settings
+    }
+
+    /// Distils the student with the (already scaled) settings of a stage.
+    func distill(_ settings: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {
         guard let train else { throw CompressionError.recipe("stages[\(stage)].distill needs training text: pass --data") }
         let trainer = try Trainer(student: student, teacher: teacher, settings: settings, train: train, valid: valid, comm: comm)
         trainer.jsonLines = jsonLines

@@ -3,6 +3,7 @@ import Model
 import MPI
 import Tensor
 import Training
+import Compression
 import XCTest
 
 /// Shared set-up for trainer tests: the tiny fixture model and the eval fixture's tokens.
@@ -68,6 +69,33 @@ final class TrainerTests: XCTestCase {
         _ = try TrainerFixture.run(comm: .world, steps: 4, stopAfter: 2, checkpoint: cp)
         XCTAssertThrowsError(try TrainerFixture.run(comm: .world, steps: 5, resumeFrom: cp)) { e in
             XCTAssertTrue("\(e)".contains("different settings"), "\(e)")
+        }
+    }
+}
+
+/// Recipes with distillation: the gradual schedule ends at the final sparsity (also when the
+/// steps are scaled), and the masks stay fixed afterwards.
+final class RecipeRunnerTests: XCTestCase {
+    func testGradualPruningReachesFinalSparsity() throws {
+        for (scale, end) in [(1.0, 0.5), (0.5, 0.5), (1.0, 1.0)] {
+            let recipe = try Recipe.parse("""
+            stages:
+              - prune: {sparsity: 0.5, schedule: cubic, frequency: 5, end: \(end), targets: ["h.*.mlp.*"]}
+                distill: {steps: 12, batch: 4, seq: 16, lr: 1.0e-3, micro_batch: 2}
+            """)
+            let student = try GPT2.load(directory: Fixtures.tinyGPT2), teacher = try GPT2.load(directory: Fixtures.tinyGPT2)
+            let runner = RecipeRunner(recipe: recipe, student: student, teacher: teacher, comm: .world)
+            runner.train = try TrainerFixture.tokens()
+            runner.distillScale = scale
+            try runner.run()
+            XCTAssertEqual(runner.history.count, Int(12 * scale))
+            for name in ["h.0.mlp.c_fc", "h.1.mlp.c_proj"] {
+                let d = student.linear(name)!.components[0] as! DenseComponent
+                XCTAssertEqual(Pruning.sparsity(of: d.mask!), 0.5, "\(name) at scale \(scale)")
+                let w = student.params.tensor(d.weightName).data
+                XCTAssertEqual(zip(w, d.mask!).filter { $1 == 0 && $0 != 0 }.count, 0)
+            }
+            XCTAssertEqual(runner.reports.count, 4)
         }
     }
 }
