@@ -25,6 +25,13 @@ public final class RecipeRunner {
     public var distillScale = 1.0
     public private(set) var reports: [LayerReport] = []
     public private(set) var history: [StepLog] = []
+    /// Rank schedule of the progressive stage under way (layer -> ranks), kept in checkpoints so a
+    /// resumed run lowers the ranks exactly as the interrupted one would have.
+    var schedule: [String: [Int]] = [:]
+    /// Stop (checkpoint written, `TrainingError.interrupted`) after this many distillation steps
+    /// in total, as an interruption would (tests, time-boxed runs).
+    public var stopAfterDistillSteps: Int?
+    private var distillStepsDone = 0
     /// Validation perplexity after each stage (nil without validation data or distillation).
     public private(set) var stagePerplexity: [Int: Double] = [:]
 
@@ -77,6 +84,9 @@ public final class RecipeRunner {
             if let r = state.extra["reports"], let data = try? JSONEncoder().encode(r) {
                 reports = (try? JSONDecoder().decode([LayerReport].self, from: data)) ?? []
             }
+            for (layer, ranks) in state.extra["schedule"]?.objectValue ?? [:] {
+                schedule[layer] = ranks.arrayValue?.compactMap(\.intValue)
+            }
             Console.status("resuming at stage \(start.stage)\(start.distilling ? " (distillation)" : "")")
         }
         for st in recipe.stages where st.index >= start.stage {
@@ -89,6 +99,7 @@ public final class RecipeRunner {
     func extraState(_ p: Position) -> [String: JSONValue] {
         var e: [String: JSONValue] = ["stage": .number(Double(p.stage)), "substep": .number(Double(p.substep)), "distilling": .bool(p.distilling)]
         if let d = try? JSONEncoder().encode(reports), let v = try? JSONDecoder().decode(JSONValue.self, from: d) { e["reports"] = v }
+        if !schedule.isEmpty { e["schedule"] = .object(schedule.mapValues { .array($0.map { .number(Double($0)) }) }) }
         return e
     }
 
@@ -111,18 +122,21 @@ public final class RecipeRunner {
             try runGradualPrune(st, p, resume: resume && pos.distilling, label: label)
         case .lowrank(let l) where l.progressive > 1:
             let names = try compressor.resolve(l.targets, at: "stages[\(st.index)].lowrank")
-            // Target ranks from the rule on the weights as they are now; intermediate ranks linear.
-            var targetRanks: [String: Int] = [:], fullRanks: [String: Int] = [:]
-            for n in names {
-                let w = compressor.denseWeight(n)
-                targetRanks[n] = try LowRank.rank(for: l.rule, rows: w.shape[0], cols: w.shape[1], singularValues: w.singularValuesDouble())
-                fullRanks[n] = compressor.currentRank(n)
+            // Target ranks from the rule on the weights as they are at the start of the stage;
+            // intermediate ranks linear. A resumed run takes the schedule from the checkpoint.
+            if !(resume && names.allSatisfy { schedule[$0]?.count == l.progressive }) {
+                schedule = [:]
+                for n in names {
+                    let w = compressor.denseWeight(n)
+                    let target = try LowRank.rank(for: l.rule, rows: w.shape[0], cols: w.shape[1], singularValues: w.singularValuesDouble())
+                    schedule[n] = LowRank.progressiveRanks(full: compressor.currentRank(n), target: target, stages: l.progressive)
+                }
             }
             for k in pos.substep..<l.progressive {
                 let skipCompress = resume && k == pos.substep && pos.distilling
                 if !skipCompress {
                     var ranks: [String: Int] = [:]
-                    for n in names { ranks[n] = LowRank.progressiveRanks(full: fullRanks[n]!, target: targetRanks[n]!, stages: l.progressive)[k] }
+                    for n in names { ranks[n] = schedule[n]![k] }
                     Console.status("\(label): progressive step \(k + 1)/\(l.progressive)")
                     reports += try compressor.lowrank(l, stage: st.index, ranks: ranks)
                 }
@@ -132,6 +146,7 @@ public final class RecipeRunner {
                     try distill(d, stage: st.index, substep: k, resume: skipCompress, label: "\(label) step \(k + 1)/\(l.progressive)")
                 }
             }
+            schedule = [:]
         default:
             if !(resume && pos.distilling) {
                 Console.status("\(label): compressing")
@@ -193,9 +208,16 @@ public final class RecipeRunner {
         if let hook { trainer.beforeStep.append(hook) }
         var start = 0
         if resume, let cp = checkpoint { start = try trainer.resume(from: cp) }
+        if let limit = stopAfterDistillSteps, distillStepsDone + settings.steps - start > limit {
+            trainer.stopAfterStep = start + max(limit - distillStepsDone, 0)
+        }
         // (Pruning masks need no replay: the checkpoint's model carries them.)
         let h = try trainer.run(from: start)
         history += h.filter { log in !history.contains(log) }
+        distillStepsDone += (h.last?.step ?? start) - start
+        if let stop = trainer.stopAfterStep, h.last?.step == stop, stop < settings.steps {
+            throw TrainingError.interrupted(step: stop)
+        }
         if let p = h.last?.validPerplexity { stagePerplexity[stage] = p }
         teacher?.releaseActivations()
     }
