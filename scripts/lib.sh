@@ -2,24 +2,30 @@
 # Installs what is missing, builds, and sets Open MPI up for one machine.
 
 SQUEEZE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SQUEEZE_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config python3)
+SQUEEZE_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config python3 iproute2)
 
-# ensure_packages: apt-get installs the missing packages when root, else prints the exact line.
+# ensure_packages: installs the missing apt packages when root; otherwise prints the exact
+# apt-get line and fails. On a system without dpkg it only names what is needed.
 ensure_packages() {
+    if ! command -v dpkg-query >/dev/null; then
+        echo "no dpkg-query: not a Debian system; make sure these are installed: ${SQUEEZE_PACKAGES[*]}"
+        return 0
+    fi
     local missing=() p
     for p in "${SQUEEZE_PACKAGES[@]}"; do
-        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+        if [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true) != installed ]]; then
+            missing+=("$p")
+        fi
     done
     ((${#missing[@]} == 0)) && return 0
-    if [[ $(id -u) -eq 0 ]]; then
-        echo "==> installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    else
-        echo "missing packages; run:" >&2
+    echo "missing: ${missing[*]}"
+    if ((EUID != 0)); then
+        echo "not root; run:" >&2
         echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
-        exit 1
+        return 1
     fi
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || return 1
 }
 
 # build_release: the optimised squeeze binary; sets SQUEEZE (its path).

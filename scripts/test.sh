@@ -15,28 +15,18 @@
 #   SQUEEZE_TEST_WATCHDOG  seconds one multi-rank test may take before its rank exits (default: 300)
 #
 # For scripts/tests/*.sh this exports SQUEEZE_ROOT, SQUEEZE_BIN_PATH (the debug build's products)
-# and the Open MPI settings below, so a plain `mpirun -np N ...` works there too.
+# and the Open MPI settings of scripts/lib.sh, so a plain `mpirun -np N ...` works there too.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export LC_ALL=C
-
-PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config python3 iproute2)
+# Package list and installer, and the Open MPI settings for one machine (see lib.sh).
+source scripts/lib.sh
 NPS=${SQUEEZE_TEST_NPS:-2 4}
 MPI_TIMEOUT=${SQUEEZE_MPI_TIMEOUT:-600}
 SCRATCH=()
 if [[ -n ${SQUEEZE_SCRATCH_PATH:-} ]]; then SCRATCH=(--scratch-path "$SQUEEZE_SCRATCH_PATH"); fi
-
-# Open MPI on one machine without InfiniBand: shared memory (vader) + TCP only, the ob1 PML (no
-# UCX/OFI probing), no CMA single-copy (needs ptrace rights that containers often lack), yield
-# while waiting (ranks share cores with each other and with other work), root allowed.
-export OMPI_MCA_btl=self,vader,tcp
-export OMPI_MCA_pml=ob1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-export OMPI_MCA_mpi_yield_when_idle=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/squeeze-test.XXXXXX")
 trap 'rm -rf "$LOGS"' EXIT
@@ -82,31 +72,6 @@ skip() {
 
 # --- 1. system packages -------------------------------------------------------------------------
 
-install_packages() {
-    if ! command -v dpkg-query >/dev/null; then
-        echo "no dpkg-query: not a Debian system; make sure these are installed: ${PACKAGES[*]}"
-        return 0
-    fi
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        if [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true) != installed ]]; then
-            missing+=("$p")
-        fi
-    done
-    if ((${#missing[@]} == 0)); then
-        echo "all present: ${PACKAGES[*]}"
-        return 0
-    fi
-    echo "missing: ${missing[*]}"
-    if ((EUID != 0)); then
-        echo "not root; run:"
-        echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-        return 1
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get update || return 1
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || return 1
-}
-
 # --- 4. multi-rank tests ------------------------------------------------------------------------
 
 # multi_rank NP: the bundle's MultiRank* classes on NP ranks; every rank must run them all and pass.
@@ -142,7 +107,7 @@ multi_rank() {
 # --- run ----------------------------------------------------------------------------------------
 
 echo "Squeeze tests in $ROOT"
-phase "system packages" install_packages
+phase "system packages" ensure_packages
 if [[ ${STATUSES[-1]} == FAIL ]]; then
     echo "cannot build without the system packages"
     exit 1
