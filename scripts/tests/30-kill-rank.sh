@@ -5,7 +5,11 @@ mpirun -np 2 "$SQUEEZE" train --model "$TINY" --data "$TEXT" --out "$WORK/killed
     --micro-batch 1 --checkpoint-every 0 --json > "$WORK/kill.log" 2>&1 &
 job=$!
 for _ in $(seq 150); do grep -q '"step":2' "$WORK/kill.log" 2>/dev/null && break; sleep 0.2; done
-victim=$(pgrep -f -- "--out $WORK/killed" | while read -r p; do [[ $(cat /proc/$p/comm 2>/dev/null) == squeeze ]] && echo "$p"; done | tail -1)
+# The ranks: squeeze processes whose command line names this job's output directory (read /proc,
+# no procps needed).
+victim=$(for d in /proc/[0-9]*; do
+    [[ $(cat "$d/comm" 2>/dev/null) == squeeze ]] && tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "--out $WORK/killed" && echo "${d#/proc/}"
+done | sort -n | tail -1)
 [[ -n $victim ]] || { kill $job; fail "could not find a rank to kill"; }
 start=$(date +%s)
 kill -KILL "$victim"
