@@ -8,7 +8,7 @@ for _ in $(seq 150); do grep -q '"step":2' "$WORK/kill.log" 2>/dev/null && break
 # The ranks: squeeze processes whose command line names this job's output directory (read /proc,
 # no procps needed).
 victim=$(for d in /proc/[0-9]*; do
-    [[ $(cat "$d/comm" 2>/dev/null) == squeeze ]] && tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "--out $WORK/killed" && echo "${d#/proc/}"
+    [[ $(cat "$d/comm" 2>/dev/null) == squeeze ]] && tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "--out $WORK/killed" && echo "${d#/proc/}" || true
 done | sort -n | tail -1)
 [[ -n $victim ]] || { kill $job; fail "could not find a rank to kill"; }
 start=$(date +%s)
