@@ -31,9 +31,16 @@ ensure_packages() {
 # build_release: the optimised squeeze binary; sets SQUEEZE (its path).
 build_release() {
     echo "==> swift build -c release"
-    (cd "$SQUEEZE_ROOT" && swift build -c release --product squeeze 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true)
+    # The build's own status decides: a failed build must never fall back to a stale binary.
+    local status
+    (cd "$SQUEEZE_ROOT" && swift build -c release --product squeeze 2>&1) | { grep -Ev '^\[[0-9]+/[0-9]+\]' || true; }
+    status=${PIPESTATUS[0]}
+    if ((status != 0)); then
+        echo "error: swift build -c release failed (exit status $status); see the messages above" >&2
+        exit 1
+    fi
     SQUEEZE="$(cd "$SQUEEZE_ROOT" && swift build -c release --show-bin-path)/squeeze"
-    [[ -x $SQUEEZE ]] || { echo "build failed" >&2; exit 1; }
+    [[ -x $SQUEEZE ]] || { echo "error: the build reported success but $SQUEEZE is missing" >&2; exit 1; }
 }
 
 # Open MPI on one machine: shared memory + TCP, no CMA single-copy, yield when idle, root allowed,

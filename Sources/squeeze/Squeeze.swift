@@ -35,8 +35,13 @@ func selectBLASKernels() {
           let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return }
     let flags = Set(flagsLine.split(separator: " ").map(String.init))
     guard ["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"].allSatisfy(flags.contains) else { return }
+    // Execute the binary's real path, not /proc/self/exe: the kernel names a process after the
+    // file it executes, and ps, top, pgrep and mpirun's messages should keep saying "squeeze".
+    var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink("/proc/self/exe", &path, path.count - 1)
+    guard n > 0 else { return }
     setenv("OPENBLAS_CORETYPE", "SKYLAKEX", 1)
-    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    execv(path, CommandLine.unsafeArgv)
     // execv only returns on failure: carry on with the default kernels.
 }
 

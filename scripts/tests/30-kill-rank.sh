@@ -5,12 +5,17 @@ mpirun -np 2 "$SQUEEZE" train --model "$TINY" --data "$TEXT" --out "$WORK/killed
     --micro-batch 1 --checkpoint-every 0 --json > "$WORK/kill.log" 2>&1 &
 job=$!
 for _ in $(seq 150); do grep -q '"step":2' "$WORK/kill.log" 2>/dev/null && break; sleep 0.2; done
-# The ranks: squeeze processes whose command line names this job's output directory (read /proc,
-# no procps needed).
+# The ranks: processes running this squeeze binary whose command line names this job's output
+# directory (read /proc, no procps needed; independent of the process name and of whether squeeze
+# re-executed itself to pick OpenBLAS kernels).
+exe=$(readlink -f "$SQUEEZE")
 victim=$(for d in /proc/[0-9]*; do
-    [[ $(cat "$d/comm" 2>/dev/null) == squeeze ]] && tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "--out $WORK/killed" && echo "${d#/proc/}" || true
+    [[ $(readlink "$d/exe" 2>/dev/null) == "$exe" ]] && tr '\0' ' ' < "$d/cmdline" 2>/dev/null | grep -q -- "--out $WORK/killed" && echo "${d#/proc/}" || true
 done | sort -n | tail -1)
+names=$(for d in /proc/[0-9]*; do [[ $(readlink "$d/exe" 2>/dev/null) == "$exe" ]] && cat "$d/comm" 2>/dev/null || true; done | sort -u | tr '\n' ' ')
 [[ -n $victim ]] || { kill $job; fail "could not find a rank to kill"; }
+# A re-executed squeeze keeps its own name (ps, top and mpirun's messages say "squeeze", not "exe").
+[[ $names == "squeeze " ]] || { kill $job; fail "the ranks are named '$names', expected 'squeeze'"; }
 start=$(date +%s)
 kill -KILL "$victim"
 status=0
