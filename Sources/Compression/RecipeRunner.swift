@@ -21,6 +21,10 @@ public final class RecipeRunner {
     public var checkpoint: Checkpoint?
     public var jsonLines = false
     public var overlapAllreduce = true
+    /// Polled by every distillation step (see `Trainer.interruptRequested`).
+    public var interruptRequested: () -> Bool = { false }
+    /// Print each distillation's time per phase.
+    public var printProfile = false
     /// Multiplies every stage's distillation steps (and warmup), e.g. 0.1 for a quick run.
     public var distillScale = 1.0
     public private(set) var reports: [LayerReport] = []
@@ -203,6 +207,8 @@ public final class RecipeRunner {
         trainer.jsonLines = jsonLines
         trainer.label = label
         trainer.overlapAllreduce = overlapAllreduce
+        trainer.interruptRequested = interruptRequested
+        trainer.printProfile = printProfile
         trainer.checkpoint = checkpoint
         trainer.checkpointExtra = extraState(Position(stage: stage, substep: substep, distilling: true))
         if let hook { trainer.beforeStep.append(hook) }

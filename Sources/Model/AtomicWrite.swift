@@ -31,6 +31,11 @@ public func writeAtomically(_ data: Data, to url: URL) throws {
         unlink(tmp.path)
         throw FileError.io(url.path, "rename failed: \(e)")
     }
+    syncDirectory(dir)
+}
+
+/// fsyncs a directory, so the renames inside it are durable.
+public func syncDirectory(_ dir: URL) {
     let dfd = open(dir.path, O_RDONLY)
     if dfd >= 0 { fsync(dfd); close(dfd) }
 }

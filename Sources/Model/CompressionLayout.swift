@@ -36,7 +36,9 @@ public struct CompressionLayout {
         if let wte = obj["wte"]?.objectValue {
             switch wte["form"]?.stringValue {
             case "lowrank":
-                guard let r = wte["rank"]?.intValue, r > 0 else { throw FileError.format(path, "compression.wte: lowrank needs a positive 'rank'") }
+                guard let r = wte["rank"]?.intValue, r > 0, r <= min(config.vocabSize, config.nEmbd) else {
+                    throw FileError.format(path, "compression.wte: lowrank needs 1 <= rank <= \(min(config.vocabSize, config.nEmbd))")
+                }
                 embedding.rank = r
             case "sparse", "dense": break  // the mask comes from the bitmask in model.safetensors
             default: throw FileError.format(path, "compression.wte.form must be dense, sparse or lowrank")
@@ -69,10 +71,18 @@ public struct CompressionLayout {
                     comps.append(LowRankComponent(prefix: "\(name).lowrank", inFeatures: i, outFeatures: o, rank: r))
                 case "kronecker":
                     guard let m1 = c["m1"]?.intValue, let n1 = c["n1"]?.intValue, let m2 = c["m2"]?.intValue, let n2 = c["n2"]?.intValue,
-                          m1 * m2 == i, n1 * n2 == o else {
-                        throw FileError.format(path, "\(where_): kronecker needs m1*m2 = \(i) and n1*n2 = \(o)")
+                          m1 > 0, n1 > 0, m2 > 0, n2 > 0, m1 <= i, n1 <= o, m1 * m2 == i, n1 * n2 == o else {
+                        throw FileError.format(path, "\(where_): kronecker needs positive m1*m2 = \(i) and n1*n2 = \(o)")
                     }
+                    // At most rank(R(W)) = min(m1 n1, m2 n2) terms, and factor ranks within their factors.
                     let terms = c["terms"]?.intValue ?? 1
+                    guard terms >= 1, terms <= min(m1 * n1, m2 * n2) else {
+                        throw FileError.format(path, "\(where_): kronecker terms must be in 1...\(min(m1 * n1, m2 * n2)), got \(c["terms"]!)")
+                    }
+                    for (key, limit) in [("factor_rank_a", min(m1, n1)), ("factor_rank_b", min(m2, n2))] {
+                        guard let v = c[key], v != .null else { continue }
+                        guard let r = v.intValue, r >= 1, r <= limit else { throw FileError.format(path, "\(where_): \(key) must be in 1...\(limit), got \(v)") }
+                    }
                     comps.append(KroneckerComponent(prefix: name, shape: KroneckerShape(m1: m1, n1: n1, m2: m2, n2: n2), terms: terms,
                                                     factorRankA: c["factor_rank_a"]?.intValue, factorRankB: c["factor_rank_b"]?.intValue))
                 default:

@@ -33,21 +33,28 @@ extension GPT2 {
         }
     }
 
-    /// Loads a model directory (plain HF GPT-2 or a Squeeze-compressed one).
-    public static func load(directory: URL) throws -> GPT2 {
+    /// Loads a model directory (plain HF GPT-2 or a Squeeze-compressed one). Weights holding NaN
+    /// or ±Inf are refused, naming the tensor, unless `allowNonFinite`.
+    public static func load(directory: URL, allowNonFinite: Bool = false) throws -> GPT2 {
         let (config, weights) = try readFiles(directory: directory)
-        return try load(directory: directory, config: config, weights: weights)
+        return try load(directory: directory, config: config, weights: weights, allowNonFinite: allowNonFinite)
     }
 
     /// Builds a model from the bytes of its config.json and model.safetensors (`directory` names
-    /// them in messages and is remembered as the tokenizer's source).
-    public static func load(directory: URL, config configData: Data, weights: Data) throws -> GPT2 {
+    /// them in messages and is remembered as the tokenizer's source). Every config size is
+    /// checked against the weights header before anything is allocated from it.
+    public static func load(directory: URL, config configData: Data, weights: Data, allowNonFinite: Bool = false) throws -> GPT2 {
         let dir = directory.standardizedFileURL
         let configURL = dir.appendingPathComponent("config.json")
         let config = try GPT2Config(data: configData, url: configURL)
         let weightsURL = dir.appendingPathComponent("model.safetensors")
         let file = try SafeTensorsFile(data: weights, url: weightsURL)
         let prefix = file.entries.keys.contains { $0.hasPrefix("transformer.") } ? "transformer." : ""
+        var shapes: [String: [Int]] = [:]
+        for (key, e) in file.entries where !isIgnoredKey(key) {
+            shapes[key.hasPrefix(prefix) ? String(key.dropFirst(prefix.count)) : key] = e.shape
+        }
+        try config.check(against: shapes, prefix: prefix, config: configURL.path, weights: weightsURL.path)
 
         // Layer forms from the compression section (absent: all dense).
         let layout = try CompressionLayout(config: config, path: configURL.path)
@@ -91,6 +98,10 @@ extension GPT2 {
             if known.contains(base) { continue }
             throw FileError.format(weightsURL.path, "unexpected tensor '\(key)' (not part of a GPT-2 model with this config)")
         }
+        if !allowNonFinite, let bad = model.params.firstNonFinite() {
+            throw FileError.format(weightsURL.path, "tensor '\(prefix)\(bad.name)' holds \(bad.value) at element \(bad.index); "
+                                   + "refusing a model with NaN or infinite weights (--allow-non-finite to load it anyway)")
+        }
         model.sourceDirectory = dir
         model.keyPrefix = prefix
         model.storageDType = file.entries.values.first(where: { $0.dtype.isFloat })?.dtype ?? .f32
@@ -103,6 +114,9 @@ extension GPT2 {
     /// source directory. Every file is written atomically.
     public func save(to directory: URL, dtype: SafeTensorsDType? = nil, tokenizerFrom: URL? = nil) throws {
         let dir = directory.standardizedFileURL
+        if let bad = params.firstNonFinite() {
+            throw ModelError.input("refusing to write \(dir.path): tensor '\(bad.name)' holds \(bad.value) at element \(bad.index)")
+        }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let dt = dtype ?? storageDType
         guard dt == .f32 || dt == .f16 || dt == .bf16 else { throw ModelError.unsupported("cannot save weights as \(dt.rawValue)") }

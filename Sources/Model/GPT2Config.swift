@@ -45,9 +45,12 @@ public struct GPT2Config: Equatable, Sendable {
         guard let obj = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
             throw FileError.format(path, "not a JSON object")
         }
-        func int(_ key: String, _ alt: String? = nil, default d: Int? = nil) throws -> Int {
-            if let v = obj[key] ?? alt.flatMap({ obj[$0] }) {
-                guard case let .number(x) = v, x == x.rounded(), x > 0 else { throw FileError.format(path, "'\(key)' must be a positive integer") }
+        // Every size is bounded before anything is allocated from it; the weights file then has
+        // the last word (`check(against:)`).
+        func int(_ key: String, _ alt: String? = nil, max limit: Int, default d: Int? = nil) throws -> Int {
+            if let v = obj[key] ?? alt.flatMap({ obj[$0] }), v != .null || d == nil {
+                guard case let .number(x) = v, x == x.rounded(), x > 0 else { throw FileError.format(path, "'\(key)' must be a positive integer, got \(v)") }
+                guard x <= Double(limit) else { throw FileError.format(path, "'\(key)' = \(v) is beyond any GPT-2 model (at most \(limit))") }
                 return Int(x)
             }
             guard let d else { throw FileError.format(path, "missing required key '\(key)'") }
@@ -56,14 +59,24 @@ public struct GPT2Config: Equatable, Sendable {
         if case let .string(t)? = obj["model_type"], t != "gpt2" {
             throw FileError.format(path, "model_type '\(t)' is not supported (only 'gpt2')")
         }
-        vocabSize = try int("vocab_size")
-        nPositions = try int("n_positions", "n_ctx")
-        nEmbd = try int("n_embd")
-        nLayer = try int("n_layer")
-        nHead = try int("n_head")
-        if case .number(let x)? = obj["n_inner"] { nInner = Int(x) } else { nInner = 4 * nEmbd }
-        if case .number(let x)? = obj["layer_norm_epsilon"] { layerNormEpsilon = Float(x) } else { layerNormEpsilon = 1e-5 }
-        if case .string(let s)? = obj["activation_function"] { activation = s } else { activation = "gelu_new" }
+        vocabSize = try int("vocab_size", max: Self.limits.vocabSize)
+        nPositions = try int("n_positions", "n_ctx", max: Self.limits.nPositions)
+        nEmbd = try int("n_embd", max: Self.limits.nEmbd)
+        nLayer = try int("n_layer", max: Self.limits.nLayer)
+        nHead = try int("n_head", max: Self.limits.nEmbd)
+        nInner = try int("n_inner", max: Self.limits.nInner, default: 4 * nEmbd)
+        switch obj["layer_norm_epsilon"] {
+        case .number(let x)?:
+            guard x > 0, x < 1 else { throw FileError.format(path, "'layer_norm_epsilon' must be in (0, 1), got \(x)") }
+            layerNormEpsilon = Float(x)
+        case nil, .null?: layerNormEpsilon = 1e-5
+        case let v?: throw FileError.format(path, "'layer_norm_epsilon' must be a number, got \(v)")
+        }
+        switch obj["activation_function"] {
+        case .string(let s)?: activation = s
+        case nil, .null?: activation = "gelu_new"
+        case let v?: throw FileError.format(path, "'activation_function' must be a string, got \(v)")
+        }
         extra = obj
         guard nEmbd % nHead == 0 else { throw FileError.format(path, "n_embd \(nEmbd) is not divisible by n_head \(nHead)") }
         guard Self.supportedActivations.contains(activation) else {
@@ -130,7 +143,11 @@ public enum JSONValue: Codable, Equatable, Sendable {
 
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     public var numberValue: Double? { if case .number(let d) = self { return d }; return nil }
-    public var intValue: Int? { numberValue.map { Int($0) } }
+    /// The number as an Int when it is a whole number that fits (never traps on 1e300).
+    public var intValue: Int? {
+        guard let d = numberValue, d == d.rounded(), abs(d) < 9.0e15 else { return nil }
+        return Int(d)
+    }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }

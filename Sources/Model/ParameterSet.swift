@@ -86,6 +86,17 @@ public final class ParameterSet: @unchecked Sendable {
         t.data.withUnsafeBufferPointer { (values.baseAddress! + s.offset).update(from: $0.baseAddress!, count: s.count) }
     }
 
+    /// The first parameter element that is NaN or ±Inf, if any (slot order).
+    public func firstNonFinite() -> (name: String, index: Int, value: Float)? {
+        for s in slots {
+            let p = values.baseAddress! + s.offset
+            // A sum is non-finite iff some element is (or it overflowed): scan only then.
+            if sum8(p, count: s.count).isFinite { continue }
+            for i in 0..<s.count where !p[i].isFinite { return (s.name, i, p[i]) }
+        }
+        return nil
+    }
+
     /// Sets every gradient to zero.
     public func zeroGrads() { grads.update(repeating: 0) }
 

@@ -73,10 +73,10 @@ public func gradientNorm(_ params: ParameterSet) -> Double {
 }
 
 /// Scales gradients so their global norm is at most `maxNorm` (torch's clip_grad_norm_);
-/// returns the norm before clipping.
+/// returns the norm before clipping (`norm`, when the caller has it already).
 @discardableResult
-public func clipGradients(_ params: ParameterSet, maxNorm: Float) -> Double {
-    let norm = gradientNorm(params)
+public func clipGradients(_ params: ParameterSet, maxNorm: Float, norm given: Double? = nil) -> Double {
+    let norm = given ?? gradientNorm(params)
     guard maxNorm > 0 else { return norm }
     let coef = Float(Double(maxNorm) / (norm + 1e-6))
     if coef < 1 {
@@ -117,6 +117,8 @@ public enum TrainingError: Error, CustomStringConvertible {
     case checkpoint(String)
     case config(String)
     case interrupted(step: Int)
+    /// A loss or gradient norm that is NaN or infinite: the step's update was not applied.
+    case nonFinite(label: String, step: Int, detail: String, checkpoint: String?)
 
     public var description: String {
         switch self {
@@ -124,6 +126,10 @@ public enum TrainingError: Error, CustomStringConvertible {
         case .checkpoint(let s): return "checkpoint: \(s)"
         case .config(let s): return s
         case .interrupted(let step): return "interrupted at step \(step); checkpoint written, continue with --resume"
+        case let .nonFinite(label, step, detail, checkpoint):
+            return "\(label): non-finite loss or gradient at step \(step) (\(detail)); stopped before updating the weights. "
+                + (checkpoint.map { "The last good checkpoint is kept in \($0). " } ?? "No checkpoint was written. ")
+                + "Try a lower learning rate, a higher temperature, or check the inputs for NaN."
         }
     }
 }

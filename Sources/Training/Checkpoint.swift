@@ -1,11 +1,19 @@
 import Foundation
 import Model
 import Tensor
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// A training checkpoint directory: `model/` (a model directory, compressed layers included),
+/// A training checkpoint: `model/` (a model directory, compressed layers included),
 /// `optimizer.safetensors` (AdamW moments) and `state.json` (step, settings, loss history and
-/// the caller's own state such as the recipe stage). Written by rank 0 into a temporary
-/// directory that replaces the old checkpoint by rename, so a crash never leaves half of one.
+/// the caller's own state such as the recipe stage).
+///
+/// `directory` (e.g. `OUT/checkpoint`) is a symbolic link to a hidden sibling directory that
+/// holds one complete checkpoint. Rank 0 writes a new checkpoint into a fresh sibling, syncs it,
+/// and swaps the link with one rename(2), which is atomic: at every moment, a crash included,
+/// `directory` names either the old or the new complete checkpoint. Leftovers of an interrupted
+/// write are removed by the next one.
 public struct Checkpoint {
     public struct State: Codable, Equatable {
         /// Next step to run (steps completed so far).
@@ -33,27 +41,62 @@ public struct Checkpoint {
     public var modelDirectory: URL { directory.appendingPathComponent("model") }
     public var exists: Bool { FileManager.default.fileExists(atPath: directory.appendingPathComponent("state.json").path) }
 
+    /// Hidden siblings holding checkpoint versions: `.<name>.v<unique>`.
+    private var versionPrefix: String { ".\(directory.lastPathComponent).v" }
+
+    /// The version directory the link points to (nil if there is none).
+    private func currentVersion() -> String? {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: directory.path)).map { ($0 as NSString).lastPathComponent }
+    }
+
     /// Writes model, optimizer and state (call on rank 0 only).
     public func write(model: GPT2, optimizer: AdamW, state: State) throws {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
         try fm.createDirectory(at: parent, withIntermediateDirectories: true)
-        let tmp = parent.appendingPathComponent(".\(directory.lastPathComponent).tmp")
-        let old = parent.appendingPathComponent(".\(directory.lastPathComponent).old")
-        try? fm.removeItem(at: tmp)
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        try model.save(to: tmp.appendingPathComponent("model"), dtype: .f32)
+        let name = versionPrefix + "\(state.step)-\(getpid())-\(UInt64(Date().timeIntervalSince1970 * 1e6))"
+        let version = parent.appendingPathComponent(name)
+        try fm.createDirectory(at: version, withIntermediateDirectories: true)
+        try model.save(to: version.appendingPathComponent("model"), dtype: .f32)
         var w = SafeTensorsWriter()
         w.add("m", shape: [optimizer.m.count], values: optimizer.m)
         w.add("v", shape: [optimizer.v.count], values: optimizer.v)
-        try w.write(to: tmp.appendingPathComponent("optimizer.safetensors"))
+        try w.write(to: version.appendingPathComponent("optimizer.safetensors"))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try writeAtomically(try enc.encode(state), to: tmp.appendingPathComponent("state.json"))
-        try? fm.removeItem(at: old)
-        if fm.fileExists(atPath: directory.path) { try fm.moveItem(at: directory, to: old) }
-        try fm.moveItem(at: tmp, to: directory)
-        try? fm.removeItem(at: old)
+        try writeAtomically(try enc.encode(state), to: version.appendingPathComponent("state.json"))
+        // A checkpoint directory written by an older Squeeze is a real directory: set it aside once.
+        var isDir: ObjCBool = false
+        if (try? fm.destinationOfSymbolicLink(atPath: directory.path)) == nil,
+           fm.fileExists(atPath: directory.path, isDirectory: &isDir), isDir.boolValue {
+            try fm.moveItem(at: directory, to: parent.appendingPathComponent(versionPrefix + "legacy-\(getpid())"))
+        }
+        // The swap: a new link renamed over the old one.
+        let link = parent.appendingPathComponent(".\(directory.lastPathComponent).link-\(getpid())")
+        try? fm.removeItem(at: link)
+        try fm.createSymbolicLink(atPath: link.path, withDestinationPath: name)
+        guard rename(link.path, directory.path) == 0 else {
+            let e = String(cString: strerror(errno))
+            try? fm.removeItem(at: link)
+            throw TrainingError.checkpoint("\(directory.path): cannot install the new checkpoint: \(e)")
+        }
+        syncDirectory(parent)
+        removeStaleVersions(keeping: name)
+    }
+
+    /// Removes the checkpoint: the link and every version directory.
+    public func remove() {
+        removeStaleVersions(keeping: nil)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Deletes version directories other than `keeping` (left by earlier or interrupted writes).
+    private func removeStaleVersions(keeping: String?) {
+        let parent = directory.deletingLastPathComponent()
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+        for n in names where n.hasPrefix(versionPrefix) && n != keeping {
+            try? FileManager.default.removeItem(at: parent.appendingPathComponent(n))
+        }
     }
 
     /// Reads the state.

@@ -36,6 +36,12 @@ public final class Trainer {
     public var overlapAllreduce = true
     /// Stop (with a checkpoint) after this many completed steps, as if interrupted there.
     public var stopAfterStep: Int?
+    /// Polled at every step boundary (on every rank; any rank's yes stops all): true asks for a
+    /// checkpoint and a clean stop. The executable connects it to SIGINT/SIGTERM; a poll that
+    /// answers yes consumes the request, so a later trainer in the same process starts afresh.
+    public var interruptRequested: () -> Bool = { false }
+    /// Print the time per phase of the step at the end.
+    public var printProfile = false
     private let schedule: LRSchedule
     /// Time per phase of the step (printed at the end with SQUEEZE_PROFILE=1).
     public let profile = PhaseTimer()
@@ -87,7 +93,6 @@ public final class Trainer {
         if sync == nil || sync!.comm !== comm {
             sync = try GradientSync(model: student, comm: comm, overlap: overlapAllreduce)
         }
-        SignalFlag.install()
         let V = student.config.vocabSize, T = settings.seq
         let globalTokens = settings.batch * T
         let mine = share(settings.batch, rank: comm.rank, size: comm.size)
@@ -121,12 +126,20 @@ public final class Trainer {
             try profile.time("all-reduce wait") { try sync!.finish() }
             var sums = [kdSum, ceSum]
             try comm.allreduce(&sums)
-            let norm = profile.time("clip + AdamW") { () -> Double in
-                student.maskGradients()
-                let norm = clipGradients(student.params, maxNorm: settings.gradClip)
+            student.maskGradients()
+            let norm = gradientNorm(student.params)
+            // Loss sums and gradients are the same on every rank after the reductions, so every
+            // rank stops here together, before the weights or the checkpoint see the bad values.
+            if !(sums[0].isFinite && sums[1].isFinite && norm.isFinite) {
+                Console.endProgress()
+                throw TrainingError.nonFinite(label: label, step: step + 1,
+                                              detail: "kd sum \(sums[0]), ce sum \(sums[1]), gradient norm \(norm)",
+                                              checkpoint: checkpoint.flatMap { $0.exists ? $0.directory.path : nil })
+            }
+            profile.time("clip + AdamW") {
+                clipGradients(student.params, maxNorm: settings.gradClip, norm: norm)
                 optimizer.update(student.params, lr: lr)
                 student.applyMasks()
-                return norm
             }
             let dt = Runtime.wtime() - t0
             stepTimes.append(dt)
@@ -141,7 +154,7 @@ public final class Trainer {
             }
             history.append(log)
             report(log, stepTimes: stepTimes)
-            let stop = try comm.allreduce(SignalFlag.raised ? 1 : 0, op: .max) > 0
+            let stop = try comm.allreduce(interruptRequested() ? 1 : 0, op: .max) > 0
             let pause = stopAfterStep == step + 1
             if let cp = checkpoint, stop || pause || isLast || (settings.checkpointEvery > 0 && (step + 1) % settings.checkpointEvery == 0) {
                 try writeCheckpoint(cp, nextStep: step + 1)
@@ -153,7 +166,7 @@ public final class Trainer {
             if pause { break }
         }
         Console.endProgress()
-        if ProcessInfo.processInfo.environment["SQUEEZE_PROFILE"] != nil { Console.status(profile.summary()) }
+        if printProfile { Console.status(profile.summary()) }
         return history
     }
 
@@ -197,26 +210,6 @@ public func formatDuration(_ s: Double) -> String {
     if t >= 3600 { return String(format: "%dh%02dm", t / 3600, (t % 3600) / 60) }
     if t >= 60 { return String(format: "%dm%02ds", t / 60, t % 60) }
     return "\(t)s"
-}
-
-/// SIGINT/SIGTERM set a flag that the training loop checks at each step boundary; it then
-/// writes a checkpoint and stops cleanly. A second signal exits at once.
-public enum SignalFlag {
-    nonisolated(unsafe) static var flag: sig_atomic_t = 0
-    nonisolated(unsafe) static var installed = false
-
-    public static var raised: Bool { flag != 0 }
-
-    public static func install() {
-        guard !installed else { return }
-        installed = true
-        let handler: @convention(c) (Int32) -> Void = { sig in
-            if SignalFlag.flag != 0 { _exit(128 + sig) }
-            SignalFlag.flag = 1
-        }
-        signal(SIGINT, handler)
-        signal(SIGTERM, handler)
-    }
 }
 
 /// Accumulated wall time per named phase.

@@ -44,6 +44,9 @@ struct Compress: ParsableCommand {
         runner.distillScale = distillScale
         runner.jsonLines = loop.json
         runner.overlapAllreduce = !loop.noOverlap
+        runner.interruptRequested = SignalFlag.consume
+        runner.printProfile = loop.profile
+        SignalFlag.install()
         runner.checkpoint = distills ? cp : nil
         if let data {
             let tok = try loadTokenizer(inputDir, for: original, comm: world, sharedFS: shared)
@@ -60,7 +63,7 @@ struct Compress: ParsableCommand {
             try student.save(to: outDir, dtype: dt ?? original.storageDType, tokenizerFrom: inputDir)
             if !runner.history.isEmpty { try writeLossCurve(runner.history, to: outDir.appendingPathComponent("loss.svg"), title: "squeeze compress: \(r.name ?? recipe)") }
             bytes = (try? FileManager.default.attributesOfItem(atPath: outDir.appendingPathComponent("model.safetensors").path)[.size] as? Int) ?? 0
-            if let cp = runner.checkpoint, FileManager.default.fileExists(atPath: cp.directory.path) { try? FileManager.default.removeItem(at: cp.directory) }
+            runner.checkpoint?.remove()
         }
         try world.barrier()
         let summary = CompressSummary(layers: runner.reports, paramsBefore: paramsBefore, paramsAfter: student.params.parameterCount,

@@ -12,6 +12,8 @@ struct LoopOptions: ParsableArguments {
     @Flag(help: "JSON lines instead of progress text.") var json = false
     @Flag(help: "Reduce gradients after backward instead of overlapping (for measurements).") var noOverlap = false
     @Flag(help: "Rank 0 reads the data and broadcasts it (no shared filesystem).") var noSharedFs = false
+    /// SQUEEZE_PROFILE=1 prints the time per phase of the distillation step at the end.
+    var profile: Bool { ProcessInfo.processInfo.environment["SQUEEZE_PROFILE"] != nil }
 
     /// Train and validation token streams.
     func datasets(data: String, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator) throws -> (TokenDataset, TokenDataset) {
@@ -81,6 +83,9 @@ struct Train: ParsableCommand {
         trainer.jsonLines = loop.json
         trainer.label = "train"
         trainer.overlapAllreduce = !loop.noOverlap
+        trainer.interruptRequested = SignalFlag.consume
+        trainer.printProfile = loop.profile
+        SignalFlag.install()
         let start = loop.resume ? try trainer.resume(from: cp) : 0
         if start > 0 { Console.status("resuming at step \(start)") }
         let t0 = Date()
