@@ -167,6 +167,15 @@ extension GPT2 {
         }
     }
 
+    /// A hash of the config (with the layer forms) and every weight: equal on two ranks iff they
+    /// hold the same model (up to hash collisions).
+    public var contentHash: UInt64 {
+        var obj = config.jsonObject()
+        obj["compression"] = CompressionLayout(model: self).json()
+        let configHash = ((try? encodeConfigJSON(obj)) ?? Data()).withUnsafeBytes { hashContents($0) }
+        return hashContents(UnsafeRawBufferPointer(params.values), seed: configHash)
+    }
+
     /// A dense copy: every layer's weight materialised (`squeeze export --dense`).
     public func densified() throws -> GPT2 {
         var tensors: [String: Tensor] = [:]

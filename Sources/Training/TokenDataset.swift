@@ -20,6 +20,9 @@ public struct TokenDataset: Sendable {
 
     public var count: Int { tokens.count }
 
+    /// A hash of the token ids (to check that ranks hold the same data).
+    public var contentHash: UInt64 { hashContents(tokens) }
+
     /// Loads or builds the token file for `url`. Under MPI, rank 0 tokenises and writes the cache;
     /// the other ranks wait and read it (or, with `sharedFS: false`, receive it by broadcast).
     /// The tokenizer is needed on rank 0, and on every rank with a shared filesystem.

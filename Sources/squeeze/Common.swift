@@ -29,9 +29,9 @@ func fileURL(_ path: String) -> URL { URL(fileURLWithPath: (path as NSString).ex
 
 /// Loads a model directory on every rank: each rank reads it (shared filesystem, memory-mapped),
 /// or with `sharedFS: false` rank 0 reads the files and broadcasts their bytes.
-func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true) throws -> GPT2 {
+func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true, allowNonFinite: Bool = false) throws -> GPT2 {
     let dir = fileURL(path)
-    if sharedFS || comm.size == 1 { return try GPT2.load(directory: dir) }
+    if sharedFS || comm.size == 1 { return try GPT2.load(directory: dir, allowNonFinite: allowNonFinite) }
     var failure = ""
     var config: [UInt8] = [], weights: [UInt8] = []
     if comm.rank == 0 {
@@ -45,7 +45,7 @@ func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true) throws
     if !failure.isEmpty { throw CLIError(comm.rank == 0 ? failure : "rank 0 could not read the model: \(failure)") }
     try comm.broadcast(&config, root: 0)
     try comm.broadcast(&weights, root: 0)
-    return try GPT2.load(directory: dir, config: Data(config), weights: Data(weights))
+    return try GPT2.load(directory: dir, config: Data(config), weights: Data(weights), allowNonFinite: allowNonFinite)
 }
 
 /// The tokenizer of a model directory, on the ranks that read files (all with a shared

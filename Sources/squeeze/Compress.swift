@@ -1,8 +1,10 @@
 import ArgumentParser
 import Compression
+import Distributed
 import Foundation
 import Model
 import MPI
+import Tensor
 import Training
 
 /// `squeeze compress`: run a recipe (prune / Kronecker / low rank, distillation between) on a model.
@@ -54,6 +56,14 @@ struct Compress: ParsableCommand {
             runner.train = t
             runner.valid = v
         }
+        // Every rank must start from the same files (no shared filesystem: a stale copy on a host).
+        let recipeBytes = FileManager.default.contents(atPath: fileURL(recipe).path) ?? Data()
+        var inputs = [("model \(model)", original.contentHash), ("recipe \(recipe)", recipeBytes.withUnsafeBytes { hashContents($0) })]
+        if loop.resume { inputs.append(("checkpoint \(cp.directory.path)", student.contentHash)) }
+        if let teacher, let t = teacherModel { inputs.append(("teacher \(teacher)", t.contentHash)) }
+        if let data, let t = runner.train { inputs.append(("data \(data)", t.contentHash)) }
+        if let v = runner.valid { inputs.append(("validation data \(loop.valid ?? data ?? "")", v.contentHash)) }
+        try verifySameInputs(inputs, comm: world)
         let paramsBefore = original.params.parameterCount
         let nonzeroBefore = loop.resume ? countNonzero(try loadModel(model, comm: world, sharedFS: shared)) : countNonzero(original)
         let t0 = Date()
@@ -111,11 +121,12 @@ struct Analyze: ParsableCommand {
     @Option(help: "A second model to compare with (e.g. the uncompressed one).") var compare: String?
     @Option(help: "Write an SVG plot of stable rank per layer.") var plot: String?
     @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Analyze models whose weights hold NaN or infinite values (refused by default).") var allowNonFinite = false
 
     func run() throws { try guarded {
         _ = try startMPI(quiet: json)
-        let a = try ModelAnalysis.of(try GPT2.load(directory: fileURL(model)))
-        let b = try compare.map { try ModelAnalysis.of(try GPT2.load(directory: fileURL($0))) }
+        let a = try ModelAnalysis.of(try GPT2.load(directory: fileURL(model), allowNonFinite: allowNonFinite))
+        let b = try compare.map { try ModelAnalysis.of(try GPT2.load(directory: fileURL($0), allowNonFinite: allowNonFinite)) }
         if let plot, Console.rank == 0 {
             try a.plot(compare: b, title: "stable rank per layer", labels: (compare.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "", URL(fileURLWithPath: model).lastPathComponent))
                 .write(to: fileURL(plot))

@@ -3,6 +3,7 @@ import Foundation
 import Model
 import MPI
 import Training
+import Distributed
 
 /// `squeeze eval`: perplexity of a model on a text, sliding window as in Hugging Face's guide.
 struct Eval: ParsableCommand {
@@ -16,14 +17,16 @@ struct Eval: ParsableCommand {
     @Option(help: "Only score the first N tokens of the text.") var maxTokens: Int?
     @Flag(help: "Print {\"perplexity\", \"nll\", \"tokens\", \"seconds\", \"tokens_per_second\"} as JSON.") var json = false
     @Flag(help: "Rank 0 reads the model and data and broadcasts them (no shared filesystem).") var noSharedFs = false
+    @Flag(help: "Evaluate a model whose weights hold NaN or infinite values (refused by default).") var allowNonFinite = false
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: json)
         if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
         if batch < 1 { throw ValidationError("--batch must be >= 1") }
-        let m = try loadModel(model, comm: world, sharedFS: !noSharedFs)
+        let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite)
         let tok = try loadTokenizer(fileURL(model), for: m, comm: world, sharedFS: !noSharedFs)
         let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world, sharedFS: !noSharedFs)
+        try verifySameInputs([("model \(model)", m.contentHash), ("data \(data)", ds.contentHash)], comm: world)
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
         let t0 = Date()
@@ -33,8 +36,11 @@ struct Eval: ParsableCommand {
         Console.endProgress()
         let seconds = Date().timeIntervalSince(t0)
         if json {
-            struct Out: Encodable { let perplexity: Double; let nll: Double; let tokens: Int; let seconds: Double; let tokens_per_second: Double }
-            Console.print(try jsonLine(Out(perplexity: r.perplexity, nll: r.nll, tokens: r.tokens, seconds: seconds, tokens_per_second: Double(r.tokens) / seconds)))
+            // JSON has no NaN: a non-finite result (a model loaded with --allow-non-finite) is null.
+            struct Out: Encodable { let perplexity: Double?; let nll: Double?; let tokens: Int; let seconds: Double; let tokens_per_second: Double }
+            func finite(_ x: Double) -> Double? { x.isFinite ? x : nil }
+            Console.print(try jsonLine(Out(perplexity: finite(r.perplexity), nll: finite(r.nll), tokens: r.tokens, seconds: seconds,
+                                           tokens_per_second: Double(r.tokens) / seconds)))
             return
         }
         Console.print("perplexity \(fmt(r.perplexity, 4))  nll \(fmt(r.nll, 6))  tokens \(r.tokens)  (\(fmt(seconds, 1)) s, \(fmt(Double(r.tokens) / seconds, 0)) tokens/s)")

@@ -3,6 +3,7 @@ import Foundation
 import Model
 import MPI
 import Training
+import Distributed
 
 /// Options shared by `train` and `compress` for the distillation loop.
 struct LoopOptions: ParsableArguments {
@@ -77,6 +78,8 @@ struct Train: ParsableCommand {
         s.weightDecay = weightDecay; s.microBatch = microBatch; s.evalEvery = evalEvery; s.evalTokens = evalTokens
         s.checkpointEvery = checkpointEvery; s.seed = seed
         let (train, valid) = try loop.datasets(data: data, tokenizer: tok, tokenizerDirectory: tokDir, comm: world)
+        try verifySameInputs([("model \(model ?? config ?? cp.modelDirectory.path)", student.contentHash),
+                              ("data \(data)", train.contentHash), ("validation data \(loop.valid ?? data)", valid.contentHash)], comm: world)
         Console.status("train: \(train.count) tokens, valid: \(valid.count) tokens, \(student.params.parameterCount) parameters, \(world.size) rank(s)")
         let trainer = try Trainer(student: student, teacher: nil, settings: s, train: train, valid: valid, comm: world)
         trainer.checkpoint = cp
