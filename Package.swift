@@ -2,8 +2,9 @@
 // Squeeze: compress GPT-2-family models (pruning, Kronecker, low rank) with distillation, over MPI.
 import PackageDescription
 
-/// Numeric targets: whole-module, unchecked optimisation for AVX2/FMA CPUs (Haswell and later) in
-/// release; debug stays debuggable and portable.
+/// Numeric targets (Tensor, Kernels): whole-module, unchecked optimisation for AVX2/FMA CPUs
+/// (Haswell and later) in release. Their hot loops work on unsafe buffers whose bounds the callers
+/// check; -Ounchecked also drops overflow checks that would keep the loops from vectorising.
 let numericSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo", "-target-cpu", "haswell"], .when(configuration: .release)),
     // Debug builds (swift test) still optimise the numeric code: unoptimised Swift is 10-50x
@@ -11,9 +12,14 @@ let numericSettings: [SwiftSetting] = [
     .unsafeFlags(["-O"], .when(configuration: .debug)),
 ]
 
+/// Everything else (parsers, model assembly, MPI, training and compression logic, the CLI) keeps
+/// Swift's checks: preconditions, overflow and bounds checks stay in release builds.
+let checkedSettings: [SwiftSetting] = [
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
+]
+
 let package = Package(
     name: "Squeeze",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "squeeze", targets: ["squeeze"]),
     ],
@@ -30,31 +36,34 @@ let package = Package(
         .systemLibrary(name: "CScaLAPACK",
                        providers: [.apt(["libscalapack-openmpi-dev"])]),
 
-        .target(name: "MPI", dependencies: ["CMPI"], swiftSettings: numericSettings),
+        .target(name: "MPI", dependencies: ["CMPI"], swiftSettings: checkedSettings),
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
-        .target(name: "Model", dependencies: ["Tensor"], swiftSettings: numericSettings),
+        // The inner loops: GPT-2 layer kernels (forward/backward pairs), losses, fast math, parallel loops.
+        .target(name: "Kernels", dependencies: ["Tensor"], swiftSettings: numericSettings),
+        .target(name: "Model", dependencies: ["Tensor", "Kernels"], swiftSettings: checkedSettings),
         .target(name: "Distributed",
                 dependencies: ["MPI", "Tensor", "Model", "CScaLAPACK", "CMPI"],
-                swiftSettings: numericSettings),
-        .target(name: "Training", dependencies: ["MPI", "Tensor", "Model", "Distributed"],
-                swiftSettings: numericSettings),
+                swiftSettings: checkedSettings),
+        .target(name: "Training", dependencies: ["MPI", "Tensor", "Kernels", "Model", "Distributed"],
+                swiftSettings: checkedSettings),
         .target(name: "Compression",
-                dependencies: ["MPI", "Tensor", "Model", "Training", "Distributed", "COpenBLAS",
+                dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Distributed", "COpenBLAS",
                                .product(name: "Yams", package: "Yams")],
-                swiftSettings: numericSettings),
+                swiftSettings: checkedSettings),
         .target(name: "Benchmarks",
-                dependencies: ["MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI"],
-                swiftSettings: numericSettings),
+                dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI"],
+                swiftSettings: checkedSettings),
         .executableTarget(
             name: "squeeze",
             dependencies: [
                 "MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: numericSettings),
+            swiftSettings: checkedSettings),
 
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "COpenBLAS"]),
+                    dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS"],
+                    swiftSettings: checkedSettings),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,3 +1,4 @@
+import Kernels
 import Tensor
 
 /// One additive part of a linear layer's weight `W [in, out]` (HF Conv1D layout, `y = x W + b`).

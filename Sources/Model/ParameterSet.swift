@@ -1,3 +1,4 @@
+import Kernels
 import Tensor
 
 /// Every trainable tensor of a model in one flat Float buffer, with a matching flat gradient

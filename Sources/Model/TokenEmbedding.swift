@@ -1,3 +1,4 @@
+import Kernels
 import Tensor
 
 /// The token embedding `wte [V, C]`, shared with the output head (tied, as in GPT-2).

@@ -1,3 +1,4 @@
+import Kernels
 import Foundation
 import Model
 
@@ -39,26 +40,14 @@ public final class AdamW {
         let bc1 = 1 - Float(pow(Double(beta1), Double(step)))
         let bc2 = 1 - Float(pow(Double(beta2), Double(step)))
         let stepSize = lr / bc1
-        let bc2Sqrt = bc2.squareRoot()
-        let (b1, b2, e) = (beta1, beta2, eps)
         let vals = params.values.baseAddress!, grads = params.grads.baseAddress!
         m.withUnsafeMutableBufferPointer { mp in
             v.withUnsafeMutableBufferPointer { vp in
-                let mb = mp.baseAddress!, vb = vp.baseAddress!
                 for slot in params.slots {
-                    let decay = slot.decay ? 1 - lr * weightDecay : 1
                     let o = slot.offset
-                    parallelFor(slot.count, minChunk: 16384) { r in
-                        for i in r {
-                            let j = o + i
-                            let g = grads[j]
-                            vals[j] *= decay
-                            mb[j] = b1 * mb[j] + (1 - b1) * g
-                            vb[j] = b2 * vb[j] + (1 - b2) * g * g
-                            let denom = vb[j].squareRoot() / bc2Sqrt + e
-                            vals[j] -= stepSize * mb[j] / denom
-                        }
-                    }
+                    adamwStep(values: vals + o, grads: grads + o, m: mp.baseAddress! + o, v: vp.baseAddress! + o, count: slot.count,
+                              stepSize: stepSize, decay: slot.decay ? 1 - lr * weightDecay : 1,
+                              beta1: beta1, beta2: beta2, eps: eps, bc2Sqrt: bc2.squareRoot())
                 }
             }
         }
@@ -67,9 +56,7 @@ public final class AdamW {
 
 /// Global L2 norm of all gradients (Double accumulation).
 public func gradientNorm(_ params: ParameterSet) -> Double {
-    var s = 0.0
-    for x in params.grads { s += Double(x) * Double(x) }
-    return s.squareRoot()
+    sumOfSquares(params.grads.baseAddress!, count: params.grads.count).squareRoot()
 }
 
 /// Scales gradients so their global norm is at most `maxNorm` (torch's clip_grad_norm_);
@@ -79,10 +66,7 @@ public func clipGradients(_ params: ParameterSet, maxNorm: Float, norm given: Do
     let norm = given ?? gradientNorm(params)
     guard maxNorm > 0 else { return norm }
     let coef = Float(Double(maxNorm) / (norm + 1e-6))
-    if coef < 1 {
-        let g = params.grads
-        for i in g.indices { g[i] *= coef }
-    }
+    if coef < 1 { Kernels.scale(params.grads.baseAddress!, count: params.grads.count, by: coef) }
     return norm
 }
 

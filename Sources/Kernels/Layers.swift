@@ -140,7 +140,7 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, att: UnsafeMutabl
             let t = r % T
             let row = att + r * T
             let mx = maxValue(row, count: t + 1)
-            Model.scale(row, count: t + 1, by: Float(1 / expShifted(row, row, count: t + 1, shift: mx)))
+            Kernels.scale(row, count: t + 1, by: Float(1 / expShifted(row, row, count: t + 1, shift: mx)))
             for j in (t + 1)..<T { row[j] = 0 }
         }
     }
@@ -218,7 +218,7 @@ public func crossEntropyForwardBackward(losses: UnsafeMutablePointer<Float>, dlo
                     let d = dlogits + i * V
                     let sum = expShifted(z, d, count: V, shift: mx)
                     losses[i] = Float(log(sum)) + mx - z[y]
-                    Model.scale(d, count: V, by: Float(Double(scale) / sum))
+                    Kernels.scale(d, count: V, by: Float(Double(scale) / sum))
                     d[y] -= scale
                 } else {
                     losses[i] = Float(log(sumExpShifted(z, count: V, shift: mx))) + mx - z[y]

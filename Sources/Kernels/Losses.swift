@@ -1,5 +1,4 @@
 import Foundation
-import Model
 import Tensor
 
 /// Knowledge-distillation loss over rows of logits `[N, V]`:
@@ -12,7 +11,7 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
                              N: Int, V: Int, temperature T: Float, alpha: Float, scale: Float,
                              dlogits: UnsafeMutablePointer<Float>?) -> (kd: Double, ce: Double) {
     let useKD = teacher != nil && alpha > 0
-    let workers = max(1, min(BLAS.threadsForLoops, N))
+    let workers = max(1, min(BLAS.threads, N))
     var kdParts = [Double](repeating: 0, count: workers), ceParts = [Double](repeating: 0, count: workers)
     targets.withUnsafeBufferPointer { tg in
         kdParts.withUnsafeMutableBufferPointer { kdp in
@@ -20,7 +19,7 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
                 parallelFor(workers) { ws in
                     for w in ws {
                         var kdSum = 0.0, ceSum = 0.0
-                        for i in share(N, rank: w, size: workers) {
+                        for i in (N * w / workers)..<(N * (w + 1) / workers) {
                             let y = Int(tg[i])
                             let zs = student + i * V
                             let d = dlogits.map { $0 + i * V }
@@ -32,7 +31,7 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
                             if let d {
                                 let sum = expShifted(zs, d, count: V, shift: ms)
                                 lse = Float(log(sum)) + ms
-                                Model.scale(d, count: V, by: Float(Double(ceWeight * scale) / sum))
+                                Kernels.scale(d, count: V, by: Float(Double(ceWeight * scale) / sum))
                                 d[y] -= ceWeight * scale
                             } else {
                                 lse = Float(log(sumExpShifted(zs, count: V, shift: ms))) + ms
@@ -56,11 +55,6 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
         }
     }
     return (kdParts.reduce(0, +), ceParts.reduce(0, +))
-}
-
-extension BLAS {
-    /// Worker count for our own parallel loops (the rank's core share).
-    public static var threadsForLoops: Int { threads }
 }
 
 /// KL(p_t ‖ p_s) of one row at temperature 1/invT given both log-sum-exps; adds
