@@ -137,42 +137,52 @@ public final class Compressor {
         return starts[share(starts.count, rank: comm.rank, size: comm.size)].map { s in (0..<seq).map { Int32(calibrationTokens[s + $0]) } }
     }
 
-    /// Wanda / SparseGPT, block by block: inputs of block l are recomputed after blocks < l were
-    /// pruned (sequential, as in both papers). XᵀX is accumulated over this rank's calibration
-    /// windows and summed over ranks; the per-layer solves are spread over ranks.
+    /// Wanda / SparseGPT, block by block (sequential, as in both papers): the calibration windows'
+    /// residual streams are carried from block to block, so block l's inputs come from blocks < l
+    /// as already pruned; each block runs twice, once to collect its linears' inputs (from the
+    /// unpruned block) and once, pruned, to move the streams on. XᵀX is accumulated over this
+    /// rank's windows and summed over ranks; the per-layer solves are spread over ranks.
     func calibratedPrune(_ spec: Recipe.PruneSpec, sparsity s: Double, names: [String], masks: inout [String: [Float]],
                          weights: inout [String: Tensor], at: String) throws {
         let batches = try calibrationBatches(at: at)
-        let seq = min(calibration.seq, model.config.nPositions)
+        let seq = min(calibration.seq, model.config.nPositions), C = model.config.nEmbd
         let wanted = Set(names)
+        let model = self.model
+        let workspace = InferenceWorkspace(rows: seq, config: model.config)
+        // Residual streams [windows, seq, C] and a scratch copy for the collecting pass.
+        var streams = [Float](repeating: 0, count: batches.count * seq * C), scratch = [Float](repeating: 0, count: seq * C)
+        streams.withUnsafeMutableBufferPointer { x in
+            for (w, ids) in batches.enumerated() { model.embed(ids: ids, B: 1, T: seq, into: x.baseAddress! + w * seq * C) }
+        }
+        func advance(_ l: Int) throws {
+            try streams.withUnsafeMutableBufferPointer { x in
+                for w in batches.indices { try model.inferBlock(l, x: x.baseAddress! + w * seq * C, B: 1, T: seq, workspace: workspace) }
+            }
+        }
         for l in 0..<model.config.nLayer {
             let layers = model.blocks[l].linears.filter { wanted.contains($0.name) }
-            if layers.isEmpty { continue }
-            // Hessians XᵀX (Double) of this block's targeted layers.
+            if layers.isEmpty { try advance(l); continue }
+            // Hessians XᵀX (Double, upper triangle) of this block's targeted layers.
             var hess: [String: [Double]] = [:]
             for lin in layers { hess[lin.name] = [Double](repeating: 0, count: lin.inFeatures * lin.inFeatures) }
-            for ids in batches {
-                _ = try model.forward(ids: ids, B: 1, T: seq, stopAfterBlock: l)
-                for (lin, x, rows) in model.linearInputs(block: l) where wanted.contains(lin.name) {
-                    let n = lin.inFeatures
-                    var xt = [Double](repeating: 0, count: rows * n)
-                    for i in 0..<(rows * n) { xt[i] = Double(x[i]) }
-                    var h = hess[lin.name]!
-                    xt.withUnsafeBufferPointer { xp in
-                        h.withUnsafeMutableBufferPointer { hp in
-                            cblasDsyrkUpper(n: n, k: rows, x: xp.baseAddress!, into: hp.baseAddress!)
+            for w in batches.indices {
+                streams.withUnsafeBufferPointer { x in scratch.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: x.baseAddress! + w * seq * C, count: seq * C) } }
+                try scratch.withUnsafeMutableBufferPointer { x in
+                    try model.inferBlock(l, x: x.baseAddress!, B: 1, T: seq, workspace: workspace) { inputs in
+                        for (lin, input) in inputs.pairs(model.blocks[l]) where wanted.contains(lin.name) {
+                            hess[lin.name]!.withUnsafeMutableBufferPointer { h in
+                                accumulateGram(input, rows: seq, cols: lin.inFeatures, into: h.baseAddress!)
+                            }
                         }
                     }
-                    hess[lin.name] = h
                 }
             }
-            model.releaseActivations()
             for lin in layers {
-                var h = hess[lin.name]!
                 let n = lin.inFeatures
-                for i in 0..<n { for j in 0..<i { h[i * n + j] = h[j * n + i] } }   // syrk filled the upper triangle
-                try comm.allreduce(&h)
-                hess[lin.name] = h
+                hess[lin.name]!.withUnsafeMutableBufferPointer { h in
+                    for i in 0..<n { for j in 0..<i { h[i * n + j] = h[j * n + i] } }   // syrk filled the upper triangle
+                }
+                try comm.allreduce(&hess[lin.name]!)
             }
             let costs = layers.map { Double($0.inFeatures) * Double($0.inFeatures) * Double($0.inFeatures + $0.outFeatures) }
             let results = try distributedCompute(costs: costs, comm: comm) { j in
@@ -199,6 +209,7 @@ public final class Compressor {
             }
             // Install now so the next block's inputs come from the pruned model.
             try install(masks: blockMasks, weights: blockWeights)
+            try advance(l)
         }
     }
 
@@ -370,7 +381,17 @@ public final class Compressor {
     }
 }
 
-/// H (upper triangle, row-major n x n) += Xᵀ X for X row-major [k, n] (BLAS dsyrk).
-func cblasDsyrkUpper(n: Int, k: Int, x: UnsafePointer<Double>, into h: UnsafeMutablePointer<Double>) {
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1, x, Int32(n), 1, h, Int32(n))
+/// H (upper triangle, row-major cols x cols) += Xᵀ X in Double for X row-major [rows, cols] (BLAS
+/// dsyrk, in slices of 256 rows so the Double copy stays small).
+func accumulateGram(_ x: UnsafePointer<Float>, rows: Int, cols n: Int, into h: UnsafeMutablePointer<Double>) {
+    let slice = 256
+    withUnsafeTemporaryAllocation(of: Double.self, capacity: slice * n) { xd in
+        var r0 = 0
+        while r0 < rows {
+            let k = min(slice, rows - r0)
+            for i in 0..<(k * n) { xd[i] = Double(x[r0 * n + i]) }
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1, xd.baseAddress!, Int32(n), 1, h, Int32(n))
+            r0 += k
+        }
+    }
 }

@@ -99,11 +99,6 @@ public func residualForward(out: UnsafeMutablePointer<Float>, a: UnsafePointer<F
     parallelFor(count, minChunk: 8192) { r in for i in r { out[i] = a[i] + b[i] } }
 }
 
-/// dst += src elementwise.
-public func accumulate(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, count: Int) {
-    parallelFor(count, minChunk: 8192) { r in for i in r { dst[i] += src[i] } }
-}
-
 /// Token + position embedding. out: [B, T, C]; ids: [B, T]; wte: [V, C] rows; wpe: [maxT, C].
 /// `tokenRow(id, dst)` writes the token embedding (dense lookup or a factored one).
 public func embeddingForward(out: UnsafeMutablePointer<Float>, ids: [Int32], B: Int, T: Int, C: Int,
@@ -115,115 +110,6 @@ public func embeddingForward(out: UnsafeMutablePointer<Float>, ids: [Int32], B: 
             tokenRow(Int(ids[b * T + t]), o)
             let p = wpe + (t + positionOffset) * C
             for c in 0..<C { o[c] += p[c] }
-        }
-    }
-}
-
-/// Causal self-attention forward, all heads.
-/// qkv: [B, T, 3C] (q | k | v); out: [B, T, C]; att (saved probabilities): [B, NH, T, T].
-public func attentionForward(out: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
-                             qkv: UnsafePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
-    let hs = C / NH
-    let scale = 1 / Float(hs).squareRoot()
-    for b in 0..<B {
-        for h in 0..<NH {
-            let q = qkv + b * T * 3 * C + h * hs
-            let k = q + C
-            let p = att + (b * NH + h) * T * T
-            // scores [T, T] = scale * q [T, hs] · kᵀ
-            sgemm(transB: true, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: k, ldb: 3 * C, c: p, ldc: T)
-        }
-    }
-    // Masked softmax, rows in parallel.
-    parallelFor(B * NH * T, minChunk: 64) { rows in
-        for r in rows {
-            let t = r % T
-            let row = att + r * T
-            let mx = maxValue(row, count: t + 1)
-            Kernels.scale(row, count: t + 1, by: Float(1 / expShifted(row, row, count: t + 1, shift: mx)))
-            for j in (t + 1)..<T { row[j] = 0 }
-        }
-    }
-    for b in 0..<B {
-        for h in 0..<NH {
-            let v = qkv + b * T * 3 * C + 2 * C + h * hs
-            let p = att + (b * NH + h) * T * T
-            // y [T, hs] = P [T, T] · v [T, hs]
-            sgemm(m: T, n: hs, k: T, a: p, lda: T, b: v, ldb: 3 * C, c: out + b * T * C + h * hs, ldc: C)
-        }
-    }
-}
-
-/// Causal self-attention backward. dqkv: [B, T, 3C] (written); dout: [B, T, C];
-/// scratch: [B, NH, T, T] (overwritten).
-public func attentionBackward(dqkv: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
-                              dout: UnsafePointer<Float>, qkv: UnsafePointer<Float>, att: UnsafePointer<Float>,
-                              B: Int, T: Int, C: Int, NH: Int) {
-    let hs = C / NH
-    let scale = 1 / Float(hs).squareRoot()
-    for b in 0..<B {
-        for h in 0..<NH {
-            let v = qkv + b * T * 3 * C + 2 * C + h * hs
-            let p = att + (b * NH + h) * T * T
-            let dp = scratch + (b * NH + h) * T * T
-            let dy = dout + b * T * C + h * hs
-            // dP [T, T] = dY [T, hs] · vᵀ
-            sgemm(transB: true, m: T, n: T, k: hs, a: dy, lda: C, b: v, ldb: 3 * C, c: dp, ldc: T)
-            // dV [T, hs] = Pᵀ · dY
-            sgemm(transA: true, m: T, n: hs, k: T, a: p, lda: T, b: dy, ldb: C,
-                  c: dqkv + b * T * 3 * C + 2 * C + h * hs, ldc: 3 * C)
-        }
-    }
-    // Softmax backward: dS_ij = P_ij (dP_ij - Σ_k P_ik dP_ik), then the 1/sqrt(hs) scale.
-    parallelFor(B * NH * T, minChunk: 64) { rows in
-        for r in rows {
-            let t = r % T
-            let p = att + r * T, d = scratch + r * T
-            let dot = Float(dot8(p, d, count: t + 1))
-            for j in 0...t { d[j] = p[j] * (d[j] - dot) * scale }
-            for j in (t + 1)..<T { d[j] = 0 }
-        }
-    }
-    for b in 0..<B {
-        for h in 0..<NH {
-            let q = qkv + b * T * 3 * C + h * hs
-            let k = q + C
-            let ds = scratch + (b * NH + h) * T * T
-            // dQ [T, hs] = dS · k ; dK [T, hs] = dSᵀ · q
-            sgemm(m: T, n: hs, k: T, a: ds, lda: T, b: k, ldb: 3 * C, c: dqkv + b * T * 3 * C + h * hs, ldc: 3 * C)
-            sgemm(transA: true, m: T, n: hs, k: T, a: ds, lda: T, b: q, ldb: 3 * C,
-                  c: dqkv + b * T * 3 * C + C + h * hs, ldc: 3 * C)
-        }
-    }
-}
-
-/// Softmax cross-entropy over rows of logits [N, V] against `targets` [N] (a negative target
-/// is ignored). Writes per-row losses (0 for ignored rows) and, if `dlogits` is given,
-/// `scale * (softmax - onehot)` for scored rows and 0 for ignored rows.
-public func crossEntropyForwardBackward(losses: UnsafeMutablePointer<Float>, dlogits: UnsafeMutablePointer<Float>?,
-                                        logits: UnsafePointer<Float>, targets: [Int32], N: Int, V: Int, scale: Float) {
-    targets.withUnsafeBufferPointer { tg in
-        parallelFor(N) { rows in
-            for i in rows {
-                let z = logits + i * V
-                let y = Int(tg[i])
-                guard y >= 0 else {
-                    losses[i] = 0
-                    if let dlogits { (dlogits + i * V).update(repeating: 0, count: V) }
-                    continue
-                }
-                let mx = maxValue(z, count: V)
-                if let dlogits {
-                    // exp(z - max) lands in dlogits, then becomes softmax * scale.
-                    let d = dlogits + i * V
-                    let sum = expShifted(z, d, count: V, shift: mx)
-                    losses[i] = Float(log(sum)) + mx - z[y]
-                    Kernels.scale(d, count: V, by: Float(Double(scale) / sum))
-                    d[y] -= scale
-                } else {
-                    losses[i] = Float(log(sumExpShifted(z, count: V, shift: mx))) + mx - z[y]
-                }
-            }
         }
     }
 }

@@ -21,107 +21,24 @@ extension GPT2 {
     /// context is full). `onToken` sees each new id as it is produced. Returns the new ids.
     public func generate(prompt: [Int], maxTokens: Int, sampling: Sampling, stopID: Int? = nil,
                          onToken: ((Int) -> Void)? = nil) throws -> [Int] {
-        let C = config.nEmbd, V = config.vocabSize, L = config.nLayer, NH = config.nHead, H = config.nInner
         guard !prompt.isEmpty else { throw ModelError.input("generate: the prompt is empty") }
         guard prompt.count < config.nPositions else {
             throw ModelError.input("generate: the prompt has \(prompt.count) tokens; the context holds \(config.nPositions)")
         }
         guard sampling.temperature >= 0 else { throw ModelError.input("generate: temperature must be >= 0") }
         var rng = RandomGenerator(seed: sampling.seed)
-        let maxT = config.nPositions
-        var kCache = [[Float]](repeating: [Float](repeating: 0, count: maxT * C), count: L)
-        var vCache = kCache
-
-        // Prefill: one forward over the prompt; keys and values come from its qkv activations.
-        let P = prompt.count
-        let logitsAll = try forward(ids: prompt.map { Int32($0) }, B: 1, T: P)
-        var logits = Array(logitsAll[((P - 1) * V)..<(P * V)])
-        let a = acts!
-        for l in 0..<L {
-            let qkv = a.get("qkv.\(l)", P * 3 * C)
-            for t in 0..<P {
-                for c in 0..<C {
-                    kCache[l][t * C + c] = qkv[t * 3 * C + C + c]
-                    vCache[l][t * C + c] = qkv[t * 3 * C + 2 * C + c]
-                }
-            }
-        }
-        releaseActivations()
-
+        let cache = KVCache(config: config)
+        // Prefill: the prompt in one pass fills the cache; then one row per new token.
+        var logits = try self.logits(ids: prompt.map { Int32($0) }, B: 1, T: prompt.count, cache: cache, lastRowOnly: true)
         var out: [Int] = []
-        var x = [Float](repeating: 0, count: C), h = [Float](repeating: 0, count: C), qkv = [Float](repeating: 0, count: 3 * C)
-        var y = [Float](repeating: 0, count: C), proj = [Float](repeating: 0, count: C)
-        var fc = [Float](repeating: 0, count: H), fcg = [Float](repeating: 0, count: H)
-        var mean: Float = 0, rstd: Float = 0
-        var scores = [Float](repeating: 0, count: maxT)
-        let hs = C / NH, scale = 1 / Float(hs).squareRoot()
-        let p = params
-        var pos = P
         while out.count < maxTokens {
             let next = sample(logits, sampling, &rng)
             out.append(next)
             onToken?(next)
-            if next == stopID || pos >= maxT || out.count == maxTokens { break }
-            // One row through the network at position `pos`.
-            x.withUnsafeMutableBufferPointer { xp in
-                embedding.row(next, into: xp.baseAddress!, params: p)
-                let wpe = p.value("wpe.weight") + pos * C
-                for c in 0..<C { xp[c] += wpe[c] }
-            }
-            for l in 0..<L {
-                let b = blocks[l]
-                x.withUnsafeBufferPointer { xp in h.withUnsafeMutableBufferPointer { hp in
-                    layerNormForward(out: hp.baseAddress!, mean: &mean, rstd: &rstd, inp: xp.baseAddress!, weight: p.value(b.ln1.w),
-                                     bias: p.value(b.ln1.b), N: 1, C: C, eps: config.layerNormEpsilon)
-                } }
-                h.withUnsafeBufferPointer { hp in qkv.withUnsafeMutableBufferPointer { q in
-                    b.cAttn.forward(x: hp.baseAddress!, N: 1, out: q.baseAddress!, params: p)
-                } }
-                for c in 0..<C { kCache[l][pos * C + c] = qkv[C + c]; vCache[l][pos * C + c] = qkv[2 * C + c] }
-                for head in 0..<NH {
-                    var mx = -Float.infinity
-                    for t in 0...pos {
-                        var s: Float = 0
-                        for d in 0..<hs { s += qkv[head * hs + d] * kCache[l][t * C + head * hs + d] }
-                        scores[t] = s * scale
-                        mx = max(mx, scores[t])
-                    }
-                    var sum: Float = 0
-                    for t in 0...pos { scores[t] = expf(scores[t] - mx); sum += scores[t] }
-                    for d in 0..<hs {
-                        var acc: Float = 0
-                        for t in 0...pos { acc += scores[t] * vCache[l][t * C + head * hs + d] }
-                        y[head * hs + d] = acc / sum
-                    }
-                }
-                y.withUnsafeBufferPointer { yp in proj.withUnsafeMutableBufferPointer { pp in
-                    b.attnProj.forward(x: yp.baseAddress!, N: 1, out: pp.baseAddress!, params: p)
-                } }
-                for c in 0..<C { x[c] += proj[c] }
-                x.withUnsafeBufferPointer { xp in h.withUnsafeMutableBufferPointer { hp in
-                    layerNormForward(out: hp.baseAddress!, mean: &mean, rstd: &rstd, inp: xp.baseAddress!, weight: p.value(b.ln2.w),
-                                     bias: p.value(b.ln2.b), N: 1, C: C, eps: config.layerNormEpsilon)
-                } }
-                h.withUnsafeBufferPointer { hp in fc.withUnsafeMutableBufferPointer { f in
-                    b.cFc.forward(x: hp.baseAddress!, N: 1, out: f.baseAddress!, params: p)
-                } }
-                fc.withUnsafeBufferPointer { f in fcg.withUnsafeMutableBufferPointer { g in
-                    geluForward(out: g.baseAddress!, inp: f.baseAddress!, count: H)
-                } }
-                fcg.withUnsafeBufferPointer { g in proj.withUnsafeMutableBufferPointer { pp in
-                    b.mlpProj.forward(x: g.baseAddress!, N: 1, out: pp.baseAddress!, params: p)
-                } }
-                for c in 0..<C { x[c] += proj[c] }
-            }
-            x.withUnsafeBufferPointer { xp in h.withUnsafeMutableBufferPointer { hp in
-                layerNormForward(out: hp.baseAddress!, mean: &mean, rstd: &rstd, inp: xp.baseAddress!, weight: p.value("ln_f.weight"),
-                                 bias: p.value("ln_f.bias"), N: 1, C: C, eps: config.layerNormEpsilon)
-            } }
-            h.withUnsafeBufferPointer { hp in logits.withUnsafeMutableBufferPointer { lp in
-                embedding.headForward(h: hp.baseAddress!, N: 1, logits: lp.baseAddress!, params: p)
-            } }
-            pos += 1
+            if next == stopID || cache.used >= cache.maxT || out.count == maxTokens { break }
+            logits = try self.logits(ids: [Int32(next)], B: 1, T: 1, cache: cache, lastRowOnly: true)
         }
+        releaseActivations()
         return out
     }
 }

@@ -29,8 +29,10 @@ public final class Block {
 /// A GPT-2 language model with explicit forward and backward passes over `[B, T]` token batches.
 ///
 /// Parameters and gradients live in one flat `ParameterSet`; every linear layer is a `Linear`
-/// whose weight may be dense, sparse, low rank or Kronecker. Activations are kept from the last
-/// `forward` for `backward`.
+/// whose weight may be dense, sparse, low rank or Kronecker. Two forwards share the layer
+/// kernels: the training forward keeps typed activations for `backward` (GPT2.swift), the
+/// inference forward keeps one layer's workspace (GPT2+Inference.swift); the LM head and its
+/// loss run fused, chunk by chunk (GPT2+Head.swift).
 public final class GPT2 {
     public let config: GPT2Config
     public private(set) var params: ParameterSet
@@ -146,186 +148,153 @@ public final class GPT2 {
         for l in linears { l.maskGradients(params: params) }
     }
 
-    // MARK: - Activations
+    // MARK: - Training forward
 
-    /// Buffers of one forward pass at a given [B, T], reused while the shape stays the same.
-    final class Activations {
-        let B: Int, T: Int
-        var buffers: [String: UnsafeMutableBufferPointer<Float>] = [:]
-        init(B: Int, T: Int) { self.B = B; self.T = T }
-        func get(_ key: String, _ count: Int) -> UnsafeMutablePointer<Float> {
-            if let b = buffers[key], b.count >= count { return b.baseAddress! }
-            buffers[key]?.deallocate()
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
-            b.initialize(repeating: 0)
-            buffers[key] = b
-            return b.baseAddress!
-        }
-        deinit { for (_, b) in buffers { b.deallocate() } }
+    /// Activations of the last training forward (nil after `releaseActivations`).
+    var training: TrainingActivations?
+    /// Recompute each block's activations in backward instead of keeping them (`--recompute`):
+    /// memory for one block plus the block outputs, for about one more forward of compute.
+    public var recompute = false
+    /// The inference forward's workspace and the fused head's chunk buffers, reused while the
+    /// shape fits (allocated once: no page faults per forward).
+    var workspace: InferenceWorkspace?
+    var headScratch: HeadScratch?
+
+    /// Frees activation and workspace memory (e.g. a teacher or calibration model after use).
+    public func releaseActivations() {
+        training = nil
+        workspace = nil
+        headScratch = nil
     }
 
-    var acts: Activations?
-    private var lastIDs: [Int32] = []
-
-    func activations(B: Int, T: Int) -> Activations {
-        if let a = acts, a.B == B, a.T == T { return a }
-        let a = Activations(B: B, T: T)
-        acts = a
+    /// The training activations for [B, T], allocated once per shape.
+    func trainingActivations(B: Int, T: Int) -> TrainingActivations {
+        let shape = ActivationShape(B: B, T: T, config: config)
+        if let a = training, a.shape == shape, a.recompute == recompute { return a }
+        training = nil
+        let a = TrainingActivations(shape: shape, layers: config.nLayer, recompute: recompute)
+        training = a
         return a
     }
 
-    /// The inputs `[N, in]` each linear layer of block `l` saw in the last forward pass
-    /// (N = B·T): LN1 output for c_attn, attention output for attn.c_proj, LN2 output for
-    /// c_fc, GELU output for mlp.c_proj.
-    public func linearInputs(block l: Int) -> [(linear: Linear, input: UnsafePointer<Float>, rows: Int)] {
-        guard let a = acts else { return [] }
-        let N = a.B * a.T, C = config.nEmbd, H = config.nInner
-        let b = blocks[l]
-        return [(b.cAttn, UnsafePointer(a.get("ln1.\(l)", N * C)), N), (b.attnProj, UnsafePointer(a.get("atty.\(l)", N * C)), N),
-                (b.cFc, UnsafePointer(a.get("ln2.\(l)", N * C)), N), (b.mlpProj, UnsafePointer(a.get("fcg.\(l)", N * H)), N)]
-    }
-
-    /// Frees activation memory (e.g. a teacher after use).
-    public func releaseActivations() { acts = nil }
-
-    // MARK: - Forward
-
-    /// Runs the model on `ids [B, T]` (row-major) and returns logits `[B, T, V]`, valid until the
-    /// next forward. Keeps the activations for `backward`.
-    @discardableResult
-    public func forward(ids: [Int32], B: Int, T: Int) throws -> UnsafeMutableBufferPointer<Float> {
-        try forward(ids: ids, B: B, T: T, stopAfterBlock: nil)!
-    }
-
-    /// Forward pass that can stop after block `stopAfterBlock` (for calibration: later blocks
-    /// and the head are skipped and nil is returned).
-    public func forward(ids: [Int32], B: Int, T: Int, stopAfterBlock: Int?) throws -> UnsafeMutableBufferPointer<Float>? {
-        let C = config.nEmbd, V = config.vocabSize, NH = config.nHead, L = config.nLayer, H = config.nInner
-        guard ids.count == B * T else { throw ModelError.input("forward: \(ids.count) ids for B=\(B) x T=\(T)") }
-        guard T <= config.nPositions else { throw ModelError.input("forward: sequence length \(T) exceeds n_positions \(config.nPositions)") }
+    /// Checks a batch of ids [B, T] before any work.
+    func checkInput(_ ids: [Int32], B: Int, T: Int, offset: Int = 0) throws {
+        guard ids.count == B * T, B > 0, T > 0 else { throw ModelError.input("forward: \(ids.count) ids for B=\(B) x T=\(T)") }
+        guard offset + T <= config.nPositions else {
+            throw ModelError.input("forward: sequence length \(offset + T) exceeds n_positions \(config.nPositions)")
+        }
+        let V = config.vocabSize
         for id in ids where id < 0 || Int(id) >= V { throw ModelError.input("forward: token id \(id) outside the vocabulary 0..<\(V)") }
-        let N = B * T
-        let a = activations(B: B, T: T)
-        lastIDs = ids
-        let p = params
+    }
 
-        // Embeddings -> residual stream x0 [N, C]
-        let x0 = a.get("x0", N * C)
-        embeddingForward(out: x0, ids: ids, B: B, T: T, C: C, wpe: p.value("wpe.weight")) { id, dst in
+    /// Training forward on `ids [B, T]` (row-major) up to the final LayerNorm, keeping what
+    /// backward needs. The loss (`crossEntropy`, or a distillation loss through `headLoss`) then
+    /// runs the LM head chunk by chunk.
+    public func forward(ids: [Int32], B: Int, T: Int) throws {
+        try checkInput(ids, B: B, T: T)
+        let a = trainingActivations(B: B, T: T)
+        a.ids = ids
+        let p = params, C = config.nEmbd, N = B * T
+        embeddingForward(out: a.x0, ids: ids, B: B, T: T, C: C, wpe: p.value("wpe.weight")) { id, dst in
             embedding.row(id, into: dst, params: p)
         }
-        var residual = UnsafePointer(x0)
-        for l in 0..<L {
-            let b = blocks[l]
-            let ln1 = a.get("ln1.\(l)", N * C), ln1m = a.get("ln1m.\(l)", N), ln1r = a.get("ln1r.\(l)", N)
-            let qkv = a.get("qkv.\(l)", N * 3 * C), att = a.get("att.\(l)", B * NH * T * T)
-            let atty = a.get("atty.\(l)", N * C), attproj = a.get("attproj.\(l)", N * C), res2 = a.get("res2.\(l)", N * C)
-            let ln2 = a.get("ln2.\(l)", N * C), ln2m = a.get("ln2m.\(l)", N), ln2r = a.get("ln2r.\(l)", N)
-            let fch = a.get("fch.\(l)", N * H), fcg = a.get("fcg.\(l)", N * H)
-            let fcproj = a.get("fcproj.\(l)", N * C), res3 = a.get("res3.\(l)", N * C)
-
-            layerNormForward(out: ln1, mean: ln1m, rstd: ln1r, inp: residual, weight: p.value(b.ln1.w), bias: p.value(b.ln1.b),
-                             N: N, C: C, eps: config.layerNormEpsilon)
-            b.cAttn.forward(x: ln1, N: N, out: qkv, params: p)
-            attentionForward(out: atty, att: att, qkv: qkv, B: B, T: T, C: C, NH: NH)
-            b.attnProj.forward(x: atty, N: N, out: attproj, params: p)
-            residualForward(out: res2, a: residual, b: attproj, count: N * C)
-            layerNormForward(out: ln2, mean: ln2m, rstd: ln2r, inp: res2, weight: p.value(b.ln2.w), bias: p.value(b.ln2.b),
-                             N: N, C: C, eps: config.layerNormEpsilon)
-            b.cFc.forward(x: ln2, N: N, out: fch, params: p)
-            geluForward(out: fcg, inp: fch, count: N * H)
-            b.mlpProj.forward(x: fcg, N: N, out: fcproj, params: p)
-            residualForward(out: res3, a: res2, b: fcproj, count: N * C)
-            residual = UnsafePointer(res3)
-            if l == stopAfterBlock { return nil }
+        for l in 0..<config.nLayer {
+            blockForward(l, input: a.input(l), acts: a.block(l), output: a.outputs[l], fcg: a.fcg, shape: a.shape)
         }
-        let lnf = a.get("lnf", N * C), lnfm = a.get("lnfm", N), lnfr = a.get("lnfr", N)
-        layerNormForward(out: lnf, mean: lnfm, rstd: lnfr, inp: residual, weight: p.value("ln_f.weight"), bias: p.value("ln_f.bias"),
-                         N: N, C: C, eps: config.layerNormEpsilon)
-        let logits = a.get("logits", N * V)
-        embedding.headForward(h: lnf, N: N, logits: logits, params: p)
-        return UnsafeMutableBufferPointer(start: logits, count: N * V)
+        layerNormForward(out: a.lnf, mean: a.lnfMean, rstd: a.lnfRstd, inp: a.input(config.nLayer), weight: p.value("ln_f.weight"),
+                         bias: p.value("ln_f.bias"), N: N, C: C, eps: config.layerNormEpsilon)
     }
 
-    /// Mean cross-entropy of the last forward's logits against `targets [B, T]` (negative = ignored),
-    /// and optionally the gradient dlogits (mean over scored positions) into the activation buffer
-    /// returned by `logitGradient`.
+    /// One block of the training forward: input [N, C] -> output [N, C], saving `acts`.
+    func blockForward(_ l: Int, input: UnsafePointer<Float>, acts s: BlockActivations, output: UnsafeMutablePointer<Float>,
+                      fcg: UnsafeMutablePointer<Float>, shape: ActivationShape) {
+        let b = blocks[l], p = params, N = shape.N, C = shape.C, eps = config.layerNormEpsilon
+        layerNormForward(out: s.ln1, mean: s.ln1Mean, rstd: s.ln1Rstd, inp: input, weight: p.value(b.ln1.w), bias: p.value(b.ln1.b),
+                         N: N, C: C, eps: eps)
+        b.cAttn.forward(x: s.ln1, N: N, out: s.qkv, params: p)
+        attentionForward(out: s.atty, outStride: C, lse: s.lse, q: s.qkv, qStride: 3 * C, k: s.qkv + C, v: s.qkv + 2 * C,
+                         kvStride: 3 * C, B: shape.B, Tq: shape.T, Tk: shape.T, offset: 0, NH: shape.NH, hs: C / shape.NH)
+        b.attnProj.forward(x: s.atty, N: N, out: output, params: p)              // output holds the projection for now
+        residualForward(out: s.res2, a: input, b: output, count: N * C)
+        layerNormForward(out: s.ln2, mean: s.ln2Mean, rstd: s.ln2Rstd, inp: s.res2, weight: p.value(b.ln2.w), bias: p.value(b.ln2.b),
+                         N: N, C: C, eps: eps)
+        b.cFc.forward(x: s.ln2, N: N, out: s.fch, params: p)
+        geluForward(out: fcg, inp: s.fch, count: N * shape.H)
+        b.mlpProj.forward(x: fcg, N: N, out: output, params: p)
+        residualForward(out: output, a: s.res2, b: output, count: N * C)
+    }
+
+    /// Mean cross-entropy of the last training forward against `targets [B, T]` (negative =
+    /// ignored), with the LM head fused and chunked over rows. With `computeGradient`, the head's
+    /// weight gradient is accumulated and the hidden-state gradient is ready for `backward`
+    /// (zero the gradients before the forward). Also returns each row's loss.
     public func crossEntropy(targets: [Int32], computeGradient: Bool) throws -> (loss: Double, losses: [Float]) {
-        guard let a = acts else { throw ModelError.input("crossEntropy: call forward first") }
-        let N = a.B * a.T, V = config.vocabSize
+        guard let a = training else { throw ModelError.input("crossEntropy: call forward first") }
+        let N = a.shape.N
         guard targets.count == N else { throw ModelError.input("crossEntropy: \(targets.count) targets for \(N) positions") }
         let scored = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
         var losses = [Float](repeating: 0, count: N)
-        let dl: UnsafeMutablePointer<Float>? = computeGradient ? a.get("dlogits", N * V) : nil
-        losses.withUnsafeMutableBufferPointer { lp in
-            crossEntropyForwardBackward(losses: lp.baseAddress!, dlogits: dl, logits: a.get("logits", N * V), targets: targets,
-                                        N: N, V: V, scale: 1 / Float(max(scored, 1)))
+        let (_, ce) = losses.withUnsafeMutableBufferPointer { lp in
+            headLoss(hidden: a.lnf, N: N, targets: targets, teacher: nil, temperature: 1, alpha: 0, scale: 1 / Float(max(scored, 1)),
+                     dHidden: computeGradient ? a.dlnf : nil, rowLosses: lp.baseAddress!)
         }
-        let total = losses.reduce(0.0) { $0 + Double($1) }
-        return (total / Double(max(scored, 1)), losses)
+        return (ce / Double(max(scored, 1)), losses)
     }
 
-    /// The buffer for dlogits [B, T, V] that `backward` reads (filled by `crossEntropy` or by a
-    /// distillation loss).
-    public func logitGradient() -> UnsafeMutableBufferPointer<Float> {
-        let a = acts!
-        let n = a.B * a.T * config.vocabSize
-        return UnsafeMutableBufferPointer(start: a.get("dlogits", n), count: n)
+    /// The final hidden states [N, C] (LN_f output) of the last training forward: the LM head's
+    /// input, and the gradient buffer the loss fills for `backward`.
+    public var trainingHidden: (hidden: UnsafePointer<Float>, gradient: UnsafeMutablePointer<Float>)? {
+        training.map { (UnsafePointer($0.lnf), $0.dlnf) }
     }
 
     // MARK: - Backward
 
-    /// Backpropagates `logitGradient()` through the last forward, accumulating into `params.grads`
-    /// (call `params.zeroGrads()` first). `onLayerDone(l)` fires when layer l's gradients are final
-    /// (for overlapping their all-reduce with the rest of the backward pass).
+    /// Backpropagates the hidden-state gradient the loss left (see `crossEntropy` / `headLoss`)
+    /// through the last forward, accumulating into `params.grads`. `onLayerDone(l)` fires when
+    /// block l's gradients are final (for overlapping their reduction with the rest).
     public func backward(onLayerDone: ((Int) -> Void)? = nil) throws {
-        guard let a = acts else { throw ModelError.input("backward: call forward first") }
-        let B = a.B, T = a.T, N = B * T
-        let C = config.nEmbd, V = config.vocabSize, NH = config.nHead, L = config.nLayer, H = config.nInner
-        let p = params
-        let dlogits = a.get("dlogits", N * V)
+        guard let a = training else { throw ModelError.input("backward: call forward first") }
+        let s = a.shape, N = s.N, C = s.C, L = config.nLayer, p = params
 
-        // Head and final LayerNorm.
-        let lnf = a.get("lnf", N * C)
-        let dlnf = a.get("d.lnf", N * C)
-        embedding.headBackward(h: lnf, dlogits: dlogits, dh: dlnf, N: N, params: p)
-        let dres = a.get("d.res", N * C)      // gradient of the residual stream
-        dres.update(repeating: 0, count: N * C)
-        let lastResidual = L > 0 ? a.get("res3.\(L - 1)", N * C) : a.get("x0", N * C)
-        layerNormBackward(dinp: dres, dweight: p.grad("ln_f.weight"), dbias: p.grad("ln_f.bias"), dout: dlnf, inp: lastResidual,
-                          weight: p.value("ln_f.weight"), mean: a.get("lnfm", N), rstd: a.get("lnfr", N), N: N, C: C)
-
-        let dtmp = a.get("d.tmp", N * C), dtmp2 = a.get("d.tmp2", N * C)
-        let dfcg = a.get("d.fcg", N * H), dfch = a.get("d.fch", N * H)
-        let dqkv = a.get("d.qkv", N * 3 * C), dscratch = a.get("d.att", B * NH * T * T)
+        // Final LayerNorm: dres = d(last block output).
+        a.dres.update(repeating: 0, count: N * C)
+        layerNormBackward(dinp: a.dres, dweight: p.grad("ln_f.weight"), dbias: p.grad("ln_f.bias"), dout: a.dlnf, inp: a.input(L),
+                          weight: p.value("ln_f.weight"), mean: a.lnfMean, rstd: a.lnfRstd, N: N, C: C)
         for l in stride(from: L - 1, through: 0, by: -1) {
-            let b = blocks[l]
-            let residualIn = l == 0 ? a.get("x0", N * C) : a.get("res3.\(l - 1)", N * C)
-            let res2 = a.get("res2.\(l)", N * C)
-            // res3 = res2 + mlp(ln2(res2)): dres flows to res2 directly and through the MLP.
-            b.mlpProj.backward(x: a.get("fcg.\(l)", N * H), dout: dres, dx: dfcg, N: N, params: p)
-            geluBackward(dinp: dfch, inp: a.get("fch.\(l)", N * H), dout: dfcg, count: N * H)
-            b.cFc.backward(x: a.get("ln2.\(l)", N * C), dout: dfch, dx: dtmp, N: N, params: p)
-            layerNormBackward(dinp: dres, dweight: p.grad(b.ln2.w), dbias: p.grad(b.ln2.b), dout: dtmp, inp: res2,
-                              weight: p.value(b.ln2.w), mean: a.get("ln2m.\(l)", N), rstd: a.get("ln2r.\(l)", N), N: N, C: C)
-            // res2 = residualIn + attn(ln1(residualIn))
-            b.attnProj.backward(x: a.get("atty.\(l)", N * C), dout: dres, dx: dtmp2, N: N, params: p)
-            attentionBackward(dqkv: dqkv, scratch: dscratch, dout: dtmp2, qkv: a.get("qkv.\(l)", N * 3 * C),
-                              att: a.get("att.\(l)", B * NH * T * T), B: B, T: T, C: C, NH: NH)
-            b.cAttn.backward(x: a.get("ln1.\(l)", N * C), dout: dqkv, dx: dtmp, N: N, params: p)
-            layerNormBackward(dinp: dres, dweight: p.grad(b.ln1.w), dbias: p.grad(b.ln1.b), dout: dtmp, inp: residualIn,
-                              weight: p.value(b.ln1.w), mean: a.get("ln1m.\(l)", N), rstd: a.get("ln1r.\(l)", N), N: N, C: C)
+            if a.recompute {
+                // The block's activations were not kept: run its forward again from its saved input.
+                blockForward(l, input: a.input(l), acts: a.block(l), output: a.dtmp, fcg: a.fcg, shape: s)
+            }
+            blockBackward(l, input: a.input(l), acts: a.block(l), a: a)
             onLayerDone?(l)
         }
         // Embeddings: token rows (tied with the head) and positions.
         let dwpe = p.grad("wpe.weight")
         for i in 0..<N {
-            let t = i % T
-            let d = dres + i * C
-            embedding.rowBackward(Int(lastIDs[i]), dx: d, params: p)
-            let g = dwpe + t * C
+            let d = a.dres + i * C
+            embedding.rowBackward(Int(a.ids[i]), dx: d, params: p)
+            let g = dwpe + (i % s.T) * C
             for c in 0..<C { g[c] += d[c] }
         }
+    }
+
+    /// One block's backward: `a.dres` holds d(block output) on entry and d(block input) on exit.
+    func blockBackward(_ l: Int, input: UnsafePointer<Float>, acts s: BlockActivations, a: TrainingActivations) {
+        let b = blocks[l], p = params, sh = a.shape, N = sh.N, C = sh.C, H = sh.H
+        // output = res2 + mlp(ln2(res2)): dres flows to res2 directly and through the MLP.
+        geluForward(out: a.fcg, inp: s.fch, count: N * H)   // GELU's output, recomputed (cheap, not kept)
+        b.mlpProj.backward(x: a.fcg, dout: a.dres, dx: a.dfc, N: N, params: p)
+        geluBackward(dinp: a.dfc, inp: s.fch, dout: a.dfc, count: N * H)
+        b.cFc.backward(x: s.ln2, dout: a.dfc, dx: a.dtmp, N: N, params: p)
+        layerNormBackward(dinp: a.dres, dweight: p.grad(b.ln2.w), dbias: p.grad(b.ln2.b), dout: a.dtmp, inp: s.res2,
+                          weight: p.value(b.ln2.w), mean: s.ln2Mean, rstd: s.ln2Rstd, N: N, C: C)
+        // res2 = input + attn(ln1(input))
+        b.attnProj.backward(x: s.atty, dout: a.dres, dx: a.dtmp, N: N, params: p)
+        attentionBackward(dq: a.dqkv, dk: a.dqkv + C, dv: a.dqkv + 2 * C, dqkvStride: 3 * C, dout: a.dtmp, out: s.atty, outStride: C,
+                          lse: s.lse, q: s.qkv, k: s.qkv + C, v: s.qkv + 2 * C, qkvStride: 3 * C, B: sh.B, T: sh.T, NH: sh.NH, hs: C / sh.NH)
+        b.cAttn.backward(x: s.ln1, dout: a.dqkv, dx: a.dtmp, N: N, params: p)
+        layerNormBackward(dinp: a.dres, dweight: p.grad(b.ln1.w), dbias: p.grad(b.ln1.b), dout: a.dtmp, inp: input,
+                          weight: p.value(b.ln1.w), mean: s.ln1Mean, rstd: s.ln1Rstd, N: N, C: C)
     }
 }
 

@@ -14,12 +14,29 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
                 beta, c, Int32(ldc ?? n))
 }
 
-/// BLAS threading for this process.
+/// BLAS threading for this process: the rank's share of the cores, used by OpenBLAS and by our
+/// own parallel loops.
 public enum BLAS {
+    nonisolated(unsafe) private static var configured: Int?
+
     /// Sets OpenBLAS's thread count (per rank: cores per node / ranks per node).
-    public static func setThreads(_ n: Int) { squeeze_blas_set_threads(Int32(max(1, n))) }
-    /// OpenBLAS's current thread count.
-    public static var threads: Int { Int(squeeze_blas_threads()) }
+    public static func setThreads(_ n: Int) {
+        configured = max(1, n)
+        squeeze_blas_set_threads(Int32(max(1, n)))
+    }
+
+    /// The rank's thread count (OpenBLAS's own default until `setThreads`).
+    public static var threads: Int { configured ?? Int(squeeze_blas_threads()) }
+
+    /// Runs `body` with OpenBLAS single-threaded, for small GEMMs that several of our own workers
+    /// issue at once (each in its own thread); restores the rank's thread count afterwards.
+    public static func singleThreaded<T>(_ body: () throws -> T) rethrows -> T {
+        let n = threads
+        if n == 1 { return try body() }
+        squeeze_blas_set_threads(1)
+        defer { squeeze_blas_set_threads(Int32(n)) }
+        return try body()
+    }
 }
 
 extension Tensor {

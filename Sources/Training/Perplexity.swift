@@ -52,9 +52,9 @@ public func evaluatePerplexity(model: GPT2, tokens: [Int32], context: Int? = nil
                 targets.append(label < e && label >= first ? tokens[label] : -1)
             }
         }
-        try model.forward(ids: ids, B: group.count, T: len)
-        let (_, losses) = try model.crossEntropy(targets: targets, computeGradient: false)
-        for (k, t) in targets.enumerated() where t >= 0 { nllSum += Double(losses[k]); scored += 1 }
+        let r = try model.negativeLogLikelihood(ids: ids, targets: targets, B: group.count, T: len)
+        nllSum += r.sum
+        scored += r.scored
         done += group.count
         progress?(done, mine.count)
         i = j

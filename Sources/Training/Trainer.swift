@@ -94,7 +94,7 @@ public final class Trainer {
         if sync == nil || sync!.comm !== comm {
             sync = try GradientSync(model: student, comm: comm, overlap: overlapAllreduce)
         }
-        let V = student.config.vocabSize, T = settings.seq
+        let T = settings.seq
         let globalTokens = settings.batch * T
         let mine = share(settings.batch, rank: comm.rank, size: comm.size)
         var stepTimes: [Double] = []
@@ -111,12 +111,16 @@ public final class Trainer {
             for (k, chunk) in chunks.enumerated() {
                 let (ids, targets) = sampler.batch(chunk)
                 let n = chunk.count
-                let teacherLogits = try profile.time("teacher forward") { try teacher.map { try UnsafePointer($0.forward(ids: ids, B: n, T: T).baseAddress!) } }
-                let logits = try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T) }
-                let (kd, ce) = profile.time("loss") {
-                    distillationLoss(student: logits.baseAddress!, teacher: teacherLogits, targets: targets, N: n * T, V: V,
-                                     temperature: settings.temperature, alpha: settings.alpha,
-                                     scale: 1 / Float(globalTokens), dlogits: student.logitGradient().baseAddress!)
+                // The teacher runs the inference forward: only its final hidden states are kept.
+                let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T)) } }
+                try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T) }
+                let (kd, ce) = profile.time("head + loss") { () -> (Double, Double) in
+                    let h = student.trainingHidden!
+                    return targets.withUnsafeBufferPointer { tg in
+                        student.headLoss(hidden: h.hidden, N: n * T, targets: tg.baseAddress!, teacher: teacherHidden,
+                                         temperature: settings.temperature, alpha: settings.alpha, scale: 1 / Float(globalTokens),
+                                         dHidden: h.gradient)
+                    }
                 }
                 kdSum += kd
                 ceSum += ce

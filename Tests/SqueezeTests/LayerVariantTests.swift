@@ -24,7 +24,7 @@ final class LayerVariantTests: XCTestCase {
     func testCompressedForwardEqualsDenseAndSaveRoundTrips() throws {
         let m = try GPT2.load(directory: Self.compressed)
         let d = try m.densified()
-        let a = Array(try m.forward(ids: ids, B: 2, T: 8)), b = Array(try d.forward(ids: ids, B: 2, T: 8))
+        let a = try m.logits(ids: ids, B: 2, T: 8), b = try d.logits(ids: ids, B: 2, T: 8)
         XCTAssertLessThanOrEqual(maxAbsDifference(a, b), 1e-5)
         let dir = try Fixtures.temporaryDirectory(self)
         try m.save(to: dir.appendingPathComponent("c"))
@@ -39,9 +39,9 @@ final class LayerVariantTests: XCTestCase {
         let m = try GPT2.load(directory: Self.compressed)
         let d = try m.densified()
         for model in [m, d] {
+            model.params.zeroGrads()
             try model.forward(ids: ids, B: 2, T: 8)
             _ = try model.crossEntropy(targets: targets, computeGradient: true)
-            model.params.zeroGrads()
             try model.backward()
         }
         let p = m.params
@@ -89,9 +89,9 @@ final class LayerVariantTests: XCTestCase {
         let m = try GPT2.load(directory: Self.compressed)
         let opt = AdamW(parameterCount: m.params.count, weightDecay: 0.1)
         for _ in 0..<3 {
+            m.params.zeroGrads()
             try m.forward(ids: ids, B: 2, T: 8)
             _ = try m.crossEntropy(targets: targets, computeGradient: true)
-            m.params.zeroGrads()
             try m.backward()
             m.maskGradients()
             opt.update(m.params, lr: 0.05)
@@ -126,8 +126,8 @@ final class LayerVariantTests: XCTestCase {
         let j = try Fixtures.json("export.json")
         let rows = (j["ids"] as! [[Any]])
         let ids = rows.flatMap { $0.int32s }
-        let logits = Array(try dense.forward(ids: ids, B: 2, T: 8))
-        let ours = Array(try m.forward(ids: ids, B: 2, T: 8))
+        let logits = try dense.logits(ids: ids, B: 2, T: 8)
+        let ours = try m.logits(ids: ids, B: 2, T: 8)
         XCTAssertLessThanOrEqual(maxAbsDifference(logits, ours), 1e-5)
         let want = try SafeTensorsFile(url: Fixtures.reference("export_logits.safetensors")).floats("logits")
         let V = 50257

@@ -21,11 +21,11 @@ final class TrainingTests: XCTestCase {
         for s in model.params.slots { XCTAssertEqual(s.decay, s.shape.count >= 2, s.name) }
         var got: [Double] = []
         for step in 0...10 {
+            model.params.zeroGrads()
             try model.forward(ids: ids, B: 2, T: 8)
             let (loss, _) = try model.crossEntropy(targets: targets, computeGradient: true)
             got.append(loss)
             if step == 10 { break }
-            model.params.zeroGrads()
             try model.backward()
             let norm = clipGradients(model.params, maxNorm: Float(a["grad_clip"] as! Double))
             if step == 0 { XCTAssertEqual(norm, j["grad_norm_step0"] as! Double, accuracy: 1e-4 * norm) }

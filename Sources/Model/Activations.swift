@@ -1,0 +1,173 @@
+import Kernels
+
+/// The sizes activations are carved by: rows N = B·T, channels C, MLP width H, heads NH.
+public struct ActivationShape: Equatable, Sendable {
+    public var B: Int, T: Int, C: Int, H: Int, NH: Int
+    public var N: Int { B * T }
+
+    public init(B: Int, T: Int, config: GPT2Config) {
+        self.B = B; self.T = T; C = config.nEmbd; H = config.nInner; NH = config.nHead
+    }
+}
+
+/// One block of floats carved into named buffers. `take(n)` hands out the next n floats (rounded
+/// up to 16 for alignment). Counting mode (`base == nil`) only adds up the sizes, so each layout
+/// below is written once and both sizes and allocates itself.
+final class Arena {
+    private let base: UnsafeMutablePointer<Float>?
+    private(set) var used = 0
+    /// A counting arena: measures a layout without allocating it.
+    init() { base = nil }
+    /// An arena of `floats` zeroed floats.
+    init(floats: Int) {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: max(floats, 1))
+        p.initialize(repeating: 0, count: max(floats, 1))
+        base = p
+    }
+    deinit { base?.deallocate() }
+
+    func take(_ n: Int) -> UnsafeMutablePointer<Float> {
+        defer { used += (n + 15) / 16 * 16 }
+        // The counting arena hands out one never-dereferenced placeholder.
+        return base.map { $0 + used } ?? UnsafeMutablePointer(bitPattern: 64)!
+    }
+
+    /// Floats a layout needs: runs `layout` against a counting arena.
+    static func floats(_ layout: (Arena) -> Void) -> Int {
+        let counter = Arena()
+        layout(counter)
+        return counter.used
+    }
+}
+
+/// What backward needs from one transformer block of the training forward (sizes in comments).
+struct BlockActivations {
+    let ln1: UnsafeMutablePointer<Float>       // [N, C]  LN1 output = c_attn input
+    let ln1Mean: UnsafeMutablePointer<Float>   // [N]
+    let ln1Rstd: UnsafeMutablePointer<Float>   // [N]
+    let qkv: UnsafeMutablePointer<Float>       // [N, 3C]
+    let lse: UnsafeMutablePointer<Float>       // [B, NH, T] attention log-sum-exp per query row
+    let atty: UnsafeMutablePointer<Float>      // [N, C]  attention output = attn.c_proj input
+    let res2: UnsafeMutablePointer<Float>      // [N, C]  residual after attention = LN2 input
+    let ln2: UnsafeMutablePointer<Float>       // [N, C]  LN2 output = c_fc input
+    let ln2Mean: UnsafeMutablePointer<Float>   // [N]
+    let ln2Rstd: UnsafeMutablePointer<Float>   // [N]
+    let fch: UnsafeMutablePointer<Float>       // [N, H]  c_fc output = GELU input (GELU's output is recomputed)
+
+    init(_ s: ActivationShape, _ a: Arena) {
+        let N = s.N, C = s.C
+        ln1 = a.take(N * C); ln1Mean = a.take(N); ln1Rstd = a.take(N)
+        qkv = a.take(N * 3 * C); lse = a.take(s.B * s.NH * s.T); atty = a.take(N * C); res2 = a.take(N * C)
+        ln2 = a.take(N * C); ln2Mean = a.take(N); ln2Rstd = a.take(N)
+        fch = a.take(N * s.H)
+    }
+}
+
+/// Everything the training forward keeps for backward at one shape, in one allocation made
+/// once per shape. With `recompute`, only each block's output is kept; backward recomputes a
+/// block's activations into one shared `BlockActivations` just before it needs them.
+final class TrainingActivations {
+    let shape: ActivationShape
+    let recompute: Bool
+    let x0: UnsafeMutablePointer<Float>              // [N, C] embeddings = block 0 input
+    let blocks: [BlockActivations]                   // L of them, or 1 shared with recompute
+    let outputs: [UnsafeMutablePointer<Float>]       // [N, C] per block: its output (next block's input)
+    let lnf: UnsafeMutablePointer<Float>             // [N, C] final LayerNorm output = head input
+    let lnfMean: UnsafeMutablePointer<Float>, lnfRstd: UnsafeMutablePointer<Float>
+    let dlnf: UnsafeMutablePointer<Float>            // [N, C] head gradient (from the fused loss)
+    // Scratch shared by all blocks.
+    let fcg: UnsafeMutablePointer<Float>             // [N, H] GELU output
+    let dres: UnsafeMutablePointer<Float>, dtmp: UnsafeMutablePointer<Float>   // [N, C]
+    let dqkv: UnsafeMutablePointer<Float>            // [N, 3C]
+    let dfc: UnsafeMutablePointer<Float>             // [N, H]
+    /// Token ids of the forward (for the embedding gradient).
+    var ids: [Int32] = []
+    private let arena: Arena
+
+    init(shape: ActivationShape, layers L: Int, recompute: Bool) {
+        self.shape = shape
+        self.recompute = recompute
+        let a = Arena(floats: Self.floats(shape, layers: L, recompute: recompute))
+        (x0, blocks, outputs, lnf, lnfMean, lnfRstd, dlnf, fcg, dres, dtmp, dqkv, dfc) = Self.layout(shape, L, recompute, a)
+        arena = a
+    }
+
+    /// Floats needed at this shape (the memory estimate uses it).
+    static func floats(_ s: ActivationShape, layers L: Int, recompute: Bool) -> Int {
+        Arena.floats { _ = layout(s, L, recompute, $0) }
+    }
+
+    private static func layout(_ s: ActivationShape, _ L: Int, _ recompute: Bool, _ a: Arena)
+        -> (UnsafeMutablePointer<Float>, [BlockActivations], [UnsafeMutablePointer<Float>], UnsafeMutablePointer<Float>,
+            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        let N = s.N, C = s.C
+        let x0 = a.take(N * C)
+        let blocks = (0..<(recompute ? min(L, 1) : L)).map { _ in BlockActivations(s, a) }
+        let outputs = (0..<L).map { _ in a.take(N * C) }
+        let lnf = a.take(N * C), lnfMean = a.take(N), lnfRstd = a.take(N), dlnf = a.take(N * C)
+        let fcg = a.take(N * s.H), dres = a.take(N * C), dtmp = a.take(N * C), dqkv = a.take(N * 3 * C), dfc = a.take(N * s.H)
+        return (x0, blocks, outputs, lnf, lnfMean, lnfRstd, dlnf, fcg, dres, dtmp, dqkv, dfc)
+    }
+
+    /// The saved activations of block l (the shared workspace with recompute).
+    func block(_ l: Int) -> BlockActivations { blocks[recompute ? 0 : l] }
+    /// Block l's input: the embeddings or the previous block's output.
+    func input(_ l: Int) -> UnsafeMutablePointer<Float> { l == 0 ? x0 : outputs[l - 1] }
+}
+
+/// The inference forward's workspace: one layer's buffers for up to `capacity` rows, reused by
+/// every block (nothing is kept for backward). The residual stream lives in `x`.
+public final class InferenceWorkspace {
+    public let capacity: Int
+    let x: UnsafeMutablePointer<Float>      // [N, C] residual stream
+    let ln1: UnsafeMutablePointer<Float>    // [N, C]
+    let qkv: UnsafeMutablePointer<Float>    // [N, 3C]
+    let atty: UnsafeMutablePointer<Float>   // [N, C]
+    let ln2: UnsafeMutablePointer<Float>    // [N, C]
+    let fc: UnsafeMutablePointer<Float>     // [N, H] c_fc output, then GELU's in place
+    let proj: UnsafeMutablePointer<Float>   // [N, C]
+    let stats: UnsafeMutablePointer<Float>  // [2N] LayerNorm mean and rstd (not kept)
+    private let arena: Arena
+
+    /// A workspace for up to `rows` rows of `config`'s model.
+    public init(rows: Int, config: GPT2Config) {
+        capacity = rows
+        let a = Arena(floats: Self.floats(rows: rows, config: config))
+        (x, ln1, qkv, atty, ln2, fc, proj, stats) = Self.layout(rows, config, a)
+        arena = a
+    }
+
+    /// Floats a workspace of `rows` rows needs.
+    public static func floats(rows: Int, config: GPT2Config) -> Int {
+        Arena.floats { _ = layout(rows, config, $0) }
+    }
+
+    private static func layout(_ N: Int, _ c: GPT2Config, _ a: Arena)
+        -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        let C = c.nEmbd
+        return (a.take(N * C), a.take(N * C), a.take(N * 3 * C), a.take(N * C), a.take(N * C), a.take(N * c.nInner),
+                a.take(N * C), a.take(2 * N))
+    }
+}
+
+/// Keys and values of every layer for positions 0 ..< `used`, for generation: each new token
+/// costs one row through the same inference forward.
+public final class KVCache {
+    public let maxT: Int
+    /// Positions filled so far.
+    public internal(set) var used = 0
+    let keys: [UnsafeMutablePointer<Float>]     // per layer [maxT, C]
+    let values: [UnsafeMutablePointer<Float>]
+    private let arena: Arena
+
+    public init(config: GPT2Config, maxT: Int? = nil) {
+        let T = min(maxT ?? config.nPositions, config.nPositions), C = config.nEmbd, L = config.nLayer
+        self.maxT = T
+        let a = Arena(floats: Arena.floats { a in for _ in 0..<(2 * L) { _ = a.take(T * C) } })
+        keys = (0..<L).map { _ in a.take(T * C) }
+        values = (0..<L).map { _ in a.take(T * C) }
+        arena = a
+    }
+}

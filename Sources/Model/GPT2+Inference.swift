@@ -1,0 +1,106 @@
+import Kernels
+import Tensor
+
+/// The inference forward: evaluation, the teacher, calibration and generation. It keeps one
+/// layer's workspace (nothing for backward); attention runs block by block; with a KV cache each
+/// new token costs one row through the same code.
+extension GPT2 {
+    /// The inputs each block linear sees, exposed to calibration (Wanda, SparseGPT) while a
+    /// block runs: LN1 output (c_attn), attention output (attn.c_proj), LN2 output (c_fc) and GELU
+    /// output (mlp.c_proj), each [N, in].
+    public struct BlockInputs {
+        public let attn: UnsafePointer<Float>, attnProj: UnsafePointer<Float>, fc: UnsafePointer<Float>, fcProj: UnsafePointer<Float>
+        /// The block's linears and their inputs, in block order.
+        public func pairs(_ b: Block) -> [(linear: Linear, input: UnsafePointer<Float>)] {
+            [(b.cAttn, attn), (b.attnProj, attnProj), (b.cFc, fc), (b.mlpProj, fcProj)]
+        }
+    }
+
+    /// The workspace for `rows` rows, allocated once and reused while it is large enough.
+    func inferenceWorkspace(rows: Int) -> InferenceWorkspace {
+        if let w = workspace, w.capacity >= rows { return w }
+        workspace = nil
+        let w = InferenceWorkspace(rows: rows, config: config)
+        workspace = w
+        return w
+    }
+
+    /// Token + position embeddings of `ids [B, T]` (positions from `offset`) into `x [N, C]`.
+    public func embed(ids: [Int32], B: Int, T: Int, offset: Int = 0, into x: UnsafeMutablePointer<Float>) {
+        let p = params
+        embeddingForward(out: x, ids: ids, B: B, T: T, C: config.nEmbd, wpe: p.value("wpe.weight"), positionOffset: offset) { id, dst in
+            embedding.row(id, into: dst, params: p)
+        }
+    }
+
+    /// Runs block l on the residual stream `x [B·T, C]` in place (inference: nothing kept).
+    /// With a cache, the new keys and values are stored at positions offset ..< offset + T and
+    /// attention sees every cached position (B must be 1).
+    public func inferBlock(_ l: Int, x: UnsafeMutablePointer<Float>, B: Int, T: Int, workspace w: InferenceWorkspace,
+                           cache: KVCache? = nil, offset: Int = 0, inputs: ((BlockInputs) throws -> Void)? = nil) throws {
+        let b = blocks[l], p = params, N = B * T, C = config.nEmbd, NH = config.nHead, eps = config.layerNormEpsilon
+        precondition(N <= w.capacity, "inferBlock: \(N) rows exceed the workspace's \(w.capacity)")
+        let mean = w.stats, rstd = w.stats + N
+        layerNormForward(out: w.ln1, mean: mean, rstd: rstd, inp: x, weight: p.value(b.ln1.w), bias: p.value(b.ln1.b), N: N, C: C, eps: eps)
+        b.cAttn.forward(x: w.ln1, N: N, out: w.qkv, params: p)
+        if let cache {
+            precondition(B == 1 && offset + T <= cache.maxT, "inferBlock: the cache holds \(cache.maxT) positions for one sequence")
+            for t in 0..<T {
+                (cache.keys[l] + (offset + t) * C).update(from: w.qkv + t * 3 * C + C, count: C)
+                (cache.values[l] + (offset + t) * C).update(from: w.qkv + t * 3 * C + 2 * C, count: C)
+            }
+            attentionForward(out: w.atty, outStride: C, lse: nil, q: w.qkv, qStride: 3 * C, k: cache.keys[l], v: cache.values[l],
+                             kvStride: C, B: 1, Tq: T, Tk: offset + T, offset: offset, NH: NH, hs: C / NH)
+        } else {
+            attentionForward(out: w.atty, outStride: C, lse: nil, q: w.qkv, qStride: 3 * C, k: w.qkv + C, v: w.qkv + 2 * C,
+                             kvStride: 3 * C, B: B, Tq: T, Tk: T, offset: 0, NH: NH, hs: C / NH)
+        }
+        b.attnProj.forward(x: w.atty, N: N, out: w.proj, params: p)
+        residualForward(out: x, a: x, b: w.proj, count: N * C)
+        layerNormForward(out: w.ln2, mean: mean, rstd: rstd, inp: x, weight: p.value(b.ln2.w), bias: p.value(b.ln2.b), N: N, C: C, eps: eps)
+        b.cFc.forward(x: w.ln2, N: N, out: w.fc, params: p)
+        geluForward(out: w.fc, inp: w.fc, count: N * config.nInner)
+        try inputs?(BlockInputs(attn: w.ln1, attnProj: w.atty, fc: w.ln2, fcProj: w.fc))
+        b.mlpProj.forward(x: w.fc, N: N, out: w.proj, params: p)
+        residualForward(out: x, a: x, b: w.proj, count: N * C)
+    }
+
+    /// Final hidden states (LN_f output) of `ids [B, T]`: the LM head's input, [B·T, C], valid
+    /// until the next inference call on this model. With a cache, positions continue from
+    /// `cache.used` (B must be 1) and the cache advances.
+    public func hiddenStates(ids: [Int32], B: Int, T: Int, cache: KVCache? = nil) throws -> UnsafePointer<Float> {
+        let offset = cache?.used ?? 0
+        try checkInput(ids, B: B, T: T, offset: offset)
+        if let cache, B != 1 || offset + T > cache.maxT { throw ModelError.input("hiddenStates: the KV cache holds one sequence of \(cache.maxT) positions") }
+        let N = B * T, C = config.nEmbd
+        let w = inferenceWorkspace(rows: N)
+        embed(ids: ids, B: B, T: T, offset: offset, into: w.x)
+        for l in 0..<config.nLayer { try inferBlock(l, x: w.x, B: B, T: T, workspace: w, cache: cache, offset: offset) }
+        layerNormForward(out: w.ln1, mean: w.stats, rstd: w.stats + N, inp: w.x, weight: params.value("ln_f.weight"),
+                         bias: params.value("ln_f.bias"), N: N, C: C, eps: config.layerNormEpsilon)
+        cache?.used = offset + T
+        return UnsafePointer(w.ln1)
+    }
+
+    /// Logits [B·T, V] of `ids [B, T]` as one array (tests, generation's last row, small inputs;
+    /// evaluation and distillation use the chunked `headLoss` instead).
+    public func logits(ids: [Int32], B: Int, T: Int, cache: KVCache? = nil, lastRowOnly: Bool = false) throws -> [Float] {
+        let h = try hiddenStates(ids: ids, B: B, T: T, cache: cache)
+        let rows = lastRowOnly ? 1 : B * T
+        let start = lastRowOnly ? (B * T - 1) * config.nEmbd : 0
+        var out = [Float](repeating: 0, count: rows * config.vocabSize)
+        out.withUnsafeMutableBufferPointer { embedding.headForward(h: h + start, N: rows, logits: $0.baseAddress!, params: params) }
+        return out
+    }
+
+    /// Sum of the cross-entropy of the scored rows of `ids [B, T]` against `targets` (negative =
+    /// not scored) and their count: the inference forward plus the fused, chunked head.
+    public func negativeLogLikelihood(ids: [Int32], targets: [Int32], B: Int, T: Int) throws -> (sum: Double, scored: Int) {
+        guard targets.count == B * T else { throw ModelError.input("negativeLogLikelihood: \(targets.count) targets for \(B * T) positions") }
+        let h = try hiddenStates(ids: ids, B: B, T: T)
+        let (_, ce) = targets.withUnsafeBufferPointer { tg in
+            headLoss(hidden: h, N: B * T, targets: tg.baseAddress!, teacher: nil, temperature: 1, alpha: 0, scale: 1, dHidden: nil)
+        }
+        return (ce, targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
+    }
+}
