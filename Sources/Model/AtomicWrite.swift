@@ -6,25 +6,37 @@ import Glibc
 /// Writes `data` to `url` atomically: a temp file in the same directory, fsync, rename, fsync
 /// of the directory. A reader never sees a half-written file; a crash leaves the old one.
 public func writeAtomically(_ data: Data, to url: URL) throws {
+    try writeAtomically(to: url) { out in try data.withUnsafeBytes { try out($0) } }
+}
+
+/// Streams a file into place atomically: `produce` hands its bytes, in pieces, to the writer it
+/// is given; then fsync, rename over `url`, fsync of the directory.
+public func writeAtomically(to url: URL, _ produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
     let dir = url.deletingLastPathComponent()
     let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())")
-    let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw FileError.io(tmp.path, "cannot create: \(String(cString: strerror(errno)))") }
-    var ok = true
-    data.withUnsafeBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n <= 0 { ok = false; break }
-            offset += n
+    var failure: String?
+    do {
+        try produce { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw FileError.io(url.path, "write failed: \(String(cString: strerror(errno)))") }
+                offset += n
+            }
         }
-    }
-    if ok && fsync(fd) != 0 { ok = false }
-    let err = errno
-    close(fd)
-    guard ok else {
+        if fsync(fd) != 0 { failure = "fsync failed: \(String(cString: strerror(errno)))" }
+    } catch {
+        close(fd)
         unlink(tmp.path)
-        throw FileError.io(url.path, "write failed: \(String(cString: strerror(err)))")
+        throw error
+    }
+    close(fd)
+    if let failure {
+        unlink(tmp.path)
+        throw FileError.io(url.path, failure)
     }
     guard rename(tmp.path, url.path) == 0 else {
         let e = String(cString: strerror(errno))

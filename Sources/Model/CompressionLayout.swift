@@ -113,11 +113,11 @@ public struct CompressionLayout {
         obj["wte"] = .object(wte)
         var ls: [String: JSONValue] = [:]
         for (name, comps) in layers {
-            if comps.count == 1, let d = comps[0] as? DenseComponent, d.mask == nil { continue }
+            if comps.count == 1, let d = comps[0] as? DenseComponent, d.bits == nil { continue }
             ls[name] = .array(comps.map { c -> JSONValue in
                 switch c {
                 case let d as DenseComponent:
-                    var o: [String: JSONValue] = ["kind": .string("dense"), "sparse": .bool(d.mask != nil)]
+                    var o: [String: JSONValue] = ["kind": .string("dense"), "sparse": .bool(d.bits != nil)]
                     if d.weightName.hasSuffix(".sparse") { o["name"] = .string("sparse") }
                     return .object(o)
                 case let l as LowRankComponent:

@@ -13,50 +13,62 @@ extension GPT2 {
         key.hasSuffix(".attn.bias") || key.hasSuffix(".attn.masked_bias") || key == "lm_head.weight"
     }
 
-    /// The two files a model needs, read from disk (memory-mapped weights); errors name the file.
-    public static func readFiles(directory: URL) throws -> (config: Data, weights: Data) {
+    /// A model directory's config.json bytes; errors name the file.
+    public static func readConfig(directory: URL) throws -> Data {
         let dir = directory.standardizedFileURL
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
             throw FileError.io(dir.path, "model directory not found")
         }
-        let configURL = dir.appendingPathComponent("config.json"), weightsURL = dir.appendingPathComponent("model.safetensors")
+        let configURL = dir.appendingPathComponent("config.json")
         guard let config = FileManager.default.contents(atPath: configURL.path) else { throw FileError.io(configURL.path, "missing or unreadable") }
-        guard FileManager.default.fileExists(atPath: weightsURL.path) else {
-            if FileManager.default.fileExists(atPath: dir.appendingPathComponent("pytorch_model.bin").path) {
-                throw FileError.io(weightsURL.path, "missing; only safetensors weights are supported (convert pytorch_model.bin with transformers' save_pretrained(safe_serialization=True))")
-            }
-            throw FileError.io(weightsURL.path, "missing")
-        }
-        do { return (config, try Data(contentsOf: weightsURL, options: .alwaysMapped)) } catch {
-            throw FileError.io(weightsURL.path, "cannot read: \(error.localizedDescription)")
-        }
+        return config
     }
 
-    /// Loads a model directory (plain HF GPT-2 or a Squeeze-compressed one). Weights holding NaN
-    /// or ±Inf are refused, naming the tensor, unless `allowNonFinite`.
+    /// The two files a model needs, read whole into memory (the broadcast path of
+    /// `--no-shared-fs` and tests; `load(directory:)` reads tensors on demand instead).
+    public static func readFiles(directory: URL) throws -> (config: Data, weights: Data) {
+        let config = try readConfig(directory: directory)
+        let weights = try WeightFiles.open(directory: directory)
+        guard weights.files.count == 1, let url = weights.files.first?.url else {
+            throw FileError.format(weights.url.path, "a sharded checkpoint cannot be sent as one file; use a shared filesystem or re-save it unsharded")
+        }
+        do { return (config, try Data(contentsOf: url)) } catch { throw FileError.io(url.path, "cannot read: \(error.localizedDescription)") }
+    }
+
+    /// Loads a model directory (plain HF GPT-2 or a Squeeze-compressed one; one weights file or
+    /// Hugging Face's shards), reading each tensor straight into the parameter buffer. Weights
+    /// holding NaN or ±Inf are refused, naming the tensor, unless `allowNonFinite`.
     public static func load(directory: URL, allowNonFinite: Bool = false) throws -> GPT2 {
-        let (config, weights) = try readFiles(directory: directory)
-        return try load(directory: directory, config: config, weights: weights, allowNonFinite: allowNonFinite)
+        let config = try readConfig(directory: directory)
+        return try load(directory: directory, config: config, weights: try WeightFiles.open(directory: directory), allowNonFinite: allowNonFinite)
     }
 
     /// Builds a model from the bytes of its config.json and model.safetensors (`directory` names
-    /// them in messages and is remembered as the tokenizer's source). Every config size is
-    /// checked against the weights header before anything is allocated from it.
+    /// them in messages and is remembered as the tokenizer's source).
     public static func load(directory: URL, config configData: Data, weights: Data, allowNonFinite: Bool = false) throws -> GPT2 {
+        let url = directory.standardizedFileURL.appendingPathComponent("model.safetensors")
+        let file = try SafeTensorsFile(data: weights, url: url)
+        return try load(directory: directory, config: configData, weights: WeightFiles(file: file), allowNonFinite: allowNonFinite)
+    }
+
+    /// Builds a model from its config bytes and weight files. Every config size is checked
+    /// against the weights header before anything is allocated from it; `storage`, when given,
+    /// receives the parameter values (e.g. node-shared memory; see `layout`).
+    public static func load(directory: URL, config configData: Data, weights: WeightFiles, allowNonFinite: Bool = false,
+                            storage: ((Int) throws -> (UnsafeMutableBufferPointer<Float>, AnyObject?, fill: Bool))? = nil) throws -> GPT2 {
         let dir = directory.standardizedFileURL
         let configURL = dir.appendingPathComponent("config.json")
         let config = try GPT2Config(data: configData, url: configURL)
-        let weightsURL = dir.appendingPathComponent("model.safetensors")
-        let file = try SafeTensorsFile(data: weights, url: weightsURL)
-        let prefix = file.entries.keys.contains { $0.hasPrefix("transformer.") } ? "transformer." : ""
+        let weightsPath = weights.url.path
+        let prefix = weights.entries.keys.contains { $0.hasPrefix("transformer.") } ? "transformer." : ""
         var shapes: [String: [Int]] = [:]
-        for (key, e) in file.entries where !isIgnoredKey(key) {
+        for (key, e) in weights.entries where !isIgnoredKey(key) {
             shapes[key.hasPrefix(prefix) ? String(key.dropFirst(prefix.count)) : key] = e.shape
         }
-        try config.check(against: shapes, prefix: prefix, config: configURL.path, weights: weightsURL.path)
+        try config.check(against: shapes, prefix: prefix, config: configURL.path, weights: weightsPath)
 
-        // Layer forms from the compression section (absent: all dense).
+        // Layer forms from the compression section (absent: all dense), then the layout.
         let layout = try CompressionLayout(config: config, path: configURL.path)
         let embedding = layout.embedding
         let blocks = (0..<config.nLayer).map { Block(index: $0, config: config) }
@@ -65,54 +77,90 @@ extension GPT2 {
                 if let comps = layout.layers[lin.name] { lin.components = comps }
             }
         }
+        let specs = GPT2.layout(config: config, embedding: embedding, blocks: blocks)
 
-        // Read every tensor the layout needs; sparse weights are a bitmask plus values.
-        var tensors: [String: Tensor] = [:]
-        var masks: [String: [Float]] = [:]
-        let model = try GPT2(config: config, tensorsProvider: { name, shape in
+        // Every tensor the layout needs must be there with its shape, before any data is read.
+        var sparseKeys = Set<String>()
+        for (name, shape, _) in specs {
             let key = prefix + name
-            if file.entries[key] != nil {
-                let t = try file.tensor(key)
-                guard t.shape == shape else { throw FileError.format(weightsURL.path, "tensor '\(key)' has shape \(t.shape), expected \(shape)") }
-                return t
+            if let e = weights.entries[key] {
+                guard e.shape == shape else { throw FileError.format(weightsPath, "tensor '\(key)' has shape \(e.shape), expected \(shape)") }
+            } else if let bits = weights.entries[key + ".bitmask"] {
+                guard weights.entries[key + ".values"] != nil else { throw FileError.format(weightsPath, "tensor '\(key).values' is missing") }
+                let n = shape.reduce(1, *)
+                guard bits.range.count == (n + 7) / 8 else {
+                    throw FileError.format(weightsPath, "tensor '\(key).bitmask' has \(bits.range.count) bytes, expected \((n + 7) / 8) for shape \(shape)")
+                }
+                sparseKeys.insert(name)
+            } else {
+                throw FileError.format(weightsPath, "tensor '\(key)' is missing")
             }
-            if file.entries[key + ".bitmask"] != nil {
-                let (t, m) = try readSparse(file, key: key, shape: shape)
-                masks[name] = m
-                return t
-            }
-            throw FileError.format(weightsURL.path, "tensor '\(key)' is missing")
-        }, embedding: embedding, blocks: blocks, collected: &tensors)
-
-        // Restore masks onto their components.
-        if let m = masks[TokenEmbedding.denseName] { model.embedding.mask = m }
-        for lin in model.linears {
-            for case let d as DenseComponent in lin.components { if let m = masks[d.weightName] { d.mask = m } }
         }
-        model.applyMasks()
-
         // Refuse keys we do not understand (a different architecture, a typo'd export).
-        let known = Set(model.params.slots.map { prefix + $0.name })
-        for key in file.entries.keys where !known.contains(key) && !isIgnoredKey(key) && !isIgnoredKey(String(key.dropFirst(prefix.count))) {
+        let known = Set(specs.map { prefix + $0.name })
+        for key in weights.entries.keys where !known.contains(key) && !isIgnoredKey(key) && !isIgnoredKey(String(key.dropFirst(prefix.count))) {
             let base = key.hasSuffix(".bitmask") ? String(key.dropLast(8)) : key.hasSuffix(".values") ? String(key.dropLast(7)) : key
             if known.contains(base) { continue }
-            throw FileError.format(weightsURL.path, "unexpected tensor '\(key)' (not part of a GPT-2 model with this config)")
+            throw FileError.format(weightsPath, "unexpected tensor '\(key)' (not part of a GPT-2 model with this config)")
         }
-        if !allowNonFinite, let bad = model.params.firstNonFinite() {
-            throw FileError.format(weightsURL.path, "tensor '\(prefix)\(bad.name)' holds \(bad.value) at element \(bad.index); "
+
+        // Values straight into the parameter buffer (or the caller's storage).
+        let floats = ParameterSet.floats(for: specs)
+        let params: ParameterSet
+        var fill = true
+        if let storage {
+            let (buffer, owner, mustFill) = try storage(floats)
+            params = ParameterSet(layout: specs, storage: buffer, owner: owner)
+            fill = mustFill
+        } else {
+            params = ParameterSet(layout: specs)
+        }
+        var masks: [String: BitMask] = [:]
+        for slot in params.slots {
+            let key = prefix + slot.name
+            if sparseKeys.contains(slot.name) {
+                let bits = try weights.bytes(key + ".bitmask")
+                guard let mask = BitMask(bytes: bits, count: slot.count) else {
+                    throw FileError.format(weightsPath, "tensor '\(key).bitmask' does not match shape \(slot.shape)")
+                }
+                guard weights.entries[key + ".values"]!.count == mask.kept else {
+                    throw FileError.format(weightsPath, "tensor '\(key).values' has \(weights.entries[key + ".values"]!.count) values, the bitmask sets \(mask.kept)")
+                }
+                masks[slot.name] = mask
+                guard fill else { continue }
+                let values = try weights.floats(key + ".values")
+                let dst = params.value(slot.name)
+                var j = 0
+                for i in 0..<slot.count where mask[i] { dst[i] = values[j]; j += 1 }
+            } else if fill {
+                try weights.readFloats(key, into: params.value(slot.name))
+            }
+        }
+        let model = GPT2(config: config, embedding: embedding, blocks: blocks, params: params)
+        // Restore masks onto their components.
+        if let m = masks[TokenEmbedding.denseName] { model.embedding.bits = m }
+        for lin in model.linears {
+            for case let d as DenseComponent in lin.components { if let m = masks[d.weightName] { d.bits = m } }
+        }
+        if fill { model.applyMasks() }
+        if fill, !allowNonFinite, let bad = model.params.firstNonFinite() {
+            throw FileError.format(weightsPath, "tensor '\(prefix)\(bad.name)' holds \(bad.value) at element \(bad.index); "
                                    + "refusing a model with NaN or infinite weights (--allow-non-finite to load it anyway)")
         }
         model.sourceDirectory = dir
         model.keyPrefix = prefix
-        model.storageDType = file.entries.values.first(where: { $0.dtype.isFloat })?.dtype ?? .f32
+        model.storageDType = weights.entries.values.first(where: { $0.dtype.isFloat })?.dtype ?? .f32
         model.compressionHistory = layout.history
         return model
     }
 
-    /// Saves to `directory` (created if needed): model.safetensors (F32 or F16), config.json with
-    /// the compression section when any layer is compressed, and the tokenizer files of the
-    /// source directory. Every file is written atomically.
-    public func save(to directory: URL, dtype: SafeTensorsDType? = nil, tokenizerFrom: URL? = nil) throws {
+    /// Saves to `directory` (created if needed): the weights (F32, F16 or BF16) as one
+    /// model.safetensors, or as Hugging Face's shards with an index above `maxShardBytes`
+    /// (`save_pretrained`'s 5 GB by default); config.json with the compression section when any
+    /// layer is compressed; and the tokenizer files of the source directory. Every file is
+    /// written atomically, the weights streamed from the parameter buffer.
+    public func save(to directory: URL, dtype: SafeTensorsDType? = nil, tokenizerFrom: URL? = nil,
+                     maxShardBytes: Int = 5_000_000_000) throws {
         let dir = directory.standardizedFileURL
         if let bad = params.firstNonFinite() {
             throw ModelError.input("refusing to write \(dir.path): tensor '\(bad.name)' holds \(bad.value) at element \(bad.index)")
@@ -121,21 +169,21 @@ extension GPT2 {
         let dt = dtype ?? storageDType
         guard dt == .f32 || dt == .f16 || dt == .bf16 else { throw ModelError.unsupported("cannot save weights as \(dt.rawValue)") }
         var writer = SafeTensorsWriter(metadata: ["format": "pt"])
-        var sparse: [String: [Float]] = [:]
-        if let m = embedding.mask { sparse[TokenEmbedding.denseName] = m }
-        for lin in linears { for case let d as DenseComponent in lin.components { if let m = d.mask { sparse[d.weightName] = m } } }
+        var sparse: [String: BitMask] = [:]
+        if let m = embedding.bits, embedding.rank == nil { sparse[TokenEmbedding.denseName] = m }
+        for lin in linears { for case let d as DenseComponent in lin.components { if let m = d.bits { sparse[d.weightName] = m } } }
         for slot in params.slots {
-            let t = params.tensor(slot.name)
             let key = keyPrefix + slot.name
+            let p = UnsafePointer(params.value(slot.name))
             if let mask = sparse[slot.name] {
-                let (bits, values) = packSparse(t.data, mask: mask)
-                writer.add(key + ".bitmask", shape: [bits.count], bytes: bits, dtype: .u8)
+                let values = (0..<slot.count).filter { mask[$0] }.map { p[$0] }
+                writer.add(key + ".bitmask", shape: [(slot.count + 7) / 8], bytes: mask.bytes, dtype: .u8)
                 writer.add(key + ".values", shape: [values.count], values: values, dtype: dt)
             } else {
-                writer.add(key, t, dtype: dt)
+                writer.add(key, shape: slot.shape, pointer: p, dtype: dt, owner: params)
             }
         }
-        try writer.write(to: dir.appendingPathComponent("model.safetensors"))
+        try writer.writeModel(to: dir, maxShardBytes: maxShardBytes)
 
         var obj = config.jsonObject()
         let layout = CompressionLayout(model: self)
@@ -190,77 +238,4 @@ extension GPT2 {
         m.storageDType = storageDType
         return m
     }
-
-    /// Builds a model asking `provider` for each parameter of the layout (with its expected shape).
-    convenience init(config: GPT2Config, tensorsProvider: (String, [Int]) throws -> Tensor,
-                     embedding: TokenEmbedding, blocks: [Block], collected: inout [String: Tensor]) throws {
-        let shapes = expectedShapes(config: config, embedding: embedding, blocks: blocks)
-        for (name, shape) in shapes { collected[name] = try tensorsProvider(name, shape) }
-        try self.init(config: config, tensors: collected, embedding: embedding, blocks: blocks)
-    }
-}
-
-/// Expected shape of every parameter for the given layer forms.
-func expectedShapes(config: GPT2Config, embedding: TokenEmbedding, blocks: [Block]) -> [(String, [Int])] {
-    let C = config.nEmbd, V = config.vocabSize
-    var out: [(String, [Int])] = []
-    if let r = embedding.rank { out += [(TokenEmbedding.w0Name, [V, r]), (TokenEmbedding.w1Name, [C, r])] }
-    else { out.append((TokenEmbedding.denseName, [V, C])) }
-    out.append(("wpe.weight", [config.nPositions, C]))
-    for b in blocks {
-        out += [(b.ln1.w, [C]), (b.ln1.b, [C]), (b.ln2.w, [C]), (b.ln2.b, [C])]
-        for lin in b.linears {
-            out.append((lin.biasName, [lin.outFeatures]))
-            for comp in lin.components {
-                switch comp {
-                case let d as DenseComponent: out.append((d.weightName, [d.inFeatures, d.outFeatures]))
-                case let l as LowRankComponent: out += [(l.w0Name, [l.inFeatures, l.rank]), (l.w1Name, [l.outFeatures, l.rank])]
-                case let k as KroneckerComponent:
-                    let s = k.shape
-                    for i in 0..<k.terms {
-                        if let r = k.factorRankA { out += [(k.name(i, "a0"), [s.m1, r]), (k.name(i, "a1"), [s.n1, r])] }
-                        else { out.append((k.name(i, "a"), [s.m1, s.n1])) }
-                        if let r = k.factorRankB { out += [(k.name(i, "b0"), [s.m2, r]), (k.name(i, "b1"), [s.n2, r])] }
-                        else { out.append((k.name(i, "b"), [s.m2, s.n2])) }
-                    }
-                default: break
-                }
-            }
-        }
-    }
-    out += [("ln_f.weight", [C]), ("ln_f.bias", [C])]
-    return out
-}
-
-/// Packs a masked matrix as a little-endian bitmask (bit i of byte i/8 = element i kept) and
-/// the kept values in row-major order.
-public func packSparse(_ values: [Float], mask: [Float]) -> (bits: [UInt8], values: [Float]) {
-    var bits = [UInt8](repeating: 0, count: (values.count + 7) / 8)
-    var kept: [Float] = []
-    kept.reserveCapacity(values.count / 2)
-    for i in values.indices where mask[i] != 0 {
-        bits[i >> 3] |= UInt8(1 << (i & 7))
-        kept.append(values[i])
-    }
-    return (bits, kept)
-}
-
-/// Reads `<key>.bitmask` + `<key>.values` back into a dense tensor and its 0/1 mask.
-func readSparse(_ file: SafeTensorsFile, key: String, shape: [Int]) throws -> (Tensor, [Float]) {
-    let n = shape.reduce(1, *)
-    let bits = try file.bytes(key + ".bitmask")
-    guard bits.count == (n + 7) / 8 else {
-        throw FileError.format(file.url.path, "tensor '\(key).bitmask' has \(bits.count) bytes, expected \((n + 7) / 8) for shape \(shape)")
-    }
-    let values = try file.floats(key + ".values")
-    var dense = [Float](repeating: 0, count: n), mask = [Float](repeating: 0, count: n)
-    var j = 0
-    for i in 0..<n where bits[i >> 3] & UInt8(1 << (i & 7)) != 0 {
-        guard j < values.count else { throw FileError.format(file.url.path, "tensor '\(key).values' has fewer values than the bitmask's set bits") }
-        dense[i] = values[j]; mask[i] = 1; j += 1
-    }
-    guard j == values.count else {
-        throw FileError.format(file.url.path, "tensor '\(key).values' has \(values.count) values, the bitmask sets \(j)")
-    }
-    return (try Tensor(shape: shape, data: dense), mask)
 }

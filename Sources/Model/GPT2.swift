@@ -52,8 +52,17 @@ public final class GPT2 {
         self.config = config
         self.embedding = embedding ?? TokenEmbedding(vocab: config.vocabSize, channels: config.nEmbd)
         self.blocks = blocks ?? (0..<config.nLayer).map { Block(index: $0, config: config) }
-        self.params = ParameterSet([])
+        self.params = ParameterSet(layout: [])
         try rebuildParameters(from: tensors)
+    }
+
+    /// A model over a parameter set laid out by `layout(config:embedding:blocks:)` (loading
+    /// fills it in place; a teacher's may live in node-shared memory).
+    public init(config: GPT2Config, embedding: TokenEmbedding, blocks: [Block], params: ParameterSet) {
+        self.config = config
+        self.embedding = embedding
+        self.blocks = blocks
+        self.params = params
     }
 
     /// A freshly initialised model (GPT-2's init: N(0, 0.02), projections scaled by 1/sqrt(2 L)).
@@ -85,49 +94,52 @@ public final class GPT2 {
         try self.init(config: config, tensors: tensors)
     }
 
-    /// Every parameter name the current layer forms need and its weight-decay flag, in a fixed
-    /// order (embeddings, then block by block, then the final LayerNorm).
-    public func parameterLayout() -> [(name: String, decay: Bool)] {
-        var names: [(String, Bool)] = embedding.parameterNames.map { ($0, true) }
-        names.append(("wpe.weight", true))
+    /// Every parameter the layer forms need, with its shape and weight-decay flag, in a fixed
+    /// order (embeddings, then block by block, then the final LayerNorm): the one table that
+    /// parameter buffers, loading and shape checks follow.
+    public static func layout(config: GPT2Config, embedding: TokenEmbedding, blocks: [Block]) -> [ParameterSet.Spec] {
+        let C = config.nEmbd
+        var specs: [ParameterSet.Spec] = embedding.parameters.map { ($0.name, $0.shape, true) }
+        specs.append(("wpe.weight", [config.nPositions, C], true))
         for b in blocks {
-            names.append((b.ln1.w, false)); names.append((b.ln1.b, false))
+            specs += [(b.ln1.w, [C], false), (b.ln1.b, [C], false)]
             for (k, lin) in b.linears.enumerated() {
-                if k == 2 { names.append((b.ln2.w, false)); names.append((b.ln2.b, false)) }
-                for c in lin.components { names += c.parameterNames.map { ($0, true) } }
-                names.append((lin.biasName, false))
+                if k == 2 { specs += [(b.ln2.w, [C], false), (b.ln2.b, [C], false)] }
+                for c in lin.components { specs += c.parameters.map { ($0.name, $0.shape, true) } }
+                specs.append((lin.biasName, [lin.outFeatures], false))
             }
         }
-        names.append(("ln_f.weight", false)); names.append(("ln_f.bias", false))
-        return names
+        specs += [("ln_f.weight", [C], false), ("ln_f.bias", [C], false)]
+        return specs
     }
+
+    /// This model's layout (see `layout(config:embedding:blocks:)`).
+    public func parameterLayout() -> [ParameterSet.Spec] { Self.layout(config: config, embedding: embedding, blocks: blocks) }
 
     /// Lays out a new parameter buffer for the current layer forms, taking values from `tensors`
     /// and, for names not given, from the current parameters. Gradients start at zero.
     public func rebuildParameters(from tensors: [String: Tensor]) throws {
         let layout = parameterLayout()
-        var list: [(name: String, tensor: Tensor, decay: Bool)] = []
-        for (name, decay) in layout {
+        for (name, shape, _) in layout {
             if let t = tensors[name] {
-                list.append((name, t, decay))
-            } else if params.contains(name) {
-                list.append((name, params.tensor(name), decay))
-            } else {
+                guard t.shape == shape else { throw ModelError.shape(name, expected: shape, got: t.shape) }
+            } else if !params.contains(name) {
                 throw ModelError.missingTensor(name)
+            } else if params.slot(name).shape != shape {
+                throw ModelError.shape(name, expected: shape, got: params.slot(name).shape)
             }
         }
-        try checkShapes(list)
-        params = ParameterSet(list)
+        let fresh = ParameterSet(layout: layout)
+        for s in fresh.slots {
+            let dst = fresh.values.baseAddress! + s.offset
+            if let t = tensors[s.name] {
+                t.data.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: s.count) }
+            } else {
+                dst.update(from: params.value(s.name), count: s.count)
+            }
+        }
+        params = fresh
         applyMasks()
-    }
-
-    private func checkShapes(_ list: [(name: String, tensor: Tensor, decay: Bool)]) throws {
-        let expected = Dictionary(uniqueKeysWithValues: expectedShapes(config: config, embedding: embedding, blocks: blocks))
-        for item in list {
-            if let e = expected[item.name], e != item.tensor.shape {
-                throw ModelError.shape(item.name, expected: e, got: item.tensor.shape)
-            }
-        }
     }
 
     /// Every linear layer by HF prefix (`h.0.attn.c_attn`, ...), in model order.

@@ -8,8 +8,8 @@ public protocol WeightComponent: AnyObject {
     var kind: String { get }
     var inFeatures: Int { get }
     var outFeatures: Int { get }
-    /// Names, shapes and decay flags of the parameters this component owns.
-    var parameterNames: [String] { get }
+    /// Names and shapes of the parameters this component owns (all weight-decayed).
+    var parameters: [(name: String, shape: [Int])] { get }
     /// out [N, out] += x [N, in] · W
     func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet)
     /// Accumulates parameter gradients; dx [N, in] = (beta ? dx : 0) + dY · Wᵀ.
@@ -85,7 +85,7 @@ public final class Linear {
     /// A one-word description: "dense", "sparse", "lowrank", "kronecker", "lowrank+sparse"...
     public var form: String {
         components.map { c -> String in
-            if let d = c as? DenseComponent, d.mask != nil { return "sparse" }
+            if let d = c as? DenseComponent, d.bits != nil { return "sparse" }
             return c.kind
         }.joined(separator: "+")
     }
@@ -98,17 +98,23 @@ public final class DenseComponent: WeightComponent {
     public let outFeatures: Int
     /// The parameter holding the weight (`<prefix>.weight`, or `<prefix>.sparse` for a residual).
     public let weightName: String
-    /// 1 keeps a weight, 0 prunes it; nil for an unpruned layer.
-    public var mask: [Float]?
+    /// The frozen pruning mask; nil for an unpruned layer.
+    public var bits: BitMask?
+
+    /// The mask as 0/1 floats (1 keeps a weight, 0 prunes it); nil for an unpruned layer.
+    public var mask: [Float]? {
+        get { bits?.floats }
+        set { bits = newValue.map(BitMask.init) }
+    }
 
     public init(weightName: String, inFeatures: Int, outFeatures: Int, mask: [Float]? = nil) {
         self.weightName = weightName
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        self.mask = mask
+        self.bits = mask.map(BitMask.init)
     }
 
-    public var parameterNames: [String] { [weightName] }
+    public var parameters: [(name: String, shape: [Int])] { [(weightName, [inFeatures, outFeatures])] }
 
     public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
         sgemm(m: N, n: outFeatures, k: inFeatures, a: x, b: params.value(weightName), beta: 1, c: out)
@@ -129,22 +135,13 @@ public final class DenseComponent: WeightComponent {
 
     public func counts(params: ParameterSet) -> (stored: Int, nonZero: Int) {
         let n = inFeatures * outFeatures
-        guard let mask else { return (n, n) }
-        let kept = mask.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-        return (kept, kept)
+        guard let bits else { return (n, n) }
+        return (bits.kept, bits.kept)
     }
 
-    public func applyMask(params: ParameterSet) {
-        guard let mask else { return }
-        let w = params.value(weightName)
-        mask.withUnsafeBufferPointer { m in for i in m.indices { w[i] *= m[i] } }
-    }
+    public func applyMask(params: ParameterSet) { bits?.apply(to: params.value(weightName)) }
 
-    public func maskGradient(params: ParameterSet) {
-        guard let mask else { return }
-        let g = params.grad(weightName)
-        mask.withUnsafeBufferPointer { m in for i in m.indices { g[i] *= m[i] } }
-    }
+    public func maskGradient(params: ParameterSet) { bits?.apply(to: params.grad(weightName)) }
 }
 
 /// A low-rank weight `W = W0 · W1ᵀ` with `W0 [in, r]` and `W1 [out, r]`: two thin GEMMs.
@@ -165,7 +162,7 @@ public final class LowRankComponent: WeightComponent {
 
     public var w0Name: String { prefix + ".w0" }
     public var w1Name: String { prefix + ".w1" }
-    public var parameterNames: [String] { [w0Name, w1Name] }
+    public var parameters: [(name: String, shape: [Int])] { [(w0Name, [inFeatures, rank]), (w1Name, [outFeatures, rank])] }
 
     public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
         if hidden.count < N * rank { hidden = [Float](repeating: 0, count: N * rank) }
@@ -237,10 +234,11 @@ public final class KroneckerComponent: WeightComponent {
 
     public func name(_ term: Int, _ part: String) -> String { "\(prefix).kron.\(term).\(part)" }
 
-    public var parameterNames: [String] {
-        (0..<terms).flatMap { i -> [String] in
-            (factorRankA == nil ? [name(i, "a")] : [name(i, "a0"), name(i, "a1")]) +
-            (factorRankB == nil ? [name(i, "b")] : [name(i, "b0"), name(i, "b1")])
+    public var parameters: [(name: String, shape: [Int])] {
+        let s = shape
+        return (0..<terms).flatMap { i -> [(name: String, shape: [Int])] in
+            (factorRankA.map { r in [(name(i, "a0"), [s.m1, r]), (name(i, "a1"), [s.n1, r])] } ?? [(name(i, "a"), [s.m1, s.n1])]) +
+            (factorRankB.map { r in [(name(i, "b0"), [s.m2, r]), (name(i, "b1"), [s.n2, r])] } ?? [(name(i, "b"), [s.m2, s.n2])])
         }
     }
 

@@ -2,7 +2,9 @@ import Kernels
 import Tensor
 
 /// Every trainable tensor of a model in one flat Float buffer, with a matching flat gradient
-/// buffer: the optimizer and the gradient all-reduce work on the whole buffer at once.
+/// buffer: the optimizer and the gradient reductions work on the whole buffer at once. The
+/// values may live in memory the set does not own (a node-shared MPI window for a read-only
+/// teacher); the gradients are only allocated when first used (never for a teacher).
 public final class ParameterSet: @unchecked Sendable {
     /// One named tensor inside the flat buffer.
     public struct Slot: Sendable {
@@ -14,32 +16,52 @@ public final class ParameterSet: @unchecked Sendable {
         public let decay: Bool
     }
 
+    /// A parameter to lay out: name, shape, weight-decay flag.
+    public typealias Spec = (name: String, shape: [Int], decay: Bool)
+
     public private(set) var slots: [Slot] = []
     private var index: [String: Int] = [:]
-    /// All parameter values, slot after slot.
+    /// All parameter values, slot after slot (each slot 16-float aligned, padding zero).
     public let values: UnsafeMutableBufferPointer<Float>
-    /// Gradients, same layout as `values`.
-    public let grads: UnsafeMutableBufferPointer<Float>
+    private var gradStorage: UnsafeMutableBufferPointer<Float>?
+    private let ownsValues: Bool
+    /// Keeps external storage alive (e.g. the shared window holding a teacher's values).
+    private let storageOwner: AnyObject?
 
-    /// Total number of scalars.
+    /// Total number of scalars (with alignment padding).
     public var count: Int { values.count }
 
-    /// Lays out `tensors` in order and copies their values in.
-    public init(_ tensors: [(name: String, tensor: Tensor, decay: Bool)]) {
+    /// Floats a layout occupies with its alignment padding.
+    public static func floats(for layout: [Spec]) -> Int {
+        layout.reduce(0) { $0 + ($1.shape.reduce(1, *) + 15) / 16 * 16 }
+    }
+
+    /// Lays out `layout`, in order, over `storage` (at least `floats(for:)` floats, which the
+    /// caller fills; `owner` is kept alive with the set) or over new zeroed memory.
+    public init(layout: [Spec], storage: UnsafeMutableBufferPointer<Float>? = nil, owner: AnyObject? = nil) {
         var offset = 0
-        var slots: [Slot] = []
-        for t in tensors {
+        for t in layout {
             precondition(index[t.name] == nil, "ParameterSet: duplicate parameter \(t.name)")
             index[t.name] = slots.count
-            slots.append(Slot(name: t.name, shape: t.tensor.shape, offset: offset, decay: t.decay))
+            slots.append(Slot(name: t.name, shape: t.shape, offset: offset, decay: t.decay))
             // Keep every slot 16-float aligned (64 bytes) for vector loads.
-            offset += (t.tensor.count + 15) / 16 * 16
+            offset += (t.shape.reduce(1, *) + 15) / 16 * 16
         }
-        self.slots = slots
-        values = .allocate(capacity: max(offset, 1))
-        grads = .allocate(capacity: max(offset, 1))
-        values.initialize(repeating: 0)
-        grads.initialize(repeating: 0)
+        if let storage {
+            precondition(storage.count >= offset, "ParameterSet: storage of \(storage.count) floats for a layout of \(offset)")
+            values = UnsafeMutableBufferPointer(rebasing: storage[0..<max(offset, 0)])
+            ownsValues = false
+        } else {
+            values = .allocate(capacity: max(offset, 1))
+            values.initialize(repeating: 0)
+            ownsValues = true
+        }
+        storageOwner = owner
+    }
+
+    /// Lays out `tensors` in order and copies their values in.
+    public convenience init(_ tensors: [(name: String, tensor: Tensor, decay: Bool)]) {
+        self.init(layout: tensors.map { ($0.name, $0.tensor.shape, $0.decay) })
         for (slot, t) in zip(slots, tensors) {
             t.tensor.data.withUnsafeBufferPointer { src in
                 (values.baseAddress! + slot.offset).update(from: src.baseAddress!, count: slot.count)
@@ -48,9 +70,21 @@ public final class ParameterSet: @unchecked Sendable {
     }
 
     deinit {
-        values.deallocate()
-        grads.deallocate()
+        if ownsValues { values.deallocate() }
+        gradStorage?.deallocate()
     }
+
+    /// Gradients, same layout as `values` (allocated, zeroed, on first use).
+    public var grads: UnsafeMutableBufferPointer<Float> {
+        if let g = gradStorage { return g }
+        let g = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(values.count, 1))
+        g.initialize(repeating: 0)
+        gradStorage = g
+        return g
+    }
+
+    /// Whether gradients have been allocated (a model that only runs forward has none).
+    public var hasGradients: Bool { gradStorage != nil }
 
     /// True if a parameter with this name exists.
     public func contains(_ name: String) -> Bool { index[name] != nil }
@@ -100,6 +134,12 @@ public final class ParameterSet: @unchecked Sendable {
 
     /// Sets every gradient to zero.
     public func zeroGrads() { grads.update(repeating: 0) }
+
+    /// Releases the gradients (a model that stops training, e.g. a student kept for evaluation).
+    public func releaseGradients() {
+        gradStorage?.deallocate()
+        gradStorage = nil
+    }
 
     /// Name, tensor and decay flag of every parameter (to rebuild a new set).
     public var all: [(name: String, tensor: Tensor, decay: Bool)] {

@@ -8,25 +8,33 @@ public final class TokenEmbedding {
     public let channels: Int
     /// nil: dense `wte.weight`; otherwise the rank of `wte.w0 · wte.w1ᵀ`.
     public var rank: Int?
-    /// Frozen 0/1 mask of a pruned dense embedding.
-    public var mask: [Float]?
+    /// Frozen pruning mask of a pruned dense embedding.
+    public var bits: BitMask?
+    /// The mask as 0/1 floats.
+    public var mask: [Float]? {
+        get { bits?.floats }
+        set { bits = newValue.map(BitMask.init) }
+    }
     private var headHidden: [Float] = []   // h · E1 [N, r] (low rank) saved for backward
 
     public init(vocab: Int, channels: Int, rank: Int? = nil, mask: [Float]? = nil) {
         self.vocab = vocab
         self.channels = channels
         self.rank = rank
-        self.mask = mask
+        self.bits = mask.map(BitMask.init)
     }
 
     public static let denseName = "wte.weight"
     public static let w0Name = "wte.w0"
     public static let w1Name = "wte.w1"
 
-    public var parameterNames: [String] { rank == nil ? [Self.denseName] : [Self.w0Name, Self.w1Name] }
+    /// Names and shapes of the embedding's parameters.
+    public var parameters: [(name: String, shape: [Int])] {
+        rank.map { r in [(Self.w0Name, [vocab, r]), (Self.w1Name, [channels, r])] } ?? [(Self.denseName, [vocab, channels])]
+    }
 
     /// A one-word description for tables and config.json.
-    public var form: String { rank != nil ? "lowrank" : (mask != nil ? "sparse" : "dense") }
+    public var form: String { rank != nil ? "lowrank" : (bits != nil ? "sparse" : "dense") }
 
     /// Writes token `id`'s embedding row into `dst [C]`.
     @inline(__always)
@@ -107,20 +115,18 @@ public final class TokenEmbedding {
     }
 
     public func applyMask(params: ParameterSet) {
-        guard let mask, rank == nil else { return }
-        let w = params.value(Self.denseName)
-        mask.withUnsafeBufferPointer { m in for i in m.indices { w[i] *= m[i] } }
+        guard rank == nil else { return }
+        bits?.apply(to: params.value(Self.denseName))
     }
 
     public func maskGradient(params: ParameterSet) {
-        guard let mask, rank == nil else { return }
-        let g = params.grad(Self.denseName)
-        mask.withUnsafeBufferPointer { m in for i in m.indices { g[i] *= m[i] } }
+        guard rank == nil else { return }
+        bits?.apply(to: params.grad(Self.denseName))
     }
 
     public func counts() -> (stored: Int, nonZero: Int) {
         if let r = rank { return ((vocab + channels) * r, (vocab + channels) * r) }
-        if let mask { let k = mask.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }; return (k, k) }
+        if let bits { return (bits.kept, bits.kept) }
         return (vocab * channels, vocab * channels)
     }
 }

@@ -133,3 +133,37 @@ final class ModelIOTests: XCTestCase {
         XCTAssertTrue(text.hasSuffix("}\n"))
     }
 }
+
+/// Hugging Face's sharded layout: written above a size limit, read back exactly; bad indexes named.
+final class ShardedWeightsTests: XCTestCase {
+    func testShardedSaveAndLoadRoundTrip() throws {
+        let dir = try Fixtures.temporaryDirectory(self)
+        let m = try GPT2.load(directory: Fixtures.tinyGPT2)
+        let out = dir.appendingPathComponent("sharded")
+        try m.save(to: out, maxShardBytes: 1_000_000)
+        let names = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
+        XCTAssertFalse(names.contains("model.safetensors"))
+        XCTAssertTrue(names.contains("model.safetensors.index.json"))
+        let shards = names.filter { $0.hasPrefix("model-") }
+        XCTAssertEqual(shards.count, 2, "wte (3.2 MB) alone, then the rest: \(names)")
+        XCTAssertTrue(shards.allSatisfy { $0.hasSuffix("-of-0000\(shards.count).safetensors") }, "\(shards)")
+        let back = try GPT2.load(directory: out)
+        XCTAssertEqual(Array(back.params.values), Array(m.params.values))
+        // Saving unsharded again replaces the shards.
+        try back.save(to: out)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasPrefix("model") }, ["model.safetensors"])
+    }
+
+    func testBrokenIndexesAreNamed() throws {
+        let dir = try Fixtures.temporaryDirectory(self)
+        let out = dir.appendingPathComponent("sharded")
+        try GPT2.load(directory: Fixtures.tinyGPT2).save(to: out, maxShardBytes: 1_000_000)
+        let index = out.appendingPathComponent("model.safetensors.index.json")
+        let text = try String(contentsOf: index, encoding: .utf8)
+        try text.replacingOccurrences(of: "model-00001-of", with: "model-00009-of").write(to: index, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try GPT2.load(directory: out)) { XCTAssertTrue("\($0)".contains("model-00009-of"), "\($0)") }
+        try text.write(to: index, atomically: true, encoding: .utf8)
+        try FileManager.default.removeItem(at: out.appendingPathComponent("model-00002-of-0000\(try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasPrefix("model-") }.count).safetensors"))
+        XCTAssertThrowsError(try GPT2.load(directory: out)) { XCTAssertTrue("\($0)".contains("model-00002-of"), "\($0)") }
+    }
+}
