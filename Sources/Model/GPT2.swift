@@ -65,33 +65,28 @@ public final class GPT2 {
         self.params = params
     }
 
-    /// A freshly initialised model (GPT-2's init: N(0, 0.02), projections scaled by 1/sqrt(2 L)).
+    /// A freshly initialised model (GPT-2's init: N(0, 0.02), positions N(0, 0.01), projections
+    /// scaled by 1/sqrt(2 L), LayerNorm gains 1, biases 0), drawn straight into the parameter
+    /// buffer, one seed per tensor.
     public convenience init(config: GPT2Config, seed: UInt64) throws {
-        var tensors: [String: Tensor] = [:]
+        let embedding = TokenEmbedding(vocab: config.vocabSize, channels: config.nEmbd)
+        let blocks = (0..<config.nLayer).map { Block(index: $0, config: config) }
+        let params = ParameterSet(layout: GPT2.layout(config: config, embedding: embedding, blocks: blocks))
+        self.init(config: config, embedding: embedding, blocks: blocks, params: params)
         var s = seed
-        func normal(_ shape: [Int], std: Float) -> Tensor { s &+= 1; return Tensor.randomNormal(shape: shape, std: std, seed: s) }
-        let C = config.nEmbd
-        tensors["wte.weight"] = normal([config.vocabSize, C], std: 0.02)
-        tensors["wpe.weight"] = normal([config.nPositions, C], std: 0.01)
+        func normal(_ name: String, std: Float) { s &+= 1; fillNormal(params.value(name), count: params.slot(name).count, std: std, seed: s) }
+        func ones(_ name: String) { params.value(name).update(repeating: 1, count: params.slot(name).count) }
         let projStd = 0.02 / Float(2 * config.nLayer).squareRoot()
-        for l in 0..<config.nLayer {
-            let p = "h.\(l)"
-            for ln in ["ln_1", "ln_2"] {
-                tensors["\(p).\(ln).weight"] = Tensor(shape: [C], repeating: 1)
-                tensors["\(p).\(ln).bias"] = Tensor(shape: [C])
-            }
-            tensors["\(p).attn.c_attn.weight"] = normal([C, 3 * C], std: 0.02)
-            tensors["\(p).attn.c_attn.bias"] = Tensor(shape: [3 * C])
-            tensors["\(p).attn.c_proj.weight"] = normal([C, C], std: projStd)
-            tensors["\(p).attn.c_proj.bias"] = Tensor(shape: [C])
-            tensors["\(p).mlp.c_fc.weight"] = normal([C, config.nInner], std: 0.02)
-            tensors["\(p).mlp.c_fc.bias"] = Tensor(shape: [config.nInner])
-            tensors["\(p).mlp.c_proj.weight"] = normal([config.nInner, C], std: projStd)
-            tensors["\(p).mlp.c_proj.bias"] = Tensor(shape: [C])
+        normal(TokenEmbedding.denseName, std: 0.02)
+        normal("wpe.weight", std: 0.01)
+        for b in blocks {
+            ones(b.ln1.w); ones(b.ln2.w)
+            normal(b.cAttn.name + ".weight", std: 0.02)
+            normal(b.attnProj.name + ".weight", std: projStd)
+            normal(b.cFc.name + ".weight", std: 0.02)
+            normal(b.mlpProj.name + ".weight", std: projStd)
         }
-        tensors["ln_f.weight"] = Tensor(shape: [C], repeating: 1)
-        tensors["ln_f.bias"] = Tensor(shape: [C])
-        try self.init(config: config, tensors: tensors)
+        ones("ln_f.weight")
     }
 
     /// Every parameter the layer forms need, with its shape and weight-decay flag, in a fixed

@@ -59,6 +59,13 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
     public func encode(to encoder: Encoder) throws { try stateWords.encode(to: encoder) }
 }
 
+/// Fills `count` floats with N(0, std²) draws of a generator seeded with `seed` (the same values
+/// as `Tensor.randomNormal`).
+public func fillNormal(_ p: UnsafeMutablePointer<Float>, count: Int, std: Float, seed: UInt64) {
+    var rng = RandomGenerator(seed: seed)
+    for i in 0..<count { p[i] = rng.nextGaussian() * std }
+}
+
 #if canImport(Glibc)
 import Glibc
 @inline(__always) func _log(_ x: Double) -> Double { Glibc.log(x) }

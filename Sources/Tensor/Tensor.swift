@@ -28,11 +28,8 @@ public struct Tensor: Equatable, Sendable {
 
     /// Gaussian entries N(0, std^2) from a seeded generator.
     public static func randomNormal(shape: [Int], std: Float = 1, seed: UInt64) -> Tensor {
-        var rng = RandomGenerator(seed: seed)
         var t = Tensor(shape: shape)
-        t.data.withUnsafeMutableBufferPointer { p in
-            for i in p.indices { p[i] = rng.nextGaussian() * std }
-        }
+        t.data.withUnsafeMutableBufferPointer { fillNormal($0.baseAddress!, count: $0.count, std: std, seed: seed) }
         return t
     }
 

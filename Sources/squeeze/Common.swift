@@ -14,6 +14,14 @@ func startMPI(quiet: Bool = false) throws -> Communicator {
     return world
 }
 
+/// The weight type of a `--dtype` option: f32, f16 or bf16.
+func weightDType(_ text: String) throws -> SafeTensorsDType {
+    guard let d = SafeTensorsDType(rawValue: text.uppercased()), [.f32, .f16, .bf16].contains(d) else {
+        throw ValidationError("--dtype must be f32, f16 or bf16, got '\(text)'")
+    }
+    return d
+}
+
 /// Encodes a value as one line of JSON (sorted keys).
 func jsonLine<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()

@@ -16,17 +16,14 @@ struct Compress: ParsableCommand {
     @Option(help: "Output model directory (checkpoints in OUT/checkpoint).") var out: String
     @Option(help: "Text for distillation and calibration (UTF-8 file or directory of .txt).") var data: String?
     @Option(help: "Teacher model directory (default: the input model).") var teacher: String?
-    @Option(help: "Save weights as f32 or f16 (default: as the input).") var dtype: String?
+    @Option(help: "Save weights as f32, f16 or bf16 (default: as the input).") var dtype: String?
     @Option(help: "Matrices with at least this many elements are factorised with ScaLAPACK when there are several ranks.") var scalapackMin = 20_000_000
     @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: loop.json)
-        let dt = try dtype.map { s -> SafeTensorsDType in
-            guard let d = SafeTensorsDType(rawValue: s.uppercased()), d == .f32 || d == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
-            return d
-        }
+        let dt = try dtype.map(weightDType)
         let r = try Recipe.load(fileURL(recipe))
         let inputDir = fileURL(model)
         let outDir = fileURL(out)
@@ -162,17 +159,14 @@ struct Export: ParsableCommand {
     @Option(help: "Compressed model directory.") var model: String
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Materialise every layer as a dense matrix (required: the only export form).") var dense = false
-    @Option(help: "f32 or f16 (default: as the input).") var dtype: String?
+    @Option(help: "f32, f16 or bf16 (default: as the input).") var dtype: String?
 
     func run() throws { try guarded {
         _ = try startMPI()
         guard dense else { throw ValidationError("export needs --dense (the plain GPT-2 layout has dense weights only)") }
         let m = try GPT2.load(directory: fileURL(model))
         let d = try m.densified()
-        let dt = try dtype.map { s -> SafeTensorsDType in
-            guard let x = SafeTensorsDType(rawValue: s.uppercased()), x == .f32 || x == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
-            return x
-        } ?? m.storageDType
+        let dt = try dtype.map(weightDType) ?? m.storageDType
         if Console.rank == 0 { try d.save(to: fileURL(out), dtype: dt, tokenizerFrom: fileURL(model)) }
         Console.print("wrote a dense GPT-2 directory to \(out)")
     } }

@@ -10,7 +10,7 @@ struct Squeeze: ParsableCommand {
         abstract: "Compress GPT-2-family models (pruning, Kronecker, low rank) with distillation, over MPI.",
         discussion: "Run under mpirun to use several ranks: mpirun -np 4 squeeze compress ...",
         version: version,
-        subcommands: [Compress.self, Eval.self, Analyze.self, Export.self, Generate.self, Train.self, Bench.self])
+        subcommands: [Compress.self, Eval.self, Analyze.self, Export.self, Generate.self, Train.self, Init.self, Bench.self])
 }
 
 /// Entry point: picks OpenBLAS's AVX-512 kernels where it would not, then runs the command.

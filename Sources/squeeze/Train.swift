@@ -48,13 +48,13 @@ struct Train: ParsableCommand {
     @Option(help: "Validation tokens per evaluation.") var evalTokens = 65536
     @Option(help: "Checkpoint every N steps (0: at the end).") var checkpointEvery = 100
     @Option(help: "Seed for init and data order.") var seed: UInt64 = 1234
-    @Option(help: "Save the final model as f32 or f16.") var dtype = "f32"
+    @Option(help: "Save the final model as f32, f16 or bf16.") var dtype = "f32"
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: loop.json)
         guard (model == nil) != (config == nil) else { throw ValidationError("give exactly one of --model DIR or --config FILE") }
-        guard let dt = SafeTensorsDType(rawValue: dtype.uppercased()), dt == .f32 || dt == .f16 else { throw ValidationError("--dtype must be f32 or f16") }
+        let dt = try weightDType(dtype)
         let outDir = fileURL(out)
         let cp = Checkpoint(directory: outDir.appendingPathComponent("checkpoint"))
         let tokDir: URL
@@ -68,7 +68,7 @@ struct Train: ParsableCommand {
             student = try loadModel(m, comm: world, sharedFS: !loop.noSharedFs)
         } else {
             let cfgURL = fileURL(config!)
-            tokDir = tokenizer.map(fileURL) ?? cfgURL.deletingLastPathComponent()
+            tokDir = try tokenizerDirectory(tokenizer, configURL: cfgURL)
             student = try GPT2(config: GPT2Config(url: cfgURL), seed: seed)
             student.sourceDirectory = tokDir
         }
