@@ -47,8 +47,7 @@ public func runTrainBench(comm: Communicator, config: GPT2Config = distilGPT2Con
     var s = DistillSettings()
     s.steps = steps; s.batch = B; s.seq = T; s.lr = 1e-4; s.microBatch = B; s.evalTokens = 2
     func measure(overlap: Bool) throws -> Double {
-        let t = try Trainer(student: student, teacher: teacher, settings: s, train: data, valid: nil, comm: comm)
-        t.overlapAllreduce = overlap
+        let t = try Trainer(student: student, teacher: teacher, settings: s, train: data, valid: nil, comm: comm, overlap: overlap)
         Console.quiet = true
         let h = try t.run()
         return h.dropFirst().map(\.tokensPerSecond).max() ?? h.last!.tokensPerSecond

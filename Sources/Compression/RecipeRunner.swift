@@ -21,6 +21,8 @@ public final class RecipeRunner {
     public var checkpoint: Checkpoint?
     public var jsonLines = false
     public var overlapAllreduce = true
+    /// Shard the optimizer over ranks (ZeRO-1) when there are several.
+    public var shardOptimizer = true
     /// Polled by every distillation step (see `Trainer.interruptRequested`).
     public var interruptRequested: () -> Bool = { false }
     /// Print each distillation's time per phase.
@@ -107,16 +109,12 @@ public final class RecipeRunner {
         return e
     }
 
+    /// A checkpoint between stages: the model and the position, no optimizer state (the next
+    /// stage's distillation starts a fresh optimizer).
     func writeStageCheckpoint(_ cp: Checkpoint, next: Int) throws {
-        var failure = ""
-        if comm.rank == 0 {
-            let opt = AdamW(parameterCount: student.params.count)
-            let state = Checkpoint.State(step: 0, optimizerStep: 0, settings: DistillSettings(), history: history,
-                                         extra: extraState(Position(stage: next, substep: 0, distilling: false)))
-            do { try cp.write(model: student, optimizer: opt, state: state) } catch { failure = "\(error)" }
-        }
-        try comm.broadcast(&failure, root: 0)
-        if !failure.isEmpty { throw TrainingError.checkpoint(failure) }
+        let state = Checkpoint.State(step: 0, optimizerStep: 0, settings: DistillSettings(), history: history,
+                                     extra: extraState(Position(stage: next, substep: 0, distilling: false)))
+        try cp.write(model: student, state: state, moments: nil, comm: comm)
     }
 
     func runStage(_ st: Recipe.Stage, from pos: Position, resume: Bool) throws {
@@ -203,10 +201,10 @@ public final class RecipeRunner {
     /// Distils the student with the (already scaled) settings of a stage.
     func distill(_ settings: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {
         guard let train else { throw CompressionError.recipe("stages[\(stage)].distill needs training text: pass --data") }
-        let trainer = try Trainer(student: student, teacher: teacher, settings: settings, train: train, valid: valid, comm: comm)
+        let trainer = try Trainer(student: student, teacher: teacher, settings: settings, train: train, valid: valid, comm: comm,
+                                  overlap: overlapAllreduce, shardOptimizer: shardOptimizer)
         trainer.jsonLines = jsonLines
         trainer.label = label
-        trainer.overlapAllreduce = overlapAllreduce
         trainer.interruptRequested = interruptRequested
         trainer.printProfile = printProfile
         trainer.checkpoint = checkpoint

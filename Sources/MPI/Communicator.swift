@@ -148,6 +148,59 @@ public final class Communicator: @unchecked Sendable {
         return Request(request)
     }
 
+    /// Starts a non-blocking reduce-scatter: `send` (Σ counts elements, the same layout on every
+    /// rank) is summed over ranks and this rank receives part `rank` (counts[rank] elements) in
+    /// `recv`. Both buffers must stay alive and untouched until `wait()`. No count check.
+    public func ireduceScatter<T: MPIScalar>(send: UnsafePointer<T>, recv: UnsafeMutablePointer<T>, counts: [Int],
+                                             op: ReduceOp = .sum) throws -> Request {
+        guard size > 1 else {
+            recv.update(from: send, count: counts[0])
+            return Request(squeeze_request_null())
+        }
+        guard counts.count == size, counts.allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) }) else {
+            throw MPIError.usage("ireduceScatter", reason: "need one count per rank, each fitting MPI's 32-bit count")
+        }
+        let c32 = UnsafeMutableBufferPointer<Int32>.allocate(capacity: size)
+        for (i, c) in counts.enumerated() { c32[i] = Int32(c) }
+        var request: MPI_Request? = squeeze_request_null()
+        do {
+            try check(MPI_Ireduce_scatter(send, recv, c32.baseAddress, T.mpiType, op.handle, handle, &request), "MPI_Ireduce_scatter")
+        } catch {
+            c32.deallocate()
+            throw error
+        }
+        // The counts array must outlive the operation.
+        return Request(request, onCompletion: { c32.deallocate() })
+    }
+
+    /// All-gather in place: part r of `buffer` (counts[r] elements, parts back to back in rank
+    /// order) comes from rank r. No count check.
+    public func allgatherInPlace<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, counts: [Int]) throws {
+        guard size > 1 else { return }
+        guard counts.count == size, counts.reduce(0, +) == buffer.count, buffer.count <= Int(Int32.max) else {
+            throw MPIError.usage("allgatherInPlace", reason: "need one count per rank summing to the buffer's \(buffer.count) (32-bit)")
+        }
+        let c32 = counts.map { Int32($0) }
+        var displs = [Int32](repeating: 0, count: size)
+        for r in 1..<size { displs[r] = displs[r - 1] + c32[r - 1] }
+        try check(MPI_Allgatherv(squeeze_in_place(), 0, T.mpiType, buffer.baseAddress, c32, displs, T.mpiType, handle), "MPI_Allgatherv")
+    }
+
+    /// Gathers each rank's `part` (counts[r] elements from rank r) into `into` on `root`, parts
+    /// back to back in rank order (`into` is ignored elsewhere). No count check.
+    public func gather<T: MPIScalar>(_ part: UnsafeBufferPointer<T>, counts: [Int], into: UnsafeMutablePointer<T>?, root: Int = 0) throws {
+        try checkRoot(root, "gather")
+        guard size > 1 else {
+            if let into, let p = part.baseAddress { into.update(from: p, count: part.count) }
+            return
+        }
+        let c32 = counts.map { Int32($0) }
+        var displs = [Int32](repeating: 0, count: size)
+        for r in 1..<size { displs[r] = displs[r - 1] + c32[r - 1] }
+        try check(MPI_Gatherv(part.baseAddress, Int32(part.count), T.mpiType, rank == root ? into : nil, c32, displs, T.mpiType,
+                              Int32(root), handle), "MPI_Gatherv")
+    }
+
     /// Gathers an equal-sized contribution from every rank, concatenated in rank order.
     public func allgather<T: MPIScalar>(_ local: [T]) throws -> [T] {
         try checkSameCount(local.count, "allgather")
@@ -248,11 +301,22 @@ public final class Communicator: @unchecked Sendable {
 /// A pending non-blocking operation.
 public final class Request: @unchecked Sendable {
     fileprivate var handle: MPI_Request?
-    init(_ handle: MPI_Request?) { self.handle = handle }
+    private var onCompletion: (() -> Void)?
+    init(_ handle: MPI_Request?, onCompletion: (() -> Void)? = nil) {
+        self.handle = handle
+        self.onCompletion = onCompletion
+        if handle == squeeze_request_null() { completed() }
+    }
+    deinit { if handle == squeeze_request_null() { completed() } }
+    private func completed() {
+        onCompletion?()
+        onCompletion = nil
+    }
     /// Blocks until the operation completes.
     public func wait() throws {
-        guard handle != squeeze_request_null() else { return }
+        guard handle != squeeze_request_null() else { completed(); return }
         try check(MPI_Wait(&handle, squeeze_status_ignore()), "MPI_Wait")
+        completed()
     }
 }
 
@@ -262,6 +326,7 @@ extension Request {
         guard handle != squeeze_request_null() else { return true }
         var flag: Int32 = 0
         try check(MPI_Test(&handle, &flag, squeeze_status_ignore()), "MPI_Test")
+        if flag != 0 { completed() }
         return flag != 0
     }
 }

@@ -205,6 +205,17 @@ public struct SafeTensorsFile {
         }
     }
 
+    /// Elements `range` of an F32 tensor (flattened) into `dst` (e.g. one rank's shard of an
+    /// optimizer state).
+    public func readFloats(_ name: String, range: Range<Int>, into dst: UnsafeMutablePointer<Float>) throws {
+        let e = try entry(name)
+        guard e.dtype == .f32 else { throw FileError.format(url.path, "tensor '\(name)' is \(e.dtype.rawValue), expected F32") }
+        guard range.lowerBound >= 0, range.upperBound <= e.count else {
+            throw FileError.format(url.path, "tensor '\(name)' has \(e.count) elements, cannot read \(range)")
+        }
+        try source.read(offset: dataStart + e.range.lowerBound + 4 * range.lowerBound, count: 4 * range.count, into: UnsafeMutableRawPointer(dst))
+    }
+
     /// A floating tensor converted to Float32 (F32, F16, BF16, F64).
     public func floats(_ name: String) throws -> [Float] {
         let e = try entry(name)
@@ -306,6 +317,9 @@ public struct SafeTensorsWriter {
         while json.count % 8 != 0 { json.append(0x20) }
         return json
     }
+
+    /// The header JSON as written (padded), for writers that stream the data themselves.
+    public func headerBytes() throws -> Data { try Self.header(items, metadata: metadata) }
 
     /// Writes the file atomically.
     public func write(to url: URL) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import MPI
 import Tensor
 #if canImport(Glibc)
 import Glibc
@@ -49,19 +50,77 @@ public struct Checkpoint {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: directory.path)).map { ($0 as NSString).lastPathComponent }
     }
 
-    /// Writes model, optimizer and state (call on rank 0 only).
-    public func write(model: GPT2, optimizer: AdamW, state: State) throws {
+    /// The optimizer state to store: the moment count and a collective producer that hands rank
+    /// 0 the flat moments ("m" then "v"), piece by piece in flat order (see
+    /// `GradientSync.gatherToRoot`); every rank calls it, the sink only matters on rank 0.
+    public struct Moments {
+        public let count: Int
+        public let produce: (_ which: Int, _ sink: (UnsafeBufferPointer<Float>) -> Void) throws -> Void
+        public init(count: Int, produce: @escaping (_ which: Int, _ sink: (UnsafeBufferPointer<Float>) -> Void) throws -> Void) {
+            self.count = count
+            self.produce = produce
+        }
+    }
+
+    /// Writes model, optimizer moments (if any) and state. Collective over `comm`: rank 0 writes
+    /// the files, every rank takes part in gathering the moments, and every rank throws if rank 0
+    /// failed, so no rank is left waiting.
+    public func write(model: GPT2, state: State, moments: Moments?, comm: Communicator) throws {
         let fm = FileManager.default
         let parent = directory.deletingLastPathComponent()
-        try fm.createDirectory(at: parent, withIntermediateDirectories: true)
         let name = versionPrefix + "\(state.step)-\(getpid())-\(UInt64(Date().timeIntervalSince1970 * 1e6))"
         let version = parent.appendingPathComponent(name)
-        try fm.createDirectory(at: version, withIntermediateDirectories: true)
-        try model.save(to: version.appendingPathComponent("model"), dtype: .f32)
-        var w = SafeTensorsWriter()
-        w.add("m", shape: [optimizer.m.count], values: optimizer.m)
-        w.add("v", shape: [optimizer.v.count], values: optimizer.v)
-        try w.write(to: version.appendingPathComponent("optimizer.safetensors"))
+        func agree(_ failure: String?) throws {
+            var f = failure ?? ""
+            try comm.broadcast(&f, root: 0)
+            if !f.isEmpty { throw TrainingError.checkpoint(f) }
+        }
+        var failure: String?
+        if comm.rank == 0 {
+            do {
+                try fm.createDirectory(at: version, withIntermediateDirectories: true)
+                try model.save(to: version.appendingPathComponent("model"), dtype: .f32)
+            } catch { failure = "\(error)" }
+        }
+        try agree(failure)
+        if let moments {
+            // Stream "m" and "v" into optimizer.safetensors as they arrive; rank 0 keeps taking
+            // part in the gathers after a write error and reports it afterwards.
+            var entries = SafeTensorsWriter()
+            entries.add("m", shape: [moments.count], pointer: UnsafePointer(bitPattern: 64)!)
+            entries.add("v", shape: [moments.count], pointer: UnsafePointer(bitPattern: 64)!)
+            if comm.rank == 0 {
+                do {
+                    let header = try entries.headerBytes()
+                    try writeAtomically(to: version.appendingPathComponent("optimizer.safetensors")) { out in
+                        var n = UInt64(header.count).littleEndian
+                        try withUnsafeBytes(of: &n) { try out($0) }
+                        try header.withUnsafeBytes { try out($0) }
+                        var writeError: Error?
+                        for which in 0..<2 {
+                            try moments.produce(which) { piece in
+                                guard writeError == nil else { return }
+                                do { try out(UnsafeRawBufferPointer(piece)) } catch { writeError = error }
+                            }
+                        }
+                        if let writeError { throw writeError }
+                    }
+                } catch { failure = "\(error)" }
+            } else {
+                for which in 0..<2 { try moments.produce(which) { _ in } }
+            }
+            try agree(failure)
+        }
+        if comm.rank == 0 {
+            do { try commit(state: state, version: version, name: name) } catch { failure = "\(error)" }
+        }
+        try agree(failure)
+    }
+
+    /// Writes state.json into a complete version directory and swaps the link to it.
+    private func commit(state: State, version: URL, name: String) throws {
+        let fm = FileManager.default
+        let parent = directory.deletingLastPathComponent()
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try writeAtomically(try enc.encode(state), to: version.appendingPathComponent("state.json"))
@@ -109,9 +168,23 @@ public struct Checkpoint {
     }
 
     /// Restores the optimizer's moments and step.
-    public func restore(optimizer: AdamW, state: State) throws {
-        let f = try SafeTensorsFile(url: directory.appendingPathComponent("optimizer.safetensors"))
-        try optimizer.restore(step: state.optimizerStep, m: f.floats("m"), v: f.floats("v"))
+    /// Restores the optimizer's step and the moments of the flat ranges it owns (any rank count
+    /// can resume: the file holds the whole flat moments). A checkpoint written between stages
+    /// has no optimizer state; the optimizer then starts fresh.
+    public func restore(optimizer: AdamW, state: State, parameterCount: Int) throws {
+        let url = directory.appendingPathComponent("optimizer.safetensors")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            guard state.optimizerStep == 0 else { throw TrainingError.checkpoint("\(url.path): missing") }
+            return
+        }
+        let f = try SafeTensorsFile(url: url)
+        for key in ["m", "v"] {
+            guard let n = f.entries[key]?.count, n == parameterCount else {
+                throw TrainingError.checkpoint("\(url.path): '\(key)' holds \(f.entries[key]?.count ?? 0) moments, the model has \(parameterCount) parameters")
+            }
+        }
+        try optimizer.restore(step: state.optimizerStep, m: { r, dst in try f.readFloats("m", range: r, into: dst) },
+                              v: { r, dst in try f.readFloats("v", range: r, into: dst) })
     }
 }
 

@@ -12,8 +12,10 @@ import Glibc
 ///
 /// Each step takes the global batch of `settings.batch` sequences for that step (the same on any
 /// number of ranks), gives each rank its contiguous share, runs teacher forward + student
-/// forward/backward in micro-batches, sums gradients over ranks in fused buckets, then every
-/// rank applies the same clipped AdamW step. Pruning masks are re-applied after each step.
+/// forward/backward in micro-batches, and sums gradients over ranks in fused buckets. With
+/// several ranks the optimizer is sharded (ZeRO-1, `GradientSync`): each rank runs the clipped
+/// AdamW step on its part of the buffer and the parameters are all-gathered. Pruning masks are
+/// re-applied after each step.
 public final class Trainer {
     public let student: GPT2
     public let teacher: GPT2?
@@ -33,8 +35,12 @@ public final class Trainer {
     public var jsonLines = false
     /// Label printed in progress lines.
     public var label = "distill"
-    /// Overlap the gradient all-reduce with backward.
-    public var overlapAllreduce = true
+    /// Gradient reductions overlap backward.
+    public let overlapAllreduce: Bool
+    /// The optimizer is sharded over ranks (ZeRO-1).
+    public let shardOptimizer: Bool
+    /// Bytes each rank sends (and receives) per step for the gradients and parameters.
+    public var bytesPerStep: Int { sync.bytesPerStep }
     /// Stop (with a checkpoint) after this many completed steps, as if interrupted there.
     public var stopAfterStep: Int?
     /// Polled at every step boundary (on every rank; any rank's yes stops all): true asks for a
@@ -46,10 +52,12 @@ public final class Trainer {
     private let schedule: LRSchedule
     /// Time per phase of the step (printed at the end with SQUEEZE_PROFILE=1).
     public let profile = PhaseTimer()
-    private var sync: GradientSync?
+    private let sync: GradientSync
 
+    /// Collective (every rank builds its trainer at the same point). `overlap`: reduce gradient
+    /// buckets while backward runs; `shardOptimizer`: ZeRO-1 when there are several ranks.
     public init(student: GPT2, teacher: GPT2?, settings: DistillSettings, train: TokenDataset, valid: TokenDataset?,
-                comm: Communicator) throws {
+                comm: Communicator, overlap: Bool = true, shardOptimizer: Bool = true) throws {
         try settings.validate()
         guard settings.seq <= student.config.nPositions else {
             throw TrainingError.config("distill.seq \(settings.seq) exceeds the model's n_positions \(student.config.nPositions)")
@@ -63,8 +71,10 @@ public final class Trainer {
         self.sampler = try BatchSampler(data: train, T: settings.seq, seed: settings.seed)
         self.valid = valid.map { v in Array(v.tokens.prefix(settings.evalTokens + 1)).map { Int32($0) } }
         self.comm = comm
-        self.optimizer = AdamW(parameterCount: student.params.count, beta1: settings.beta1, beta2: settings.beta2,
-                               weightDecay: settings.weightDecay)
+        self.sync = try GradientSync(model: student, comm: comm, overlap: overlap, sharded: shardOptimizer)
+        self.overlapAllreduce = overlap
+        self.shardOptimizer = shardOptimizer && comm.size > 1
+        self.optimizer = AdamW(ranges: sync.ownedRanges, beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
         self.schedule = LRSchedule(lr: settings.lr, warmup: settings.warmupSteps, total: settings.steps, minRatio: settings.minLRRatio)
     }
 
@@ -74,7 +84,7 @@ public final class Trainer {
         guard state.settings == settings else {
             throw TrainingError.checkpoint("\(cp.directory.path): written with different settings; resume with the same recipe/options")
         }
-        try cp.restore(optimizer: optimizer, state: state)
+        try cp.restore(optimizer: optimizer, state: state, parameterCount: student.params.count)
         history = state.history
         checkpointExtra = state.extra
         return state.step
@@ -91,23 +101,22 @@ public final class Trainer {
     /// Runs steps `start..<settings.steps`; returns the step logs.
     @discardableResult
     public func run(from start: Int = 0) throws -> [StepLog] {
-        if sync == nil || sync!.comm !== comm {
-            sync = try GradientSync(model: student, comm: comm, overlap: overlapAllreduce)
-        }
         let T = settings.seq
         let globalTokens = settings.batch * T
         let mine = share(settings.batch, rank: comm.rank, size: comm.size)
         var stepTimes: [Double] = []
         for step in start..<settings.steps {
             for hook in beforeStep { try hook(step) }
-            if sync!.bucketsStale(for: student) { sync = try GradientSync(model: student, comm: comm, overlap: overlapAllreduce) }
+            guard !sync.bucketsStale(for: student) else {
+                throw TrainingError.config("\(label): the student's layer forms changed during distillation (start a new trainer)")
+            }
             let t0 = Runtime.wtime()
             let lr = schedule.at(step)
             let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[mine])
             student.params.zeroGrads()
             var kdSum = 0.0, ceSum = 0.0
             let chunks = stride(from: 0, to: starts.count, by: settings.microBatch).map { Array(starts[$0..<min($0 + settings.microBatch, starts.count)]) }
-            sync!.begin()
+            sync.begin()
             for (k, chunk) in chunks.enumerated() {
                 let (ids, targets) = sampler.batch(chunk)
                 let n = chunk.count
@@ -126,13 +135,17 @@ public final class Trainer {
                 ceSum += ce
                 let last = k == chunks.count - 1
                 // Errors from polling the in-flight reductions resurface in finish().
-                try profile.time("backward") { try student.backward(onLayerDone: last ? { [sync] l in try? sync!.layerDone(l) } : nil) }
+                try profile.time("backward") { try student.backward(onLayerDone: last ? { [sync] l in try? sync.layerDone(l) } : nil) }
             }
-            try profile.time("all-reduce wait") { try sync!.finish() }
+            try profile.time("all-reduce wait") { try sync.finish() }
             var sums = [kdSum, ceSum]
             try comm.allreduce(&sums)
             student.maskGradients()
-            let norm = gradientNorm(student.params)
+            // The global gradient norm: each rank's owned ranges (all of them without sharding).
+            let grads = student.params.grads.baseAddress!
+            var normSquared = sync.ownedRanges.reduce(0.0) { $0 + sumOfSquares(grads + $1.lowerBound, count: $1.count) }
+            if sync.sharded { normSquared = try comm.allreduce(normSquared) }
+            let norm = normSquared.squareRoot()
             // Loss sums and gradients are the same on every rank after the reductions, so every
             // rank stops here together, before the weights or the checkpoint see the bad values.
             if !(sums[0].isFinite && sums[1].isFinite && norm.isFinite) {
@@ -141,9 +154,11 @@ public final class Trainer {
                                               detail: "kd sum \(sums[0]), ce sum \(sums[1]), gradient norm \(norm)",
                                               checkpoint: checkpoint.flatMap { $0.exists ? $0.directory.path : nil })
             }
-            profile.time("clip + AdamW") {
-                clipGradients(student.params, maxNorm: settings.gradClip, norm: norm)
+            try profile.time("clip + AdamW") {
+                let coef = clipCoefficient(norm: norm, maxNorm: settings.gradClip)
+                if coef < 1 { for r in sync.ownedRanges { Kernels.scale(grads + r.lowerBound, count: r.count, by: coef) } }
                 optimizer.update(student.params, lr: lr)
+                try sync.gatherParameters()
                 student.applyMasks()
             }
             let dt = Runtime.wtime() - t0
@@ -175,15 +190,14 @@ public final class Trainer {
         return history
     }
 
-    /// Writes a checkpoint on rank 0; every rank waits for it.
+    /// Writes a checkpoint (collective: rank 0 writes, the optimizer shards are gathered to it).
     public func writeCheckpoint(_ cp: Checkpoint, nextStep: Int) throws {
-        var failure = ""
-        if comm.rank == 0 {
-            let state = Checkpoint.State(step: nextStep, optimizerStep: optimizer.step, settings: settings, history: history, extra: checkpointExtra)
-            do { try cp.write(model: student, optimizer: optimizer, state: state) } catch { failure = "\(error)" }
+        let state = Checkpoint.State(step: nextStep, optimizerStep: optimizer.step, settings: settings, history: history, extra: checkpointExtra)
+        let moments = Checkpoint.Moments(count: student.params.count) { [sync, optimizer] which, sink in
+            let m = which == 0 ? optimizer.m : optimizer.v
+            try m.withUnsafeBufferPointer { try sync.gatherToRoot($0.baseAddress!, write: sink) }
         }
-        try comm.broadcast(&failure, root: 0)
-        if !failure.isEmpty { throw TrainingError.checkpoint(failure) }
+        try cp.write(model: student, state: state, moments: moments, comm: comm)
     }
 
     private func report(_ log: StepLog, stepTimes: [Double]) {

@@ -43,6 +43,7 @@ struct Compress: ParsableCommand {
         runner.distillScale = distillScale
         runner.jsonLines = loop.json
         runner.overlapAllreduce = !loop.noOverlap
+        runner.shardOptimizer = !loop.noShardOptimizer
         runner.interruptRequested = SignalFlag.consume
         runner.printProfile = loop.profile
         SignalFlag.install()

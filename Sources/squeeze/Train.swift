@@ -12,6 +12,7 @@ struct LoopOptions: ParsableArguments {
     @Flag(help: "Continue from OUT/checkpoint.") var resume = false
     @Flag(help: "JSON lines instead of progress text.") var json = false
     @Flag(help: "Reduce gradients after backward instead of overlapping (for measurements).") var noOverlap = false
+    @Flag(help: "Keep the whole optimizer state on every rank (all-reduce) instead of sharding it (ZeRO-1, the default with several ranks).") var noShardOptimizer = false
     @Flag(help: "Rank 0 reads the data and broadcasts it (no shared filesystem).") var noSharedFs = false
     /// SQUEEZE_PROFILE=1 prints the time per phase of the distillation step at the end.
     var profile: Bool { ProcessInfo.processInfo.environment["SQUEEZE_PROFILE"] != nil }
@@ -81,11 +82,11 @@ struct Train: ParsableCommand {
         try verifySameInputs([("model \(model ?? config ?? cp.modelDirectory.path)", student.contentHash),
                               ("data \(data)", train.contentHash), ("validation data \(loop.valid ?? data)", valid.contentHash)], comm: world)
         Console.status("train: \(train.count) tokens, valid: \(valid.count) tokens, \(student.params.parameterCount) parameters, \(world.size) rank(s)")
-        let trainer = try Trainer(student: student, teacher: nil, settings: s, train: train, valid: valid, comm: world)
+        let trainer = try Trainer(student: student, teacher: nil, settings: s, train: train, valid: valid, comm: world,
+                                  overlap: !loop.noOverlap, shardOptimizer: !loop.noShardOptimizer)
         trainer.checkpoint = cp
         trainer.jsonLines = loop.json
         trainer.label = "train"
-        trainer.overlapAllreduce = !loop.noOverlap
         trainer.interruptRequested = SignalFlag.consume
         trainer.printProfile = loop.profile
         SignalFlag.install()
