@@ -59,8 +59,8 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
 }
 
 extension BLAS {
-    /// Worker count for our own parallel loops (the rank's core share).
-    public static var threadsForLoops: Int { threads }
+    /// Worker count for our own parallel loops (the rank's core share): `parallelFor`'s.
+    public static var threadsForLoops: Int { loopThreads }
 }
 
 /// KL(p_t ‖ p_s) of one row at temperature 1/invT given both log-sum-exps; adds
