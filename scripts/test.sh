@@ -8,11 +8,26 @@
 #   5. CLI tests         every scripts/tests/*.sh, in name order (each must exit 0)
 #   6. summary           one line per phase with its time; exit status 1 if anything failed
 #
+# Options:
+#   --sanitize address|thread
+#       Builds with `swift build --build-tests --sanitize=address` (or thread) into its own scratch
+#       path (<scratch>-asan / <scratch>-tsan, by default .build-asan / .build-tsan) and runs only
+#       the single-rank tests under AddressSanitizer (with LeakSanitizer) or ThreadSanitizer, with
+#       the suppression files of scripts/sanitizers/ (third-party code only; see their comments).
+#       The multi-rank and CLI phases are not run (the summary says so). Under `thread`, OpenBLAS
+#       runs single-threaded (it is not instrumented) and SQUEEZE_LOOP_CHECK_THREADS=2 runs every
+#       parallelFor of ours as 2 chunks on 2 threads (Sources/Model/Parallel.swift). Any sanitizer
+#       report fails the phase; the summary counts reports and suppressed ones. Sanitizer options
+#       already in ASAN_OPTIONS, LSAN_OPTIONS or TSAN_OPTIONS are appended (so they win).
+#
 # Environment (all optional):
-#   SQUEEZE_SCRATCH_PATH   SwiftPM build directory (default: the package's .build)
+#   SQUEEZE_SCRATCH_PATH   SwiftPM build directory (default: the package's .build; --sanitize
+#                          appends -asan or -tsan)
 #   SQUEEZE_TEST_NPS       rank counts for the multi-rank tests (default: "2 4")
 #   SQUEEZE_MPI_TIMEOUT    seconds before one mpirun is killed (default: 600)
 #   SQUEEZE_TEST_WATCHDOG  seconds one multi-rank test may take before its rank exits (default: 300)
+#   SQUEEZE_LOOP_CHECK_THREADS
+#                          threads of our own parallel loops under --sanitize thread (default: 2)
 #
 # For scripts/tests/*.sh this exports SQUEEZE_ROOT, SQUEEZE_BIN_PATH (the debug build's products)
 # and the Open MPI settings of scripts/lib.sh, so a plain `mpirun -np N ...` works there too.
@@ -23,10 +38,34 @@ cd "$ROOT"
 export LC_ALL=C
 # Package list and installer, and the Open MPI settings for one machine (see lib.sh).
 source scripts/lib.sh
+usage() {
+    echo "usage: scripts/test.sh [--sanitize address|thread]" >&2
+    if (($#)); then echo "error: $*" >&2; fi
+    exit 2
+}
+SANITIZE=""
+while (($#)); do
+    case $1 in
+        --sanitize) (($# >= 2)) || usage "--sanitize needs 'address' or 'thread'"; SANITIZE=$2; shift 2 ;;
+        --sanitize=*) SANITIZE=${1#--sanitize=}; shift ;;
+        -h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+        *) usage "unknown argument '$1'" ;;
+    esac
+done
+case $SANITIZE in
+    "" | address | thread) ;;
+    *) usage "--sanitize takes 'address' or 'thread', not '$SANITIZE'" ;;
+esac
+
 NPS=${SQUEEZE_TEST_NPS:-2 4}
 MPI_TIMEOUT=${SQUEEZE_MPI_TIMEOUT:-600}
 SCRATCH=()
-if [[ -n ${SQUEEZE_SCRATCH_PATH:-} ]]; then SCRATCH=(--scratch-path "$SQUEEZE_SCRATCH_PATH"); fi
+if [[ -n $SANITIZE ]]; then
+    # Its own build directory: sanitized objects must not mix with (or replace) the normal build.
+    SCRATCH=(--scratch-path "${SQUEEZE_SCRATCH_PATH:-$ROOT/.build}-${SANITIZE:0:1}san")
+elif [[ -n ${SQUEEZE_SCRATCH_PATH:-} ]]; then
+    SCRATCH=(--scratch-path "$SQUEEZE_SCRATCH_PATH")
+fi
 
 LOGS=$(mktemp -d "${TMPDIR:-/tmp}/squeeze-test.XXXXXX")
 trap 'rm -rf "$LOGS"' EXIT
@@ -70,6 +109,13 @@ skip() {
     FAILED=1
 }
 
+# omit NAME REASON: a phase this mode does not run by design (listed in the summary, not a failure).
+omit() {
+    header "$1"
+    echo "not run: $2"
+    PHASES+=("$1") STATUSES+=("not run") TIMES+=(0.0)
+}
+
 # --- 1. system packages -------------------------------------------------------------------------
 
 # --- 4. multi-rank tests ------------------------------------------------------------------------
@@ -104,6 +150,61 @@ multi_rank() {
     echo "all $np ranks passed $MULTIRANK_COUNT tests"
 }
 
+# --- 3b. single-rank tests under a sanitizer (--sanitize) ---------------------------------------
+
+# sanitized_tests: swift test --skip MultiRank on the sanitized build, with the sanitizer's options
+# and suppressions; fails on any report (even if the exit status were 0) and prints the counts.
+sanitized_tests() {
+    local log="$LOGS/sanitized.log" supp="$ROOT/scripts/sanitizers" env=()
+    case $SANITIZE in
+        address)
+            # fast_unwind_on_malloc=0: the suppressions match frames inside Open MPI, which has no
+            # frame pointers (see lsan.supp).
+            env=("ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+                 "LSAN_OPTIONS=suppressions=$supp/lsan.supp:print_suppressions=1${LSAN_OPTIONS:+:$LSAN_OPTIONS}") ;;
+        thread)
+            # OpenBLAS is not instrumented: one BLAS thread; our own loops always split over two
+            # threads (see tsan.supp). history_size=7: the longest access history, so that the
+            # earlier access of a race in a long loop still has a stack (else TSan drops the report).
+            env=("TSAN_OPTIONS=suppressions=$supp/tsan.supp:print_suppressions=1:history_size=7:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
+                 OPENBLAS_NUM_THREADS=1 "SQUEEZE_LOOP_CHECK_THREADS=${SQUEEZE_LOOP_CHECK_THREADS:-2}") ;;
+    esac
+    local cmd=(swift test --skip-build --skip MultiRank --sanitize="$SANITIZE" "${SCRATCH[@]}")
+    printf '$ %s %s\n' "${env[*]}" "${cmd[*]}"
+    local status=0
+    { env "${env[@]}" "${cmd[@]}" 2>&1 | tee "$log"; status=${PIPESTATUS[0]}; } || true
+    # Reports: each TSan warning, each ASan error, each leak record (direct or indirect) LSan prints.
+    local reports suppressed
+    reports=$(grep -cE '^WARNING: ThreadSanitizer:|^==[0-9]+==ERROR: AddressSanitizer:|^(Direct|Indirect) leak of' "$log" || true)
+    # Suppressed: the tables LSan ("Suppressions used:") and TSan ("Matched N suppressions") print.
+    suppressed=$(awk '/^Suppressions used:|ThreadSanitizer: Matched [0-9]+ suppressions/ { t = 1; next }
+                      t && /^ *count / { next }
+                      t && /^ *[0-9]+ / { n += $1; next } { t = 0 } END { print n + 0 }' "$log")
+    local ran
+    ran=$(grep -oE 'Executed [0-9]+ tests?, with [0-9]+ failures?' "$log" | tail -1 || true)
+    local unit="report(s)"
+    if [[ $SANITIZE == address ]]; then unit="leaked allocation(s), see \"Suppressions used\" above"; fi
+    echo "sanitizer ($SANITIZE): ${ran:-no XCTest summary}; $reports report(s); $suppressed suppressed $unit"
+    if ((status == 0 && reports > 0)); then status=1; fi
+    return "$status"
+}
+
+# --- summary ------------------------------------------------------------------------------------
+
+# summary: one line per phase with its time; exits 1 if anything failed, else 0.
+summary() {
+    printf '\n==> summary\n'
+    for i in "${!PHASES[@]}"; do
+        printf '  %-8s %7s s  %s\n' "${STATUSES[$i]}" "${TIMES[$i]}" "${PHASES[$i]}"
+    done
+    if ((FAILED)); then
+        echo "FAILED"
+        exit 1
+    fi
+    echo "all passed"
+    exit 0
+}
+
 # --- run ----------------------------------------------------------------------------------------
 
 echo "Squeeze tests in $ROOT"
@@ -115,6 +216,19 @@ fi
 for tool in swift mpirun timeout; do
     command -v "$tool" >/dev/null || { echo "error: '$tool' is not on PATH"; exit 1; }
 done
+
+if [[ -n $SANITIZE ]]; then
+    phase "build (swift build --build-tests --sanitize=$SANITIZE)" \
+        swift build --build-tests --sanitize="$SANITIZE" "${SCRATCH[@]}"
+    if [[ ${STATUSES[-1]} == pass ]]; then
+        phase "single-rank tests under --sanitize=$SANITIZE (swift test --skip MultiRank)" sanitized_tests
+    else
+        skip "tests" "the build failed"
+    fi
+    omit "multi-rank tests" "--sanitize runs the single-rank tests only"
+    omit "CLI tests (scripts/tests/*.sh)" "--sanitize runs the single-rank tests only"
+    summary
+fi
 
 phase "build (swift build --build-tests)" swift build --build-tests "${SCRATCH[@]}"
 if [[ ${STATUSES[-1]} == pass ]]; then
@@ -153,15 +267,4 @@ if [[ ${STATUSES[-1]} == pass ]]; then
 else
     skip "tests" "the build failed"
 fi
-
-# --- summary ------------------------------------------------------------------------------------
-
-printf '\n==> summary\n'
-for i in "${!PHASES[@]}"; do
-    printf '  %-8s %7s s  %s\n' "${STATUSES[$i]}" "${TIMES[$i]}" "${PHASES[$i]}"
-done
-if ((FAILED)); then
-    echo "FAILED"
-    exit 1
-fi
-echo "all passed"
+summary

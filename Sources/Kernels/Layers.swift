@@ -30,7 +30,7 @@ public func layerNormBackward(dinp: UnsafeMutablePointer<Float>, dweight: Unsafe
                               weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
                               N: Int, C: Int) {
     // Input gradients in parallel over rows; weight/bias gradients per-thread then summed.
-    let workers = max(1, min(BLAS.threads, N / 16))
+    let workers = loopWorkers(N, minChunk: 16)
     var partial = [Float](repeating: 0, count: workers * 2 * C)
     partial.withUnsafeMutableBufferPointer { pp in
         let base = pp.baseAddress!

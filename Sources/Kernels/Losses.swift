@@ -12,7 +12,7 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
                              N: Int, V: Int, temperature T: Float, alpha: Float, scale: Float,
                              dlogits: UnsafeMutablePointer<Float>?, rowLosses: UnsafeMutablePointer<Float>? = nil) -> (kd: Double, ce: Double) {
     let useKD = teacher != nil && alpha > 0
-    let workers = max(1, min(BLAS.threads, N))
+    let workers = max(1, min(loopThreads, N))
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * workers) { parts in
         parts.initialize(repeating: 0)
         parallelFor(workers) { ws in
