@@ -27,5 +27,6 @@ static inline int squeeze_thread_serialized(void) { return MPI_THREAD_SERIALIZED
 static inline int squeeze_success(void) { return MPI_SUCCESS; }
 static inline int squeeze_comm_type_shared(void) { return MPI_COMM_TYPE_SHARED; }
 static inline int squeeze_status_source(const MPI_Status *s) { return s->MPI_SOURCE; }
+static inline MPI_Win squeeze_win_null(void) { return MPI_WIN_NULL; }
 
 #endif

@@ -82,7 +82,7 @@ public final class RecipeRunner {
     /// Runs (or resumes) every stage.
     public func run(resume: Bool = false) throws {
         try validate()
-        if let t = train { compressor.calibrationTokens = t.tokens }
+        if let t = train { compressor.calibrationTokens = Array(t.tokens) }
         var start = Position(stage: 0, substep: 0, distilling: false)
         if resume, let cp = checkpoint, cp.exists {
             let state = try cp.readState()

@@ -29,9 +29,16 @@ public enum Runtime {
         initialized = true
     }
 
+    nonisolated(unsafe) private static var finalizers: [() -> Void] = []
+
+    /// Runs `body` just before MPI_Finalize (collective clean-up such as freeing windows).
+    public static func atFinalize(_ body: @escaping () -> Void) { finalizers.append(body) }
+
     /// Finalises MPI (called at exit; idempotent).
     public static func finalize() {
         guard initialized, !isFinalized else { return }
+        for f in finalizers.reversed() { f() }
+        finalizers = []
         var done: Int32 = 0
         MPI_Finalized(&done)
         if done == 0 { MPI_Finalize() }

@@ -9,49 +9,63 @@ import Tensor
 ///
 /// Cache file: magic `SQZTOK1\n`, UInt64 tokenizer hash, UInt64 text hash, UInt64 count, then
 /// `count` little-endian UInt16 ids.
-public struct TokenDataset: Sendable {
-    public let tokens: [UInt16]
+public struct TokenDataset: @unchecked Sendable {
+    /// The token ids (in node-shared memory when loaded under MPI).
+    public let tokens: UnsafeBufferPointer<UInt16>
     public let source: URL
+    /// Keeps the ids' memory alive (an array box or a node-shared window).
+    private let storage: AnyObject
 
+    /// A dataset over a copy of `tokens`.
     public init(tokens: [UInt16], source: URL) {
+        let box = TokenBox(tokens)
+        self.init(tokens: UnsafeBufferPointer(rebasing: box.storage[0..<tokens.count]), source: source, storage: box)
+    }
+
+    init(tokens: UnsafeBufferPointer<UInt16>, source: URL, storage: AnyObject) {
         self.tokens = tokens
         self.source = source
+        self.storage = storage
     }
 
     public var count: Int { tokens.count }
 
     /// A hash of the token ids (to check that ranks hold the same data).
-    public var contentHash: UInt64 { hashContents(tokens) }
+    public var contentHash: UInt64 { hashContents(UnsafeRawBufferPointer(tokens)) }
 
-    /// Loads or builds the token file for `url`. Under MPI, rank 0 tokenises and writes the cache;
-    /// the other ranks wait and read it (or, with `sharedFS: false`, receive it by broadcast).
-    /// The tokenizer is needed on rank 0, and on every rank with a shared filesystem.
+    /// Loads or builds the token file for `url`. Rank 0 tokenises (or reads its cache) and sends
+    /// the ids to the first rank of every node; the ranks of a node share one copy (an MPI-3
+    /// shared window). Only rank 0 needs the tokenizer and the files.
     public static func load(_ url: URL, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL? = nil,
                             sharedFS: Bool = true) throws -> TokenDataset {
         var failure = ""
         var tokens: [UInt16] = []
-        let reads = sharedFS || comm.rank == 0
-        guard !reads || tokenizer != nil else { throw TrainingError.data("a tokenizer is needed on the ranks that read the data") }
-        if let tokenizer, tokenizer.vocabSize > 65536 { throw TrainingError.data("vocabulary of \(tokenizer.vocabSize) ids does not fit uint16 token files") }
-        let fingerprint = reads ? tokenizerFingerprint(directory: tokenizerDirectory) : 0
         if comm.rank == 0 {
-            do { tokens = try loadOrBuild(url, tokenizer: tokenizer!, fingerprint: fingerprint, cacheDirectory: cacheDirectory) } catch { failure = "\(error)" }
+            do {
+                guard let tokenizer else { throw TrainingError.data("a tokenizer is needed on rank 0 to read the data") }
+                if tokenizer.vocabSize > 65536 { throw TrainingError.data("vocabulary of \(tokenizer.vocabSize) ids does not fit uint16 token files") }
+                tokens = try loadOrBuild(url, tokenizer: tokenizer, fingerprint: tokenizerFingerprint(directory: tokenizerDirectory),
+                                         cacheDirectory: cacheDirectory)
+            } catch { failure = "\(error)" }
         }
-        if comm.size > 1 {
-            try comm.broadcast(&failure, root: 0)
+        guard comm.size > 1 else {
             if !failure.isEmpty { throw TrainingError.data(failure) }
-            if sharedFS {
-                try comm.barrier()
-                if comm.rank != 0 { tokens = try loadOrBuild(url, tokenizer: tokenizer!, fingerprint: fingerprint, cacheDirectory: cacheDirectory) }
-            } else {
-                var wide = tokens.map { Int32($0) }
-                try comm.broadcast(&wide, root: 0)
-                tokens = wide.map { UInt16($0) }
-            }
-        } else if !failure.isEmpty {
-            throw TrainingError.data(failure)
+            return TokenDataset(tokens: tokens, source: url)
         }
-        return TokenDataset(tokens: tokens, source: url)
+        try comm.broadcast(&failure, root: 0)
+        if !failure.isEmpty { throw TrainingError.data(comm.rank == 0 ? failure : "rank 0 could not read the data: \(failure)") }
+        let count = try comm.allreduce(comm.rank == 0 ? tokens.count : 0, op: .max)
+        // One copy per node: rank 0 -> the nodes' first ranks -> their node's window.
+        let node = try comm.splitShared()
+        let shared = try NodeSharedBuffer(bytes: count * 2, node: node)
+        let ids = shared.pointer.bindMemory(to: UInt16.self, capacity: max(count, 1))
+        if comm.rank == 0 { tokens.withUnsafeBufferPointer { ids.update(from: $0.baseAddress!, count: count) } }
+        if let leaders = try comm.split(color: node.rank == 0 ? 0 : nil) {
+            try leaders.broadcast(UnsafeMutableBufferPointer(start: shared.pointer.bindMemory(to: UInt8.self, capacity: count * 2), count: count * 2), root: 0)
+            _ = shared.pointer.bindMemory(to: UInt16.self, capacity: max(count, 1))
+        }
+        try node.barrier()
+        return TokenDataset(tokens: UnsafeBufferPointer(start: ids, count: count), source: url, storage: shared)
     }
 
     /// The text of a file, or of every .txt file in a directory (sorted by name, joined by
@@ -113,10 +127,21 @@ public struct TokenDataset: Sendable {
         return ids.map { UInt16($0) }
     }
 
-    /// Splits off the last `fraction` of the stream as validation data.
+    /// Training and validation streams: `valid` when given, else the last `validFraction` of
+    /// `data` (see `load`).
+    public static func trainAndValidation(data: URL, valid: URL?, validFraction: Double, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL,
+                                          comm: Communicator, sharedFS: Bool = true) throws -> (train: TokenDataset, valid: TokenDataset) {
+        let all = try load(data, tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: sharedFS)
+        if let valid { return (all, try load(valid, tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: sharedFS)) }
+        guard validFraction > 0 && validFraction < 0.5 else { throw TrainingError.config("the validation fraction must be in (0, 0.5), got \(validFraction)") }
+        return all.split(validationFraction: validFraction)
+    }
+
+    /// Splits off the last `fraction` of the stream as validation data (views of the same ids).
     public func split(validationFraction fraction: Double) -> (train: TokenDataset, valid: TokenDataset) {
         let n = Int(Double(count) * (1 - fraction))
-        return (TokenDataset(tokens: Array(tokens[..<n]), source: source), TokenDataset(tokens: Array(tokens[n...]), source: source))
+        return (TokenDataset(tokens: UnsafeBufferPointer(rebasing: tokens[..<n]), source: source, storage: storage),
+                TokenDataset(tokens: UnsafeBufferPointer(rebasing: tokens[n...]), source: source, storage: storage))
     }
 }
 
@@ -172,4 +197,15 @@ public struct BatchSampler: Sendable {
 /// The contiguous share `[lo, hi)` of `n` items that rank `rank` of `size` takes.
 public func share(_ n: Int, rank: Int, size: Int) -> Range<Int> {
     (n * rank / size)..<(n * (rank + 1) / size)
+}
+
+/// Keeps an array of ids at a stable address.
+final class TokenBox {
+    let storage: UnsafeMutableBufferPointer<UInt16>
+    init(_ ids: [UInt16]) {
+        storage = .allocate(capacity: max(ids.count, 1))
+        _ = storage.initialize(from: ids)
+        if ids.isEmpty { storage.baseAddress!.initialize(to: 0) }
+    }
+    deinit { storage.deallocate() }
 }

@@ -35,36 +35,9 @@ func fmt(_ x: Double, _ digits: Int = 2) -> String { String(format: "%.\(digits)
 /// A path argument as a file URL.
 func fileURL(_ path: String) -> URL { URL(fileURLWithPath: (path as NSString).expandingTildeInPath).standardizedFileURL }
 
-/// Loads a model directory on every rank: each rank reads it (shared filesystem, memory-mapped),
-/// or with `sharedFS: false` rank 0 reads the files and broadcasts their bytes.
-func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true, allowNonFinite: Bool = false) throws -> GPT2 {
-    let dir = fileURL(path)
-    if sharedFS || comm.size == 1 { return try GPT2.load(directory: dir, allowNonFinite: allowNonFinite) }
-    var failure = ""
-    var config: [UInt8] = [], weights: [UInt8] = []
-    if comm.rank == 0 {
-        do {
-            let f = try GPT2.readFiles(directory: dir)
-            config = [UInt8](f.config)
-            weights = [UInt8](f.weights)
-        } catch { failure = "\(error)" }
-    }
-    try comm.broadcast(&failure, root: 0)
-    if !failure.isEmpty { throw CLIError(comm.rank == 0 ? failure : "rank 0 could not read the model: \(failure)") }
-    try comm.broadcast(&config, root: 0)
-    try comm.broadcast(&weights, root: 0)
-    return try GPT2.load(directory: dir, config: Data(config), weights: Data(weights), allowNonFinite: allowNonFinite)
-}
-
-/// The tokenizer of a model directory, on the ranks that read files (all with a shared
-/// filesystem, rank 0 otherwise); checked against the model's vocabulary.
-func loadTokenizer(_ dir: URL, for model: GPT2, comm: Communicator, sharedFS: Bool = true) throws -> GPT2Tokenizer? {
-    guard sharedFS || comm.rank == 0 else { return nil }
-    let tokenizer = try GPT2Tokenizer(directory: dir)
-    guard tokenizer.vocabSize <= model.config.vocabSize else {
-        throw CLIError("\(dir.path): tokenizer has \(tokenizer.vocabSize) tokens, the model's vocab_size is \(model.config.vocabSize)")
-    }
-    return tokenizer
+/// Loads a model directory on every rank (see `GPT2.load(directory:comm:sharedFS:allowNonFinite:readOnly:)`).
+func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true, allowNonFinite: Bool = false, readOnly: Bool = false) throws -> GPT2 {
+    try GPT2.load(directory: fileURL(path), comm: comm, sharedFS: sharedFS, allowNonFinite: allowNonFinite, readOnly: readOnly)
 }
 
 /// A right-aligned text table.

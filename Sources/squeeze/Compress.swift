@@ -23,92 +23,33 @@ struct Compress: ParsableCommand {
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: loop.json)
-        let dt = try dtype.map(weightDType)
-        let r = try Recipe.load(fileURL(recipe))
-        let inputDir = fileURL(model)
-        let outDir = fileURL(out)
-        guard outDir != inputDir else { throw ValidationError("--out must differ from --model") }
-        let cp = Checkpoint(directory: outDir.appendingPathComponent("checkpoint"))
-        if loop.resume && !cp.exists { throw ValidationError("--resume: no checkpoint in \(cp.directory.path)") }
-        let shared = !loop.noSharedFs
-        let original = try loadModel(model, comm: world, sharedFS: shared)
-        let student = loop.resume ? try loadModel(cp.modelDirectory.path, comm: world, sharedFS: shared) : original
-        student.sourceDirectory = inputDir
-        let distills = r.stages.contains { $0.distill != nil }
-        let teacherModel: GPT2? = distills ? (teacher != nil ? try loadModel(teacher!, comm: world, sharedFS: shared)
-                                                             : (loop.resume ? original : try loadModel(model, comm: world, sharedFS: shared))) : nil
-        let runner = RecipeRunner(recipe: r, student: student, teacher: teacherModel, comm: world)
-        runner.compressor.scalapackMinElements = scalapackMin
-        guard distillScale > 0 else { throw ValidationError("--distill-scale must be > 0") }
-        runner.distillScale = distillScale
-        runner.jsonLines = loop.json
-        runner.overlapAllreduce = !loop.noOverlap
-        runner.shardOptimizer = !loop.noShardOptimizer
-        runner.interruptRequested = SignalFlag.consume
-        runner.printProfile = loop.profile
+        var o = CompressionJob.Options(model: fileURL(model), recipe: fileURL(recipe), out: fileURL(out))
+        o.data = data.map(fileURL)
+        o.valid = loop.valid.map(fileURL)
+        o.validFraction = loop.validFraction
+        o.teacher = teacher.map(fileURL)
+        o.dtype = try dtype.map(weightDType)
+        o.scalapackMinElements = scalapackMin
+        o.distillScale = distillScale
+        o.resume = loop.resume
+        o.sharedFS = !loop.noSharedFs
+        o.overlap = !loop.noOverlap
+        o.shardOptimizer = !loop.noShardOptimizer
+        o.jsonLines = loop.json
+        o.printProfile = loop.profile
+        let job = try CompressionJob(options: o, comm: world)
+        job.interruptRequested = SignalFlag.consume
         SignalFlag.install()
-        runner.checkpoint = distills ? cp : nil
-        if let data {
-            let tok = try loadTokenizer(inputDir, for: original, comm: world, sharedFS: shared)
-            let (t, v) = try loop.datasets(data: data, tokenizer: tok, tokenizerDirectory: inputDir, comm: world)
-            runner.train = t
-            runner.valid = v
-        }
-        // Every rank must start from the same files (no shared filesystem: a stale copy on a host).
-        let recipeBytes = FileManager.default.contents(atPath: fileURL(recipe).path) ?? Data()
-        var inputs = [("model \(model)", original.contentHash), ("recipe \(recipe)", recipeBytes.withUnsafeBytes { hashContents($0) })]
-        if loop.resume { inputs.append(("checkpoint \(cp.directory.path)", student.contentHash)) }
-        if let teacher, let t = teacherModel { inputs.append(("teacher \(teacher)", t.contentHash)) }
-        if let data, let t = runner.train { inputs.append(("data \(data)", t.contentHash)) }
-        if let v = runner.valid { inputs.append(("validation data \(loop.valid ?? data ?? "")", v.contentHash)) }
-        try verifySameInputs(inputs, comm: world)
-        let paramsBefore = original.params.parameterCount
-        let nonzeroBefore = loop.resume ? countNonzero(try loadModel(model, comm: world, sharedFS: shared)) : countNonzero(original)
-        let t0 = Date()
-        try runner.run(resume: loop.resume)
-        var bytes = 0
-        if world.rank == 0 {
-            try student.save(to: outDir, dtype: dt ?? original.storageDType, tokenizerFrom: inputDir)
-            if !runner.history.isEmpty { try writeLossCurve(runner.history, to: outDir.appendingPathComponent("loss.svg"), title: "squeeze compress: \(r.name ?? recipe)") }
-            bytes = (try? FileManager.default.attributesOfItem(atPath: outDir.appendingPathComponent("model.safetensors").path)[.size] as? Int) ?? 0
-            runner.checkpoint?.remove()
-        }
-        try world.barrier()
-        let summary = CompressSummary(layers: runner.reports, paramsBefore: paramsBefore, paramsAfter: student.params.parameterCount,
-                                      nonzeroBefore: nonzeroBefore, nonzeroAfter: countNonzero(student), bytes: bytes,
-                                      stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },
-                                      seconds: Date().timeIntervalSince(t0))
+        let summary = try job.run()
         if loop.json { Console.print(try jsonLine(summary)); return }
         Console.print(table(["layer", "method", "params before", "after", "rel. error"], summary.layers.map {
             [$0.layer, $0.method, "\($0.paramsBefore)", "\($0.paramsAfter)", fmt($0.relativeError, 4)]
         }))
         Console.print("")
-        Console.print("parameters \(paramsBefore) -> \(summary.paramsAfter) stored, non-zero \(nonzeroBefore) -> \(summary.nonzeroAfter) (\(fmt(Double(summary.nonzeroAfter) / Double(nonzeroBefore) * 100, 1))%)")
-        for (i, p) in runner.stagePerplexity.sorted(by: { $0.key < $1.key }) { Console.print("stage \(i + 1) validation perplexity \(fmt(p, 3))") }
-        Console.print("wrote \(outDir.path) (\(bytes) bytes of weights) in \(formatDuration(summary.seconds))")
+        Console.print("parameters \(summary.paramsBefore) -> \(summary.paramsAfter) stored, non-zero \(summary.nonzeroBefore) -> \(summary.nonzeroAfter) (\(fmt(Double(summary.nonzeroAfter) / Double(summary.nonzeroBefore) * 100, 1))%)")
+        for (i, p) in summary.stagePerplexity.enumerated() { Console.print("stage \(i + 1) validation perplexity \(fmt(p, 3))") }
+        Console.print("wrote \(o.out.path) (\(summary.bytes) bytes of weights) in \(formatDuration(summary.seconds))")
     } }
-}
-
-/// `squeeze compress --json` output.
-struct CompressSummary: Encodable {
-    let layers: [LayerReport]
-    let paramsBefore: Int, paramsAfter: Int, nonzeroBefore: Int, nonzeroAfter: Int, bytes: Int
-    let stagePerplexity: [Double]
-    let seconds: Double
-    enum CodingKeys: String, CodingKey {
-        case layers, paramsBefore = "params_before", paramsAfter = "params_after", nonzeroBefore = "nonzero_before"
-        case nonzeroAfter = "nonzero_after", bytes, stagePerplexity = "stage_perplexity", seconds
-    }
-}
-
-/// Non-zero scalars of all parameters.
-func countNonzero(_ m: GPT2) -> Int {
-    var n = 0
-    for slot in m.params.slots {
-        let p = m.params.values.baseAddress! + slot.offset
-        for i in 0..<slot.count where p[i] != 0 { n += 1 }
-    }
-    return n
 }
 
 /// `squeeze analyze`: stable rank and friends per layer.

@@ -23,7 +23,7 @@ struct Eval: ParsableCommand {
         let world = try startMPI(quiet: json)
         if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
         if batch < 1 { throw ValidationError("--batch must be >= 1") }
-        let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite)
+        let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
         let tok = try loadTokenizer(fileURL(model), for: m, comm: world, sharedFS: !noSharedFs)
         let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world, sharedFS: !noSharedFs)
         try verifySameInputs([("model \(model)", m.contentHash), ("data \(data)", ds.contentHash)], comm: world)

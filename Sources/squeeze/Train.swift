@@ -19,13 +19,9 @@ struct LoopOptions: ParsableArguments {
 
     /// Train and validation token streams.
     func datasets(data: String, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator) throws -> (TokenDataset, TokenDataset) {
-        let all = try TokenDataset.load(fileURL(data), tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs)
-        if let v = valid {
-            return (all, try TokenDataset.load(fileURL(v), tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs))
-        }
         guard validFraction > 0 && validFraction < 0.5 else { throw ValidationError("--valid-fraction must be in (0, 0.5)") }
-        let (t, v) = all.split(validationFraction: validFraction)
-        return (t, v)
+        return try TokenDataset.trainAndValidation(data: fileURL(data), valid: valid.map(fileURL), validFraction: validFraction, tokenizer: tokenizer,
+                                                   tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs)
     }
 }
 

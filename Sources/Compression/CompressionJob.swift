@@ -1,0 +1,160 @@
+import Distributed
+import Foundation
+import Model
+import MPI
+import Tensor
+import Training
+
+/// `squeeze compress` as a library type: loads the student (the input model, or the checkpoint
+/// on resume), the teacher (once per node) and the data, checks that every rank holds the same
+/// inputs, runs the recipe, writes the compressed model and removes the checkpoint.
+public final class CompressionJob {
+    /// What to compress and how.
+    public struct Options {
+        public var model: URL
+        public var recipe: URL
+        public var out: URL
+        public var data: URL?
+        public var valid: URL?
+        public var validFraction = 0.02
+        /// Teacher directory (nil: the input model).
+        public var teacher: URL?
+        /// Weights type of the output (nil: as the input).
+        public var dtype: SafeTensorsDType?
+        public var scalapackMinElements = 20_000_000
+        public var distillScale = 1.0
+        public var resume = false
+        public var sharedFS = true
+        public var overlap = true
+        public var shardOptimizer = true
+        public var jsonLines = false
+        public var printProfile = false
+        /// Stop (checkpointed, as if interrupted) after this many distillation steps in total.
+        public var stopAfterDistillSteps: Int?
+
+        public init(model: URL, recipe: URL, out: URL) {
+            self.model = model
+            self.recipe = recipe
+            self.out = out
+        }
+    }
+
+    /// What a run did: per-layer reports, parameter counts and the output's size.
+    public struct Summary: Codable, Sendable {
+        public let layers: [LayerReport]
+        public let paramsBefore: Int, paramsAfter: Int, nonzeroBefore: Int, nonzeroAfter: Int, bytes: Int
+        public let stagePerplexity: [Double]
+        public let seconds: Double
+        enum CodingKeys: String, CodingKey {
+            case layers, paramsBefore = "params_before", paramsAfter = "params_after", nonzeroBefore = "nonzero_before"
+            case nonzeroAfter = "nonzero_after", bytes, stagePerplexity = "stage_perplexity", seconds
+        }
+    }
+
+    public let options: Options
+    public let comm: Communicator
+    /// Polled at every distillation step (the executable connects it to SIGINT/SIGTERM).
+    public var interruptRequested: () -> Bool = { false }
+
+    public init(options: Options, comm: Communicator) throws {
+        guard options.out.standardizedFileURL != options.model.standardizedFileURL else {
+            throw CompressionError.recipe("the output directory must differ from the input model")
+        }
+        guard options.distillScale > 0 else { throw CompressionError.recipe("the distillation scale must be > 0, got \(options.distillScale)") }
+        self.options = options
+        self.comm = comm
+    }
+
+    /// The checkpoint of this output directory.
+    public var checkpoint: Checkpoint { Checkpoint(directory: options.out.appendingPathComponent("checkpoint")) }
+
+    /// Runs the whole job (collective).
+    public func run() throws -> Summary {
+        let o = options
+        let recipe = try Recipe.load(o.recipe)
+        let cp = checkpoint
+        if o.resume && !cp.exists { throw CompressionError.recipe("resume: no checkpoint in \(cp.directory.path)") }
+        // The input model's figures, taken before anything changes it (on resume it is only read
+        // for them, then released).
+        let (before, student): (InputFigures, GPT2) = try {
+            let input = try GPT2.load(directory: o.model, comm: comm, sharedFS: o.sharedFS)
+            let figures = InputFigures(input)
+            if !o.resume { return (figures, input) }
+            return (figures, try GPT2.load(directory: cp.modelDirectory, comm: comm, sharedFS: o.sharedFS))
+        }()
+        student.sourceDirectory = o.model
+        let distills = recipe.stages.contains { $0.distill != nil }
+        // The teacher never changes: one copy per node.
+        let teacher = distills ? try GPT2.load(directory: o.teacher ?? o.model, comm: comm, sharedFS: o.sharedFS, readOnly: true) : nil
+        let runner = RecipeRunner(recipe: recipe, student: student, teacher: teacher, comm: comm)
+        runner.compressor.scalapackMinElements = o.scalapackMinElements
+        runner.distillScale = o.distillScale
+        runner.jsonLines = o.jsonLines
+        runner.overlapAllreduce = o.overlap
+        runner.shardOptimizer = o.shardOptimizer
+        runner.interruptRequested = interruptRequested
+        runner.printProfile = o.printProfile
+        runner.stopAfterDistillSteps = o.stopAfterDistillSteps
+        runner.checkpoint = distills ? cp : nil
+        if let data = o.data {
+            let tok = try loadTokenizer(o.model, for: student, comm: comm, sharedFS: o.sharedFS)
+            (runner.train, runner.valid) = try TokenDataset.trainAndValidation(data: data, valid: o.valid, validFraction: o.validFraction,
+                                                                               tokenizer: tok, tokenizerDirectory: o.model, comm: comm, sharedFS: o.sharedFS)
+        }
+        // Every rank must start from the same files (no shared filesystem: a stale copy on a host).
+        let recipeBytes = FileManager.default.contents(atPath: o.recipe.path) ?? Data()
+        var inputs = [("model \(o.model.path)", before.hash), ("recipe \(o.recipe.path)", recipeBytes.withUnsafeBytes { hashContents($0) })]
+        if o.resume { inputs.append(("checkpoint \(cp.directory.path)", student.contentHash)) }
+        if let t = o.teacher, let m = teacher { inputs.append(("teacher \(t.path)", m.contentHash)) }
+        if let d = o.data, let t = runner.train { inputs.append(("data \(d.path)", t.contentHash)) }
+        if let v = runner.valid { inputs.append(("validation data \((o.valid ?? o.data)?.path ?? "")", v.contentHash)) }
+        try verifySameInputs(inputs, comm: comm)
+
+        let t0 = Date()
+        try runner.run(resume: o.resume)
+        var failure = ""
+        var bytes = 0
+        if comm.rank == 0 {
+            do {
+                try student.save(to: o.out, dtype: o.dtype ?? before.dtype, tokenizerFrom: o.model)
+                if !runner.history.isEmpty {
+                    try writeLossCurve(runner.history, to: o.out.appendingPathComponent("loss.svg"), title: "squeeze compress: \(recipe.name ?? o.recipe.lastPathComponent)")
+                }
+                bytes = weightBytes(o.out)
+                runner.checkpoint?.remove()
+            } catch { failure = "\(error)" }
+        }
+        try comm.broadcast(&failure, root: 0)
+        if !failure.isEmpty { throw CompressionError.recipe(failure) }
+        return Summary(layers: runner.reports, paramsBefore: before.params, paramsAfter: student.params.parameterCount,
+                       nonzeroBefore: before.nonzero, nonzeroAfter: student.nonzeroCount, bytes: bytes,
+                       stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },
+                       seconds: Date().timeIntervalSince(t0))
+    }
+
+    /// What the job needs to know of the input model.
+    struct InputFigures {
+        let params: Int, nonzero: Int, hash: UInt64, dtype: SafeTensorsDType
+        init(_ m: GPT2) { params = m.params.parameterCount; nonzero = m.nonzeroCount; hash = m.contentHash; dtype = m.storageDType }
+    }
+}
+
+/// Bytes of a model directory's weights (one file or shards).
+public func weightBytes(_ dir: URL) -> Int {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []
+    return names.filter { $0.hasSuffix(".safetensors") && $0.hasPrefix("model") }.reduce(0) {
+        $0 + ((try? FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent($1).path)[.size] as? Int) ?? 0)
+    }
+}
+
+extension GPT2 {
+    /// Non-zero scalars of all parameters.
+    public var nonzeroCount: Int {
+        var n = 0
+        for slot in params.slots {
+            let p = params.values.baseAddress! + slot.offset
+            for i in 0..<slot.count where p[i] != 0 { n += 1 }
+        }
+        return n
+    }
+}

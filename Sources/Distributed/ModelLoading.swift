@@ -1,0 +1,40 @@
+import Foundation
+import Model
+import MPI
+
+extension GPT2 {
+    /// Loads a model directory on every rank of `comm`: each rank reads it (shared filesystem),
+    /// or with `sharedFS: false` rank 0 reads the files and broadcasts their bytes. A `readOnly`
+    /// model (a teacher, a model being evaluated) is held once per node in shared memory when
+    /// the files are on a shared filesystem. Collective; a rank that fails makes all fail.
+    public static func load(directory dir: URL, comm: Communicator, sharedFS: Bool = true, allowNonFinite: Bool = false,
+                            readOnly: Bool = false) throws -> GPT2 {
+        if readOnly && sharedFS && comm.size > 1 { return try loadNodeShared(directory: dir, comm: comm, allowNonFinite: allowNonFinite) }
+        if sharedFS || comm.size == 1 { return try load(directory: dir, allowNonFinite: allowNonFinite) }
+        var failure = ""
+        var config: [UInt8] = [], weights: [UInt8] = []
+        if comm.rank == 0 {
+            do {
+                let f = try readFiles(directory: dir)
+                config = [UInt8](f.config)
+                weights = [UInt8](f.weights)
+            } catch { failure = "\(error)" }
+        }
+        try comm.broadcast(&failure, root: 0)
+        if !failure.isEmpty { throw DistributedError.inputs(comm.rank == 0 ? failure : "rank 0 could not read the model: \(failure)") }
+        try comm.broadcast(&config, root: 0)
+        try comm.broadcast(&weights, root: 0)
+        return try load(directory: dir, config: Data(config), weights: Data(weights), allowNonFinite: allowNonFinite)
+    }
+}
+
+/// The tokenizer of a model directory on the ranks that read files (all with a shared
+/// filesystem, rank 0 otherwise), checked against the model's vocabulary.
+public func loadTokenizer(_ dir: URL, for model: GPT2, comm: Communicator, sharedFS: Bool = true) throws -> GPT2Tokenizer? {
+    guard sharedFS || comm.rank == 0 else { return nil }
+    let tokenizer = try GPT2Tokenizer(directory: dir)
+    guard tokenizer.vocabSize <= model.config.vocabSize else {
+        throw DistributedError.inputs("\(dir.path): tokenizer has \(tokenizer.vocabSize) tokens, the model's vocab_size is \(model.config.vocabSize)")
+    }
+    return tokenizer
+}

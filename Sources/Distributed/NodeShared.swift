@@ -1,0 +1,39 @@
+import Foundation
+import Model
+import MPI
+
+/// Read-only data held once per node: the ranks of a node map one MPI-3 shared window that the
+/// node's first rank fills (see `NodeSharedBuffer`).
+extension GPT2 {
+    /// Loads a model whose weights never change (a teacher) into node-shared memory: the node's
+    /// first rank reads the files into the window, the other ranks of the node read only the
+    /// headers and map it. Collective over `comm`; every rank throws if the node's reader failed.
+    public static func loadNodeShared(directory: URL, comm: Communicator, allowNonFinite: Bool = false) throws -> GPT2 {
+        guard comm.size > 1 else { return try load(directory: directory, allowNonFinite: allowNonFinite) }
+        let node = try comm.splitShared()
+        var model: GPT2?
+        var failure = ""
+        // Headers first, agreed on by the node, so no rank enters the window's allocation alone.
+        var headers: (Data, WeightFiles)?
+        do { headers = (try readConfig(directory: directory), try WeightFiles.open(directory: directory)) } catch { failure = "\(error)" }
+        if try node.allreduce(failure.isEmpty ? 0 : 1, op: .max) != 0 {
+            throw DistributedError.inputs(failure.isEmpty ? "another rank of this node could not read \(directory.path)" : failure)
+        }
+        do {
+            let (config, weights) = headers!
+            model = try load(directory: directory, config: config, weights: weights,
+                             allowNonFinite: allowNonFinite) { floats in
+                let buffer = try NodeSharedBuffer(bytes: floats * MemoryLayout<Float>.stride, node: node)
+                let p = buffer.pointer.bindMemory(to: Float.self, capacity: floats)
+                if buffer.isLeader { p.initialize(repeating: 0, count: floats) }
+                return (UnsafeMutableBufferPointer(start: p, count: floats), buffer, fill: buffer.isLeader)
+            }
+        } catch { failure = "\(error)" }
+        // The leader filled the window (or failed): everyone on the node learns which.
+        try node.broadcast(&failure, root: 0)
+        guard failure.isEmpty, let model else {
+            throw DistributedError.inputs(node.rank == 0 ? failure : "the first rank of this node could not load \(directory.path): \(failure)")
+        }
+        return model
+    }
+}
