@@ -1,4 +1,5 @@
 import Foundation
+import Model
 import Training
 import Yams
 
@@ -275,31 +276,26 @@ public struct Recipe {
         return l
     }
 
+    /// A distill block through `DistillSettings`'s table (its keys, defaults and checks).
     static func parseDistill(_ d: [String: Any], at: String) throws -> DistillSettings {
-        let allowed = DistillSettings.CodingKeys.allCases.map(\.rawValue)
-        try checkKeys(d, allowed: allowed, at: at + ".")
-        var s = DistillSettings()
-        func f(_ k: String) throws -> Float? { try d[k].map { Float(try number($0, "\(at).\(k)")) } }
-        func i(_ k: String) throws -> Int? { try d[k].map { try int($0, "\(at).\(k)", min: 0) } }
-        if let v = try i("steps") { s.steps = v }
-        if let v = try i("batch") { s.batch = v }
-        if let v = try i("seq") { s.seq = v }
-        if let v = try f("lr") { s.lr = v }
-        if let v = try i("warmup") { s.warmup = v }
-        if let v = try f("temperature") { s.temperature = v }
-        if let v = try f("alpha") { s.alpha = v }
-        if let v = try f("weight_decay") { s.weightDecay = v }
-        if let v = try f("beta1") { s.beta1 = v }
-        if let v = try f("beta2") { s.beta2 = v }
-        if let v = try f("grad_clip") { s.gradClip = v }
-        if let v = try f("min_lr_ratio") { s.minLRRatio = v }
-        if let v = try i("eval_every") { s.evalEvery = v }
-        if let v = try i("eval_tokens") { s.evalTokens = v }
-        if let v = try i("micro_batch") { s.microBatch = v }
-        if let v = try i("checkpoint_every") { s.checkpointEvery = v }
-        if let v = try i("seed") { s.seed = UInt64(v) }
-        do { try s.validate(context: at) } catch let e as TrainingError { throw CompressionError.recipe(e.description) }
-        return s
+        var values: [String: JSONValue] = [:]
+        for (k, v) in d { values[k] = JSONValue(yaml: v) }
+        do { return try DistillSettings(values: values, context: at) } catch let e as TrainingError { throw CompressionError.recipe(e.description) }
+    }
+}
+
+extension JSONValue {
+    /// A YAML scalar, list or mapping as Yams returns it (numbers written as strings stay numbers).
+    init(yaml v: Any) {
+        switch v {
+        case let b as Bool: self = .bool(b)
+        case let i as Int: self = .number(Double(i))
+        case let d as Double: self = .number(d)
+        case let s as String: self = Double(s).map { .number($0) } ?? .string(s)
+        case let a as [Any]: self = .array(a.map { JSONValue(yaml: $0) })
+        case let o as [String: Any]: self = .object(o.mapValues { JSONValue(yaml: $0) })
+        default: self = .null
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-/// Settings of one distillation (or training) run: a recipe's `distill:` block or
-/// `squeeze train`'s options.
-public struct DistillSettings: Codable, Equatable, Sendable {
+import Model
+
+/// Settings of one distillation (or training) run: a recipe's `distill:` block, `squeeze train`'s
+/// options, a checkpoint's record. Every key, its default and its check live in one table,
+/// `DistillSettings.keys`, which the recipe parser, the JSON coding and the CLI all go through.
+public struct DistillSettings: Equatable, Sendable {
     /// Optimizer steps.
     public var steps: Int = 1000
     /// Global batch in sequences (split over ranks; the same whatever the rank count).
@@ -24,10 +27,10 @@ public struct DistillSettings: Codable, Equatable, Sendable {
     public var minLRRatio: Float = 0.1
     /// Validation perplexity every this many steps (0: only at the end).
     public var evalEvery: Int = 0
-    /// Validation tokens scored per evaluation.
-    public var evalTokens: Int = 65536
-    /// Sequences per forward/backward on one rank (memory bound); gradients accumulate.
-    public var microBatch: Int = 4
+    /// Validation tokens scored per evaluation (nil: from the model size, see `validationTokens`).
+    public var evalTokens: Int? = nil
+    /// Sequences per forward/backward on one rank (nil: the most that fit, see `Trainer`).
+    public var microBatch: Int? = nil
     /// Write a checkpoint every this many steps (0: only at the end).
     public var checkpointEvery: Int = 0
     /// Data sampling seed.
@@ -38,56 +41,117 @@ public struct DistillSettings: Codable, Equatable, Sendable {
     /// Warmup steps in effect.
     public var warmupSteps: Int { warmup ?? max(1, steps / 20) }
 
-    /// Checks ranges; errors name the key.
-    public func validate(context: String = "distill") throws {
-        func fail(_ key: String, _ allowed: String, _ got: Any) throws -> Never {
-            throw TrainingError.config("\(context).\(key): \(allowed), got \(got)")
+    /// Validation tokens in effect: `evalTokens`, else 65,536 for models up to 20M parameters,
+    /// falling in proportion to the size down to 8,192 (gpt2-medium and up), so that validating
+    /// costs about the same whatever the model.
+    public func validationTokens(parameters: Int) -> Int {
+        evalTokens ?? min(65_536, max(8_192, Int(65_536.0 * 20e6 / Double(max(parameters, 1)))))
+    }
+
+    // MARK: - The table
+
+    /// One setting: its name in recipes, checkpoints and `squeeze train --set`, its help, and how
+    /// a value is checked and stored.
+    public struct Key: @unchecked Sendable {
+        public let name: String
+        public let help: String
+        /// What values are allowed, for messages ("an integer >= 1", "a number in (0, 1)").
+        public let allowed: String
+        let read: (inout DistillSettings, JSONValue) -> Bool
+        let write: (DistillSettings) -> JSONValue?
+    }
+
+    static func int(_ name: String, _ kp: WritableKeyPath<DistillSettings, Int>, min lo: Int, _ help: String) -> Key {
+        Key(name: name, help: help, allowed: "an integer >= \(lo)", read: { s, v in
+            guard let i = v.intValue, i >= lo else { return false }
+            s[keyPath: kp] = i
+            return true
+        }, write: { .number(Double($0[keyPath: kp])) })
+    }
+
+    static func optionalInt(_ name: String, _ kp: WritableKeyPath<DistillSettings, Int?>, min lo: Int, _ help: String) -> Key {
+        Key(name: name, help: help, allowed: "an integer >= \(lo) (or null for the default)", read: { s, v in
+            if v == .null { s[keyPath: kp] = nil; return true }
+            guard let i = v.intValue, i >= lo else { return false }
+            s[keyPath: kp] = i
+            return true
+        }, write: { $0[keyPath: kp].map { .number(Double($0)) } })
+    }
+
+    static func float(_ name: String, _ kp: WritableKeyPath<DistillSettings, Float>, _ allowed: String,
+                      _ ok: @escaping (Double) -> Bool, _ help: String) -> Key {
+        Key(name: name, help: help, allowed: allowed, read: { s, v in
+            guard let x = v.numberValue, x.isFinite, ok(x) else { return false }
+            s[keyPath: kp] = Float(x)
+            return true
+        }, write: { .number(Double($0[keyPath: kp])) })
+    }
+
+    /// Every setting, in the order recipes document them.
+    nonisolated(unsafe) public static let keys: [Key] = [
+        int("steps", \.steps, min: 1, "optimizer steps"),
+        int("batch", \.batch, min: 1, "global batch in sequences (split over ranks)"),
+        int("seq", \.seq, min: 2, "sequence length in tokens"),
+        float("lr", \.lr, "a number in (0, 1)", { $0 > 0 && $0 < 1 }, "peak learning rate"),
+        optionalInt("warmup", \.warmup, min: 0, "linear warmup steps (default 5% of steps)"),
+        float("temperature", \.temperature, "a number > 0", { $0 > 0 }, "softmax temperature of the KD term"),
+        float("alpha", \.alpha, "a number in [0, 1]", { $0 >= 0 && $0 <= 1 }, "weight of the KD term (1 - alpha weights cross-entropy)"),
+        float("weight_decay", \.weightDecay, "a number in [0, 1)", { $0 >= 0 && $0 < 1 }, "AdamW's decoupled weight decay"),
+        float("beta1", \.beta1, "a number in [0, 1)", { $0 >= 0 && $0 < 1 }, "AdamW's beta1"),
+        float("beta2", \.beta2, "a number in [0, 1)", { $0 >= 0 && $0 < 1 }, "AdamW's beta2"),
+        float("grad_clip", \.gradClip, "a number >= 0", { $0 >= 0 }, "global gradient-norm clip (0: none)"),
+        float("min_lr_ratio", \.minLRRatio, "a number in [0, 1]", { $0 >= 0 && $0 <= 1 }, "final learning rate as a fraction of lr"),
+        int("eval_every", \.evalEvery, min: 0, "validation every this many steps (0: at the end)"),
+        optionalInt("eval_tokens", \.evalTokens, min: 2, "validation tokens (default: 65,536 falling with model size to 8,192)"),
+        optionalInt("micro_batch", \.microBatch, min: 1, "sequences per forward/backward on a rank (default: the most that fit)"),
+        int("checkpoint_every", \.checkpointEvery, min: 0, "checkpoint every this many steps (0: at the end)"),
+        Key(name: "seed", help: "data sampling seed", allowed: "an integer >= 0", read: { s, v in
+            guard let i = v.intValue, i >= 0 else { return false }
+            s.seed = UInt64(i)
+            return true
+        }, write: { .number(Double($0.seed)) }),
+    ]
+
+    /// The names of every setting.
+    public static var keyNames: [String] { keys.map(\.name) }
+
+    /// Sets one setting; errors name `context.key` and what is allowed.
+    public mutating func set(_ name: String, _ value: JSONValue, context: String = "distill") throws {
+        guard let key = Self.keys.first(where: { $0.name == name }) else {
+            throw TrainingError.config("unknown key '\(context).\(name)' (allowed: \(Self.keyNames.joined(separator: ", ")))")
         }
-        if steps < 1 { try fail("steps", "must be >= 1", steps) }
-        if batch < 1 { try fail("batch", "must be >= 1", batch) }
-        if seq < 2 { try fail("seq", "must be >= 2", seq) }
-        if !(lr > 0 && lr < 1) { try fail("lr", "must be in (0, 1)", lr) }
-        if let w = warmup, w < 0 || w > steps { try fail("warmup", "must be in [0, steps]", w) }
-        if !(temperature > 0) { try fail("temperature", "must be > 0", temperature) }
-        if !(alpha >= 0 && alpha <= 1) { try fail("alpha", "must be in [0, 1]", alpha) }
-        if !(weightDecay >= 0 && weightDecay < 1) { try fail("weight_decay", "must be in [0, 1)", weightDecay) }
-        if !(beta1 >= 0 && beta1 < 1) { try fail("beta1", "must be in [0, 1)", beta1) }
-        if !(beta2 >= 0 && beta2 < 1) { try fail("beta2", "must be in [0, 1)", beta2) }
-        if gradClip < 0 { try fail("grad_clip", "must be >= 0", gradClip) }
-        if !(minLRRatio >= 0 && minLRRatio <= 1) { try fail("min_lr_ratio", "must be in [0, 1]", minLRRatio) }
-        if evalEvery < 0 { try fail("eval_every", "must be >= 0", evalEvery) }
-        if evalTokens < 2 { try fail("eval_tokens", "must be >= 2", evalTokens) }
-        if microBatch < 1 { try fail("micro_batch", "must be >= 1", microBatch) }
-        if checkpointEvery < 0 { try fail("checkpoint_every", "must be >= 0", checkpointEvery) }
+        guard key.read(&self, value) else { throw TrainingError.config("\(context).\(name): must be \(key.allowed), got \(value)") }
     }
 
-    public enum CodingKeys: String, CodingKey, CaseIterable {
-        case steps, batch, seq, lr, warmup, temperature, alpha
-        case weightDecay = "weight_decay", beta1, beta2, gradClip = "grad_clip", minLRRatio = "min_lr_ratio"
-        case evalEvery = "eval_every", evalTokens = "eval_tokens", microBatch = "micro_batch"
-        case checkpointEvery = "checkpoint_every", seed
+    /// Settings from a JSON or YAML mapping (defaults for absent keys), checked.
+    public init(values: [String: JSONValue], context: String = "distill") throws {
+        self.init()
+        for name in values.keys.sorted() { try set(name, values[name]!, context: context) }
+        try validate(context: context)
     }
 
+    /// The settings as a mapping (unset optional keys left out).
+    public var values: [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        for k in Self.keys { if let v = k.write(self) { out[k.name] = v } }
+        return out
+    }
+
+    /// Checks the ranges of every value and the rules between them; errors name the key.
+    public func validate(context: String = "distill") throws {
+        var copy = DistillSettings()
+        for k in Self.keys {
+            if let v = k.write(self), !k.read(&copy, v) { throw TrainingError.config("\(context).\(k.name): must be \(k.allowed), got \(v)") }
+        }
+        if let w = warmup, w > steps { throw TrainingError.config("\(context).warmup: must be in [0, steps], got \(w)") }
+    }
+}
+
+extension DistillSettings: Codable {
     public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        var s = DistillSettings()
-        s.steps = try c.decodeIfPresent(Int.self, forKey: .steps) ?? s.steps
-        s.batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? s.batch
-        s.seq = try c.decodeIfPresent(Int.self, forKey: .seq) ?? s.seq
-        s.lr = try c.decodeIfPresent(Float.self, forKey: .lr) ?? s.lr
-        s.warmup = try c.decodeIfPresent(Int.self, forKey: .warmup)
-        s.temperature = try c.decodeIfPresent(Float.self, forKey: .temperature) ?? s.temperature
-        s.alpha = try c.decodeIfPresent(Float.self, forKey: .alpha) ?? s.alpha
-        s.weightDecay = try c.decodeIfPresent(Float.self, forKey: .weightDecay) ?? s.weightDecay
-        s.beta1 = try c.decodeIfPresent(Float.self, forKey: .beta1) ?? s.beta1
-        s.beta2 = try c.decodeIfPresent(Float.self, forKey: .beta2) ?? s.beta2
-        s.gradClip = try c.decodeIfPresent(Float.self, forKey: .gradClip) ?? s.gradClip
-        s.minLRRatio = try c.decodeIfPresent(Float.self, forKey: .minLRRatio) ?? s.minLRRatio
-        s.evalEvery = try c.decodeIfPresent(Int.self, forKey: .evalEvery) ?? s.evalEvery
-        s.evalTokens = try c.decodeIfPresent(Int.self, forKey: .evalTokens) ?? s.evalTokens
-        s.microBatch = try c.decodeIfPresent(Int.self, forKey: .microBatch) ?? s.microBatch
-        s.checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? s.checkpointEvery
-        s.seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? s.seed
-        self = s
+        let values = try [String: JSONValue](from: decoder)
+        try self.init(values: values)
     }
+
+    public func encode(to encoder: Encoder) throws { try values.encode(to: encoder) }
 }

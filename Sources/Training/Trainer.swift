@@ -39,6 +39,10 @@ public final class Trainer {
     public let overlapAllreduce: Bool
     /// The optimizer is sharded over ranks (ZeRO-1).
     public let shardOptimizer: Bool
+    /// Sequences per forward/backward on this rank (`settings.microBatch`, or the most that fit).
+    public let microBatch: Int
+    /// What the trainer allocates on top of the models (at the chosen micro-batch).
+    public let memory: MemoryEstimate
     /// Bytes each rank sends (and receives) per step for the gradients and parameters.
     public var bytesPerStep: Int { sync.bytesPerStep }
     /// Stop (with a checkpoint) after this many completed steps, as if interrupted there.
@@ -69,12 +73,22 @@ public final class Trainer {
         self.teacher = settings.alpha > 0 ? teacher : nil
         self.settings = settings
         self.sampler = try BatchSampler(data: train, T: settings.seq, seed: settings.seed)
-        self.valid = valid.map { v in Array(v.tokens.prefix(settings.evalTokens + 1)).map { Int32($0) } }
+        self.valid = valid.map { v in Array(v.tokens.prefix(settings.validationTokens(parameters: student.params.parameterCount) + 1)).map { Int32($0) } }
         self.comm = comm
         self.sync = try GradientSync(model: student, comm: comm, overlap: overlap, sharded: shardOptimizer)
         self.overlapAllreduce = overlap
         self.shardOptimizer = shardOptimizer && comm.size > 1
         self.optimizer = AdamW(ranges: sync.ownedRanges, beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
+        // What the step will allocate on top of the models and data already in memory, against
+        // what the node has: the micro-batch (unless given) is the largest that fits.
+        let ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
+        let choice = try MemoryEstimate.microBatch(settings: settings, student: student.config, studentFloats: student.params.count,
+                                                   teacher: self.teacher.map { ($0.config, $0.params.count) }, ranks: comm.size,
+                                                   ranksPerNode: ranksPerNode, shardOptimizer: self.shardOptimizer,
+                                                   recompute: student.recompute, tokens: train.count, loaded: true)
+        // Every rank takes the smallest choice, so the micro-batches (and the sums) agree.
+        self.microBatch = try comm.allreduce(choice.microBatch, op: .min)
+        self.memory = choice.estimate
         self.schedule = LRSchedule(lr: settings.lr, warmup: settings.warmupSteps, total: settings.steps, minRatio: settings.minLRRatio)
     }
 
@@ -94,7 +108,7 @@ public final class Trainer {
     public func validate() throws -> Double? {
         guard let valid, valid.count > settings.seq else { return nil }
         let r = try evaluatePerplexity(model: student, tokens: valid, context: settings.seq, stride: settings.seq,
-                                       batch: settings.microBatch, comm: comm)
+                                       batch: microBatch, comm: comm)
         return r.perplexity
     }
 
@@ -115,7 +129,7 @@ public final class Trainer {
             let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[mine])
             student.params.zeroGrads()
             var kdSum = 0.0, ceSum = 0.0
-            let chunks = stride(from: 0, to: starts.count, by: settings.microBatch).map { Array(starts[$0..<min($0 + settings.microBatch, starts.count)]) }
+            let chunks = stride(from: 0, to: starts.count, by: microBatch).map { Array(starts[$0..<min($0 + microBatch, starts.count)]) }
             sync.begin()
             for (k, chunk) in chunks.enumerated() {
                 let (ids, targets) = sampler.batch(chunk)

@@ -40,9 +40,9 @@ struct Train: ParsableCommand {
     @Option(help: "Peak learning rate.") var lr: Float = 6e-4
     @Option(help: "Warmup steps (default 5% of steps).") var warmup: Int?
     @Option(help: "Weight decay.") var weightDecay: Float = 0.1
-    @Option(help: "Sequences per forward/backward on a rank.") var microBatch = 4
+    @Option(help: "Sequences per forward/backward on a rank (default: the most that fit in memory).") var microBatch: Int?
     @Option(help: "Validation every N steps (0: at the end).") var evalEvery = 0
-    @Option(help: "Validation tokens per evaluation.") var evalTokens = 65536
+    @Option(help: "Validation tokens per evaluation (default: 65,536, falling with the model size to 8,192).") var evalTokens: Int?
     @Option(help: "Checkpoint every N steps (0: at the end).") var checkpointEvery = 100
     @Option(help: "Seed for init and data order.") var seed: UInt64 = 1234
     @Option(help: "Save the final model as f32, f16 or bf16.") var dtype = "f32"

@@ -93,11 +93,16 @@ begin = 8 + n + header[key]["data_offsets"][0]
 data[begin:begin + 4] = struct.pack("<f", 0.5)
 open(path, "wb").write(data)
 PY
+cat > "$WORK/oneshot.yaml" <<'YAML'
+stages:
+  - prune: {sparsity: 0.5, targets: ["h.*.mlp.c_fc"]}
+YAML
 cat > "$WORK/per-rank.sh" <<SH
 #!/bin/bash
-# Rank 1 sees the stale copy, as a host without a shared filesystem might.
+# Rank 1 sees the stale copy, as a host without a shared filesystem might (every rank reads the
+# model it compresses; read-only models and the data are read once per node and shared).
 if [[ \$OMPI_COMM_WORLD_RANK == 1 ]]; then m=$STALE; else m=$TINY; fi
-exec "$SQUEEZE" eval --model "\$m" --data "$TEXT" --max-tokens 64
+exec "$SQUEEZE" compress --model "\$m" --recipe "$WORK/oneshot.yaml" --out "$WORK/stale-out"
 SH
 chmod +x "$WORK/per-rank.sh"
 expect_failure "ranks with different models" "rank 1 started with different contents of model" mpirun -np 2 "$WORK/per-rank.sh"
