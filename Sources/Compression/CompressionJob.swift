@@ -29,6 +29,8 @@ public final class CompressionJob {
         public var shardOptimizer = true
         public var jsonLines = false
         public var printProfile = false
+        /// Recompute block activations in backward (less memory, about one more forward).
+        public var recompute = false
         /// Stop (checkpointed, as if interrupted) after this many distillation steps in total.
         public var stopAfterDistillSteps: Int?
 
@@ -68,9 +70,46 @@ public final class CompressionJob {
     /// The checkpoint of this output directory.
     public var checkpoint: Checkpoint { Checkpoint(directory: options.out.appendingPathComponent("checkpoint")) }
 
+    /// The memory each stage will need, from the config and weights headers alone (nothing big
+    /// is loaded): one estimate for the compression of the input model, one per distillation.
+    /// Throws, with the numbers and what would help, when a stage cannot fit on this node.
+    public func memoryPlan() throws -> [(stage: String, estimate: MemoryEstimate)] {
+        let o = options
+        let recipe = try Recipe.load(o.recipe)
+        let (config, floats) = try GPT2.parameterFloats(directory: o.model)
+        let teacher = try GPT2.parameterFloats(directory: o.teacher ?? o.model)
+        let ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
+        let tokens = o.data.map { textBytes($0) / 4 } ?? 0   // about 4 bytes of English per GPT-2 token
+        var plan: [(String, MemoryEstimate)] = []
+        // One-shot compression: the model, the dense copies of the layers being factorised, and
+        // calibration Hessians (Double, in² per block linear).
+        var oneShot = MemoryEstimate(ranksPerNode: ranksPerNode)
+        oneShot.add("process (runtime, MPI, BLAS)", MemoryEstimate.processOverhead)
+        oneShot.add("model weights", 4 * floats)
+        oneShot.add("working copies of the layers being compressed", 4 * floats)
+        if recipe.stages.contains(where: { if case .prune(let p) = $0.method { return p.method != .magnitude }; return false }) {
+            oneShot.add("calibration Hessians and streams", 8 * (3 * config.nEmbd * config.nEmbd + config.nInner * config.nInner)
+                        + 4 * recipe.calibration.samples * recipe.calibration.seq * config.nEmbd / max(comm.size, 1)
+                        + GPT2.inferenceBytes(config: config, rows: recipe.calibration.seq))
+        }
+        plan.append(("one-shot compression", oneShot))
+        for st in recipe.stages {
+            guard let d = st.distill?.scaled(by: o.distillScale) else { continue }
+            let (_, e) = try MemoryEstimate.microBatch(settings: d, student: config, studentFloats: floats, teacher: teacher, ranks: comm.size,
+                                                       ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
+                                                       tokens: tokens, loaded: false)
+            plan.append(("stage \(st.index + 1) distillation", e))
+        }
+        if let big = plan.first(where: { !$0.1.fits }) {
+            throw CompressionError.recipe("\(big.0) does not fit in this node's memory:\n\(big.1.describe())\ntry more ranks or nodes, or --recompute")
+        }
+        return plan
+    }
+
     /// Runs the whole job (collective).
     public func run() throws -> Summary {
         let o = options
+        _ = try memoryPlan()
         let recipe = try Recipe.load(o.recipe)
         let cp = checkpoint
         if o.resume && !cp.exists { throw CompressionError.recipe("resume: no checkpoint in \(cp.directory.path)") }
@@ -83,6 +122,7 @@ public final class CompressionJob {
             return (figures, try GPT2.load(directory: cp.modelDirectory, comm: comm, sharedFS: o.sharedFS))
         }()
         student.sourceDirectory = o.model
+        student.recompute = o.recompute
         let distills = recipe.stages.contains { $0.distill != nil }
         // The teacher never changes: one copy per node.
         let teacher = distills ? try GPT2.load(directory: o.teacher ?? o.model, comm: comm, sharedFS: o.sharedFS, readOnly: true) : nil
@@ -137,6 +177,15 @@ public final class CompressionJob {
         let params: Int, nonzero: Int, hash: UInt64, dtype: SafeTensorsDType
         init(_ m: GPT2) { params = m.params.parameterCount; nonzero = m.nonzeroCount; hash = m.contentHash; dtype = m.storageDType }
     }
+}
+
+/// Bytes of a text file, or of the .txt files of a directory.
+func textBytes(_ url: URL) -> Int {
+    let fm = FileManager.default
+    var isDir: ObjCBool = false
+    guard fm.fileExists(atPath: url.path, isDirectory: &isDir) else { return 0 }
+    let files = isDir.boolValue ? ((try? fm.contentsOfDirectory(atPath: url.path)) ?? []).filter { $0.hasSuffix(".txt") }.map { url.appendingPathComponent($0).path } : [url.path]
+    return files.reduce(0) { $0 + ((try? fm.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
 }
 
 /// Bytes of a model directory's weights (one file or shards).

@@ -187,16 +187,8 @@ public final class RecipeRunner {
         }
     }
 
-    /// A stage's distillation settings with `distillScale` applied (steps, warmup, intervals).
-    func scaled(_ given: DistillSettings) -> DistillSettings {
-        guard distillScale != 1 else { return given }
-        var settings = given
-        settings.steps = max(1, Int((Double(given.steps) * distillScale).rounded()))
-        settings.warmup = given.warmup.map { min(settings.steps, Int((Double($0) * distillScale).rounded())) }
-        if settings.evalEvery > 0 { settings.evalEvery = max(1, Int((Double(given.evalEvery) * distillScale).rounded())) }
-        if settings.checkpointEvery > 0 { settings.checkpointEvery = max(1, Int((Double(given.checkpointEvery) * distillScale).rounded())) }
-        return settings
-    }
+    /// A stage's distillation settings with `distillScale` applied.
+    func scaled(_ given: DistillSettings) -> DistillSettings { given.scaled(by: distillScale) }
 
     /// Distils the student with the (already scaled) settings of a stage.
     func distill(_ settings: DistillSettings, stage: Int, substep: Int, resume: Bool, label: String, hook: ((Int) throws -> Void)? = nil) throws {

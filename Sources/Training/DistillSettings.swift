@@ -48,6 +48,18 @@ public struct DistillSettings: Equatable, Sendable {
         evalTokens ?? min(65_536, max(8_192, Int(65_536.0 * 20e6 / Double(max(parameters, 1)))))
     }
 
+    /// These settings with the steps (and warmup, evaluation and checkpoint intervals) scaled by
+    /// `factor` (`--distill-scale`: 0.1 for a quick run).
+    public func scaled(by factor: Double) -> DistillSettings {
+        guard factor != 1 else { return self }
+        var s = self
+        s.steps = max(1, Int((Double(steps) * factor).rounded()))
+        s.warmup = warmup.map { min(s.steps, Int((Double($0) * factor).rounded())) }
+        if evalEvery > 0 { s.evalEvery = max(1, Int((Double(evalEvery) * factor).rounded())) }
+        if checkpointEvery > 0 { s.checkpointEvery = max(1, Int((Double(checkpointEvery) * factor).rounded())) }
+        return s
+    }
+
     // MARK: - The table
 
     /// One setting: its name in recipes, checkpoints and `squeeze train --set`, its help, and how

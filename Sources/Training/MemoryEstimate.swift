@@ -32,15 +32,16 @@ public struct MemoryEstimate: Codable, Sendable {
     public var perNodeShared: Int { items.filter(\.perNode).reduce(0) { $0 + $1.bytes } }
     /// The node's total: every rank's own memory plus one copy of the shared items.
     public var perNode: Int { ranksPerNode * perRank + perNodeShared }
-    public var fits: Bool { available.map { perNode <= $0 } ?? true }
+    /// The node total is within 90% of MemAvailable (the rest is headroom for the system).
+    public var fits: Bool { available.map { Double(perNode) <= 0.9 * Double($0) } ?? true }
 
     /// A table of the items and totals.
     public func describe() -> String {
         var lines = ["memory estimate (\(ranksPerNode) rank(s) on this node):"]
-        for i in items { lines.append("  " + i.name.padding(toLength: 44, withPad: " ", startingAt: 0) + formatBytes(i.bytes).leftPad(10) + (i.perNode ? "  per node" : "  per rank")) }
-        lines.append("  " + "per rank".padding(toLength: 44, withPad: " ", startingAt: 0) + formatBytes(perRank).leftPad(10))
-        lines.append("  " + "node total".padding(toLength: 44, withPad: " ", startingAt: 0) + formatBytes(perNode).leftPad(10)
-                     + (available.map { "  of \(formatBytes($0)) available" } ?? ""))
+        for i in items { lines.append("  " + i.name.padding(toLength: 50, withPad: " ", startingAt: 0) + formatBytes(i.bytes).leftPad(10) + (i.perNode ? "  per node" : "  per rank")) }
+        lines.append("  " + "per rank".padding(toLength: 50, withPad: " ", startingAt: 0) + formatBytes(perRank).leftPad(10))
+        lines.append("  " + "node total".padding(toLength: 50, withPad: " ", startingAt: 0) + formatBytes(perNode).leftPad(10)
+                     + (available.map { "  of \(formatBytes($0)) available (\(fits ? "fits" : "does not fit") in 90%)" } ?? ""))
         return lines.joined(separator: "\n")
     }
 
@@ -96,7 +97,6 @@ public struct MemoryEstimate: Codable, Sendable {
             var e = distillation(student: student, studentFloats: studentFloats, teacher: teacher, settings: settings, microBatch: mb, ranks: ranks,
                                  ranksPerNode: ranksPerNode, shardOptimizer: shardOptimizer, recompute: recompute, tokens: tokens,
                                  loaded: loaded, available: available)
-            e.available = available.map { Int(Double($0) * 0.9) }
             if e.fits { return (mb, e) }
             last = e
         }
@@ -106,10 +106,19 @@ public struct MemoryEstimate: Codable, Sendable {
         if !shardOptimizer || ranks == 1 { help.append("more ranks with the sharded optimizer (memory per rank falls with the ranks)") }
         help.append("a shorter distill.seq")
         throw TrainingError.config("""
-            the distillation does not fit in this node's memory (90% of MemAvailable):
+            the distillation does not fit in 90% of this node's available memory:
             \(last!.describe())
             try \(help.joined(separator: ", or "))
             """)
+    }
+
+    /// The evaluation batch (windows per forward): `given`, or the most (up to 8) whose workspace
+    /// stays within 768 MiB, so evaluation peaks at about the weights plus 1 GiB.
+    public static func evaluationBatch(config: GPT2Config, context: Int, given: Int?) -> Int {
+        if let given { return given }
+        var b = 8
+        while b > 1 && GPT2.inferenceBytes(config: config, rows: b * context) + GPT2.headBytes(config: config, rows: b * context) / 3 > 768 << 20 { b /= 2 }
+        return b
     }
 
     /// Evaluation: the weights (once per node) and the workspace for `rows` rows per rank.

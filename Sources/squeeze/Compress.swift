@@ -19,6 +19,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Save weights as f32, f16 or bf16 (default: as the input).") var dtype: String?
     @Option(help: "Matrices with at least this many elements are factorised with ScaLAPACK when there are several ranks.") var scalapackMin = 20_000_000
     @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
+    @Flag(help: "Print the memory each stage needs (per rank and per node) and exit.") var dryRun = false
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
@@ -37,7 +38,19 @@ struct Compress: ParsableCommand {
         o.shardOptimizer = !loop.noShardOptimizer
         o.jsonLines = loop.json
         o.printProfile = loop.profile
+        o.recompute = loop.recompute
         let job = try CompressionJob(options: o, comm: world)
+        if dryRun {
+            let plan = try job.memoryPlan()
+            if loop.json {
+                struct Stage: Encodable { let stage: String; let per_rank_bytes: Int; let per_node_bytes: Int; let available_bytes: Int?; let fits: Bool }
+                Console.print(try jsonLine(plan.map { Stage(stage: $0.stage, per_rank_bytes: $0.estimate.perRank, per_node_bytes: $0.estimate.perNode,
+                                                            available_bytes: $0.estimate.available, fits: $0.estimate.fits) }))
+            } else {
+                for (stage, e) in plan { Console.print("\(stage): \(e.describe())\n") }
+            }
+            return
+        }
         job.interruptRequested = SignalFlag.consume
         SignalFlag.install()
         let summary = try job.run()

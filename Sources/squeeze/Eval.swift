@@ -13,16 +13,26 @@ struct Eval: ParsableCommand {
     @Option(help: "UTF-8 text file, or a directory of .txt files.") var data: String
     @Option(help: "Window stride in tokens (default: the context length).") var stride: Int?
     @Option(help: "Context length in tokens (default: the model's n_positions).") var context: Int?
-    @Option(help: "Windows per forward pass.") var batch = 4
+    @Option(help: "Windows per forward pass (default: as many as fit in a 768 MiB workspace, up to 8).") var batch: Int?
     @Option(help: "Only score the first N tokens of the text.") var maxTokens: Int?
     @Flag(help: "Print {\"perplexity\", \"nll\", \"tokens\", \"seconds\", \"tokens_per_second\"} as JSON.") var json = false
     @Flag(help: "Rank 0 reads the model and data and broadcasts them (no shared filesystem).") var noSharedFs = false
     @Flag(help: "Evaluate a model whose weights hold NaN or infinite values (refused by default).") var allowNonFinite = false
+    @Flag(help: "Print the memory the evaluation needs and exit.") var dryRun = false
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: json)
         if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
-        if batch < 1 { throw ValidationError("--batch must be >= 1") }
+        if let b = batch, b < 1 { throw ValidationError("--batch must be >= 1") }
+        // The memory it needs, from the headers, before the weights are read.
+        let (config, floats) = try GPT2.parameterFloats(directory: fileURL(model))
+        let ctx = min(context ?? config.nPositions, config.nPositions)
+        let windows = MemoryEstimate.evaluationBatch(config: config, context: ctx, given: batch)
+        let ranksPerNode = world.size > 1 ? try world.splitShared().size : 1
+        let estimate = MemoryEstimate.evaluation(config: config, floats: floats, rows: windows * ctx, ranksPerNode: ranksPerNode,
+                                                 tokens: maxTokens ?? 0)
+        if dryRun { Console.print("batch \(windows) x \(ctx) tokens\n" + estimate.describe()); return }
+        guard estimate.fits else { throw CLIError("the evaluation does not fit in this node's memory:\n\(estimate.describe())\ntry --batch 1 or a shorter --context") }
         let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
         let tok = try loadTokenizer(fileURL(model), for: m, comm: world, sharedFS: !noSharedFs)
         let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world, sharedFS: !noSharedFs)
@@ -30,7 +40,7 @@ struct Eval: ParsableCommand {
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
         let t0 = Date()
-        let r = try evaluatePerplexity(model: m, tokens: ids, context: context, stride: stride, batch: batch, comm: world) { done, total in
+        let r = try evaluatePerplexity(model: m, tokens: ids, context: ctx, stride: stride, batch: windows, comm: world) { done, total in
             Console.progress("eval windows \(done)/\(total) (rank 0)")
         }
         Console.endProgress()

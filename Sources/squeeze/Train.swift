@@ -12,6 +12,7 @@ struct LoopOptions: ParsableArguments {
     @Flag(help: "Continue from OUT/checkpoint.") var resume = false
     @Flag(help: "JSON lines instead of progress text.") var json = false
     @Flag(help: "Reduce gradients after backward instead of overlapping (for measurements).") var noOverlap = false
+    @Flag(help: "Recompute each block's activations in backward instead of keeping them (less memory, about a third more compute).") var recompute = false
     @Flag(help: "Keep the whole optimizer state on every rank (all-reduce) instead of sharding it (ZeRO-1, the default with several ranks).") var noShardOptimizer = false
     @Flag(help: "Rank 0 reads the data and broadcasts it (no shared filesystem).") var noSharedFs = false
     /// SQUEEZE_PROFILE=1 prints the time per phase of the distillation step at the end.
@@ -69,6 +70,7 @@ struct Train: ParsableCommand {
             student = try GPT2(config: GPT2Config(url: cfgURL), seed: seed)
             student.sourceDirectory = tokDir
         }
+        student.recompute = loop.recompute
         let tok = try loadTokenizer(tokDir, for: student, comm: world, sharedFS: !loop.noSharedFs)
         var s = DistillSettings()
         s.steps = steps; s.batch = batch; s.seq = seq; s.lr = lr; s.warmup = warmup; s.alpha = 0
