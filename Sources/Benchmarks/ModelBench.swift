@@ -37,11 +37,14 @@ public func runModelBench(config: GPT2Config = distilGPT2Config, B: Int = 4, T: 
     var rng = RandomGenerator(seed: 2)
     let ids = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
     let targets = (0..<(B * T)).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) }
-    let tFwd = try bestTime(repeats: repeats) { try model.forward(ids: ids, B: B, T: T) }
+    // Forward: the inference forward with every position's logits (made chunk by chunk and
+    // scored, as evaluation does). Forward+backward: the training forward, the fused head and
+    // loss, and backward.
+    let tFwd = try bestTime(repeats: repeats) { _ = try model.negativeLogLikelihood(ids: ids, targets: targets, B: B, T: T) }
     let tTrain = try bestTime(repeats: repeats) {
+        model.params.zeroGrads()
         try model.forward(ids: ids, B: B, T: T)
         _ = try model.crossEntropy(targets: targets, computeGradient: true)
-        model.params.zeroGrads()
         try model.backward()
     }
     let f = forwardFlopsPerToken(model, T: T)

@@ -21,6 +21,13 @@ public struct TrainBenchResult: Codable, Sendable {
     /// peak of all ranks (peak measured on one rank x ranks).
     public var percentOfPeak: Double
     public var tokensPerSNoOverlap: Double
+    /// Without the sharded optimizer (all-reduce, whole AdamW on every rank).
+    public var tokensPerSUnsharded: Double
+    /// Bytes each rank sends per step for gradients and parameters (reduce-scatter + all-gather,
+    /// or all-reduce: the same).
+    public var bytesPerStep: Int
+    /// The micro-batch the trainer chose.
+    public var microBatch: Int
     public var gradientBytes: Int
     public var allreduceSeconds: Double
     public var bareAllreduceSeconds: Double
@@ -30,6 +37,7 @@ public struct TrainBenchResult: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case ranks, threadsPerRank = "threads_per_rank", B, T, sgemmPeakGflops = "sgemm_peak_gflops", tokensPerS = "tokens_per_s"
         case percentOfPeak = "percent_of_peak", tokensPerSNoOverlap = "tokens_per_s_no_overlap", gradientBytes = "gradient_bytes"
+        case tokensPerSUnsharded = "tokens_per_s_unsharded", bytesPerStep = "bytes_per_step", microBatch = "micro_batch"
         case allreduceSeconds = "allreduce_seconds", bareAllreduceSeconds = "bare_allreduce_seconds", allreduceRatio = "allreduce_ratio"
         case flopConvention = "flop_convention"
     }
@@ -46,8 +54,10 @@ public func runTrainBench(comm: Communicator, config: GPT2Config = distilGPT2Con
     let data = TokenDataset(tokens: tokens, source: .init(fileURLWithPath: "random"))
     var s = DistillSettings()
     s.steps = steps; s.batch = B; s.seq = T; s.lr = 1e-4; s.microBatch = B; s.evalTokens = 2
-    func measure(overlap: Bool) throws -> Double {
-        let t = try Trainer(student: student, teacher: teacher, settings: s, train: data, valid: nil, comm: comm, overlap: overlap)
+    var bytesPerStep = 0
+    func measure(overlap: Bool, sharded: Bool = true) throws -> Double {
+        let t = try Trainer(student: student, teacher: teacher, settings: s, train: data, valid: nil, comm: comm, overlap: overlap, shardOptimizer: sharded)
+        bytesPerStep = t.bytesPerStep
         Console.quiet = true
         let h = try t.run()
         return h.dropFirst().map(\.tokensPerSecond).max() ?? h.last!.tokensPerSecond
@@ -56,6 +66,7 @@ public func runTrainBench(comm: Communicator, config: GPT2Config = distilGPT2Con
     defer { Console.quiet = quiet }
     let tokOverlap = try measure(overlap: true)
     let tokPlain = try measure(overlap: false)
+    let tokUnsharded = try measure(overlap: true, sharded: false)
 
     // The gradient all-reduce alone: our fused buckets vs one bare MPI_Allreduce of the same bytes.
     let sync = try GradientSync(model: student, comm: comm, overlap: false)
@@ -70,7 +81,8 @@ public func runTrainBench(comm: Communicator, config: GPT2Config = distilGPT2Con
     let f = forwardFlopsPerToken(student, T: T)
     return TrainBenchResult(ranks: comm.size, threadsPerRank: BLAS.threads, B: B, T: T, sgemmPeakGflops: peakAll,
                             tokensPerS: tokOverlap, percentOfPeak: 100 * tokOverlap * 4 * f / 1e9 / peakAll,
-                            tokensPerSNoOverlap: tokPlain, gradientBytes: grads.count * 4,
+                            tokensPerSNoOverlap: tokPlain, tokensPerSUnsharded: tokUnsharded, bytesPerStep: bytesPerStep, microBatch: B,
+                            gradientBytes: grads.count * 4,
                             allreduceSeconds: ours, bareAllreduceSeconds: bare, allreduceRatio: comm.size > 1 ? ours / bare : 1,
                             flopConvention: "KD step = teacher forward + student forward and backward = 4 x (\(flopConvention.prefix(60))...)")
 }

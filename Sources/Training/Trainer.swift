@@ -218,6 +218,7 @@ public final class Trainer {
         if jsonLines {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
+            enc.keyEncodingStrategy = .convertToSnakeCase
             if let d = try? enc.encode(log) { Console.print(String(decoding: d, as: UTF8.self)) }
             return
         }

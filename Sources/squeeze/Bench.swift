@@ -110,6 +110,8 @@ struct BenchTrain: ParsableCommand {
         sgemm peak, all ranks (same run)  \(fmt(r.sgemmPeakGflops, 1)) GFLOP/s
         tokens/s                          \(fmt(r.tokensPerS, 1))  = \(fmt(r.percentOfPeak, 1))% of peak
         tokens/s without overlap          \(fmt(r.tokensPerSNoOverlap, 1))
+        tokens/s without sharded AdamW    \(fmt(r.tokensPerSUnsharded, 1))  (ZeRO-1 on / off: \(fmt(r.tokensPerS / r.tokensPerSUnsharded, 3))x)
+        bytes per step and rank           \(r.bytesPerStep) (reduce-scatter + all-gather = all-reduce)
         gradient all-reduce               \(fmt(r.allreduceSeconds * 1e3, 2)) ms for \(r.gradientBytes) bytes; bare MPI_Allreduce \(fmt(r.bareAllreduceSeconds * 1e3, 2)) ms; ratio \(fmt(r.allreduceRatio, 3))x
         """)
     } }

@@ -22,10 +22,11 @@ func weightDType(_ text: String) throws -> SafeTensorsDType {
     return d
 }
 
-/// Encodes a value as one line of JSON (sorted keys).
+/// Encodes a value as one line of JSON (sorted, snake_case keys: every `--json` output alike).
 func jsonLine<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
+    encoder.keyEncodingStrategy = .convertToSnakeCase
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
