@@ -39,12 +39,19 @@ public struct Recipe {
         case prune(PruneSpec)
         case kronecker(KroneckerSpec)
         case lowrank(LowRankSpec)
+        /// No compression: the stage only distils (the dense-distillation control).
+        case distillOnly
 
         public var name: String {
-            switch self { case .prune: return "prune"; case .kronecker: return "kronecker"; case .lowrank: return "lowrank" }
+            switch self { case .prune: return "prune"; case .kronecker: return "kronecker"; case .lowrank: return "lowrank"; case .distillOnly: return "distill" }
         }
         public var targets: [String] {
-            switch self { case .prune(let p): return p.targets; case .kronecker(let k): return k.targets; case .lowrank(let l): return l.targets }
+            switch self {
+            case .prune(let p): return p.targets
+            case .kronecker(let k): return k.targets
+            case .lowrank(let l): return l.targets
+            case .distillOnly: return []
+            }
         }
     }
 
@@ -130,14 +137,18 @@ public struct Recipe {
             guard let st = item as? [String: Any] else { throw CompressionError.recipe("\(at) must be a mapping") }
             let methods = st.keys.filter { ["prune", "kronecker", "lowrank"].contains($0) }
             try checkKeys(st, allowed: ["prune", "kronecker", "lowrank", "distill"], at: "\(at).")
-            guard methods.count == 1, let key = methods.first, let body = st[key] as? [String: Any] else {
-                throw CompressionError.recipe("\(at) needs exactly one of prune, kronecker, lowrank (a mapping)")
-            }
             let method: Method
-            switch key {
-            case "prune": method = .prune(try parsePrune(body, at: "\(at).prune"))
-            case "kronecker": method = .kronecker(try parseKronecker(body, at: "\(at).kronecker"))
-            default: method = .lowrank(try parseLowRank(body, at: "\(at).lowrank"))
+            if methods.isEmpty && st["distill"] != nil {
+                method = .distillOnly
+            } else {
+                guard methods.count == 1, let key = methods.first, let body = st[key] as? [String: Any] else {
+                    throw CompressionError.recipe("\(at) needs exactly one of prune, kronecker, lowrank (a mapping), or only a distill block")
+                }
+                switch key {
+                case "prune": method = .prune(try parsePrune(body, at: "\(at).prune"))
+                case "kronecker": method = .kronecker(try parseKronecker(body, at: "\(at).kronecker"))
+                default: method = .lowrank(try parseLowRank(body, at: "\(at).lowrank"))
+                }
             }
             var distill: DistillSettings?
             if let d = st["distill"] {

@@ -150,12 +150,13 @@ public final class RecipeRunner {
             }
             schedule = [:]
         default:
-            if !(resume && pos.distilling) {
+            if !(resume && pos.distilling), st.method.name != "distill" {
                 Console.status("\(label): compressing")
                 switch st.method {
                 case .prune(let p): reports += try compressor.prune(p, stage: st.index)
                 case .kronecker(let k): reports += try compressor.kronecker(k, stage: st.index)
                 case .lowrank(let l): reports += try compressor.lowrank(l, stage: st.index)
+                case .distillOnly: break
                 }
             }
             if let d = st.distill.map(scaled) { try distill(d, stage: st.index, substep: 0, resume: resume && pos.distilling, label: label) }

@@ -72,20 +72,40 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int, l
     }
 }
 
+/// The teacher's side of the attention term of a distillation: its queries and keys
+/// [B·T, 2C] (`stride` apart), its log-sum-exps [B, NH, T], and the gradient weight `weight`
+/// (the term's weight over its normalisation).
+public struct AttentionTeacher {
+    public let qk: UnsafePointer<Float>
+    public let stride: Int
+    public let lse: UnsafePointer<Float>
+    public let weight: Float
+    public init(qk: UnsafePointer<Float>, stride: Int, lse: UnsafePointer<Float>, weight: Float) {
+        self.qk = qk; self.stride = stride; self.lse = lse; self.weight = weight
+    }
+}
+
 /// Causal attention backward (no KV cache: Tq = Tk = T, offset 0), recomputing each block's
 /// probabilities from `lse`. dq, dk, dv: written (this head's columns are zeroed first), with
-/// dqkvStride; dout, out: the forward's output gradient and output.
+/// dqkvStride; dout, out: the forward's output gradient and output. With a `teacher`, also adds
+/// the gradient of `weight · Σ KL(P_teacher ‖ P_student)` over every head and query row (to the
+/// student's scores: weight · (P_s − P_t)) and returns that sum of KLs (else 0).
+@discardableResult
 public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>,
                               dqkvStride: Int, dout: UnsafePointer<Float>, out: UnsafePointer<Float>, outStride: Int,
                               lse: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                              qkvStride: Int, B: Int, T: Int, NH: Int, hs: Int) {
+                              qkvStride: Int, B: Int, T: Int, NH: Int, hs: Int, teacher: AttentionTeacher? = nil) -> Double {
     let scale = 1 / Float(hs).squareRoot()
     let bq = attentionBlock, bk = attentionBlock
-    BLAS.singleThreaded {
+    return BLAS.singleThreaded { () -> Double in
+        // One KL sum per (batch, head) task: no two workers write the same slot.
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: max(B * NH, 1)) { klParts in
+        klParts.initialize(repeating: 0)
         parallelFor(B * NH) { tasks in
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * bq * bk + T) { scratch in
-                let p = scratch.baseAddress!, dp = p + bq * bk, rowDot = dp + bq * bk
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * bq * bk + T) { scratch in
+                let p = scratch.baseAddress!, dp = p + bq * bk, pt = dp + bq * bk, rowDot = pt + bq * bk
                 for task in tasks {
+                    var kl = 0.0
                     let b = task / NH, h = task % NH
                     let row0 = b * T
                     let qh = q + row0 * qkvStride + h * hs, kh = k + row0 * qkvStride + h * hs, vh = v + row0 * qkvStride + h * hs
@@ -108,6 +128,24 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
                             // P [nq, nk] = exp(scale · Q Kᵀ − lse), zero above the diagonal.
                             sgemm(transB: true, m: nq, n: nk, k: hs, alpha: scale, a: qh + q0 * qkvStride, lda: qkvStride,
                                   b: kh + k0 * qkvStride, ldb: qkvStride, c: p, ldc: bk)
+                            if let t = teacher {
+                                // The teacher's block, and the KL terms while both are still log-probabilities.
+                                let tq = t.qk + row0 * t.stride + h * hs, tk = tq + t.stride / 2
+                                sgemm(transB: true, m: nq, n: nk, k: hs, alpha: scale, a: tq + q0 * t.stride, lda: t.stride,
+                                      b: tk + k0 * t.stride, ldb: t.stride, c: pt, ldc: bk)
+                                let tlse = t.lse + (b * NH + h) * T
+                                for i in 0..<nq {
+                                    let sr = p + i * bk, tr = pt + i * bk
+                                    let visible = max(0, min(nk, q0 + i - k0 + 1))
+                                    let ls = lseh[q0 + i], lt = tlse[q0 + i]
+                                    for j in 0..<visible {
+                                        let logt = tr[j] - lt
+                                        tr[j] = fastExp(logt)
+                                        kl += Double(tr[j] * (logt - (sr[j] - ls)))
+                                    }
+                                    if visible < nk { (tr + visible).update(repeating: 0, count: nk - visible) }
+                                }
+                            }
                             for i in 0..<nq {
                                 let row = p + i * bk
                                 let visible = max(0, min(nk, q0 + i - k0 + 1))
@@ -120,10 +158,15 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
                             // dP [nq, nk] = dO_blk · V_blkᵀ
                             sgemm(transB: true, m: nq, n: nk, k: hs, a: doh + q0 * outStride, lda: outStride,
                                   b: vh + k0 * qkvStride, ldb: qkvStride, c: dp, ldc: bk)
-                            // dS = P ∘ (dP − D) · scale (written over dP)
+                            // dS = P ∘ (dP − D) · scale (written over dP), plus the attention term's
+                            // weight · (P_s − P_t) · scale.
                             for i in 0..<nq {
                                 let pr = p + i * bk, dr = dp + i * bk, d = rowDot[q0 + i]
                                 for j in 0..<nk { dr[j] = pr[j] * (dr[j] - d) * scale }
+                                if let t = teacher {
+                                    let tr = pt + i * bk, w = t.weight * scale
+                                    for j in 0..<nk { dr[j] += w * (pr[j] - tr[j]) }
+                                }
                             }
                             // dQ_blk [nq, hs] += dS · K_blk ; dK_blk [nk, hs] += dSᵀ · Q_blk
                             sgemm(m: nq, n: hs, k: nk, a: dp, lda: bk, b: kh + k0 * qkvStride, ldb: qkvStride,
@@ -134,8 +177,11 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
                         }
                         k0 += nk
                     }
+                    klParts[task] = kl
                 }
             }
+        }
+        return klParts.reduce(0, +)
         }
     }
 }

@@ -16,6 +16,20 @@ extension GPT2 {
         }
     }
 
+    /// What a teacher keeps of an inference forward for intermediate-layer distillation, per
+    /// block: its output [N, C], and its queries and keys [N, 2C] with the attention log-sum-exp
+    /// [B, NH, T] (from which a block of attention probabilities is recomputed). A nil pointer
+    /// skips that block.
+    public struct Capture {
+        public var output: (Int) -> UnsafeMutablePointer<Float>?
+        public var queriesKeys: (Int) -> (qk: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)?
+        public init(output: @escaping (Int) -> UnsafeMutablePointer<Float>?,
+                    queriesKeys: @escaping (Int) -> (qk: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>)?) {
+            self.output = output
+            self.queriesKeys = queriesKeys
+        }
+    }
+
     /// The workspace for `rows` rows, allocated once and reused while it is large enough.
     func inferenceWorkspace(rows: Int) -> InferenceWorkspace {
         if let w = workspace, w.capacity >= rows { return w }
@@ -37,7 +51,8 @@ extension GPT2 {
     /// With a cache, the new keys and values are stored at positions offset ..< offset + T and
     /// attention sees every cached position (B must be 1).
     public func inferBlock(_ l: Int, x: UnsafeMutablePointer<Float>, B: Int, T: Int, workspace w: InferenceWorkspace,
-                           cache: KVCache? = nil, offset: Int = 0, inputs: ((BlockInputs) throws -> Void)? = nil) throws {
+                           cache: KVCache? = nil, offset: Int = 0, inputs: ((BlockInputs) throws -> Void)? = nil,
+                           capture: Capture? = nil) throws {
         let b = blocks[l], p = params, N = B * T, C = config.nEmbd, NH = config.nHead, eps = config.layerNormEpsilon
         precondition(N <= w.capacity, "inferBlock: \(N) rows exceed the workspace's \(w.capacity)")
         let mean = w.stats, rstd = w.stats + N
@@ -52,8 +67,12 @@ extension GPT2 {
             attentionForward(out: w.atty, outStride: C, lse: nil, q: w.qkv, qStride: 3 * C, k: cache.keys[l], v: cache.values[l],
                              kvStride: C, B: 1, Tq: T, Tk: offset + T, offset: offset, NH: NH, hs: C / NH)
         } else {
-            attentionForward(out: w.atty, outStride: C, lse: nil, q: w.qkv, qStride: 3 * C, k: w.qkv + C, v: w.qkv + 2 * C,
+            let keep = capture?.queriesKeys(l)
+            attentionForward(out: w.atty, outStride: C, lse: keep?.lse, q: w.qkv, qStride: 3 * C, k: w.qkv + C, v: w.qkv + 2 * C,
                              kvStride: 3 * C, B: B, Tq: T, Tk: T, offset: 0, NH: NH, hs: C / NH)
+            if let qk = keep?.qk {
+                for i in 0..<N { (qk + i * 2 * C).update(from: w.qkv + i * 3 * C, count: 2 * C) }
+            }
         }
         b.attnProj.forward(x: w.atty, N: N, out: w.proj, params: p)
         residualForward(out: x, a: x, b: w.proj, count: N * C)
@@ -63,19 +82,20 @@ extension GPT2 {
         try inputs?(BlockInputs(attn: w.ln1, attnProj: w.atty, fc: w.ln2, fcProj: w.fc))
         b.mlpProj.forward(x: w.fc, N: N, out: w.proj, params: p)
         residualForward(out: x, a: x, b: w.proj, count: N * C)
+        if let out = capture?.output(l) { out.update(from: x, count: N * C) }
     }
 
     /// Final hidden states (LN_f output) of `ids [B, T]`: the LM head's input, [B·T, C], valid
     /// until the next inference call on this model. With a cache, positions continue from
     /// `cache.used` (B must be 1) and the cache advances.
-    public func hiddenStates(ids: [Int32], B: Int, T: Int, cache: KVCache? = nil) throws -> UnsafePointer<Float> {
+    public func hiddenStates(ids: [Int32], B: Int, T: Int, cache: KVCache? = nil, capture: Capture? = nil) throws -> UnsafePointer<Float> {
         let offset = cache?.used ?? 0
         try checkInput(ids, B: B, T: T, offset: offset)
         if let cache, B != 1 || offset + T > cache.maxT { throw ModelError.input("hiddenStates: the KV cache holds one sequence of \(cache.maxT) positions") }
         let N = B * T, C = config.nEmbd
         let w = inferenceWorkspace(rows: N)
         embed(ids: ids, B: B, T: T, offset: offset, into: w.x)
-        for l in 0..<config.nLayer { try inferBlock(l, x: w.x, B: B, T: T, workspace: w, cache: cache, offset: offset) }
+        for l in 0..<config.nLayer { try inferBlock(l, x: w.x, B: B, T: T, workspace: w, cache: cache, offset: offset, capture: capture) }
         layerNormForward(out: w.ln1, mean: w.stats, rstd: w.stats + N, inp: w.x, weight: params.value("ln_f.weight"),
                          bias: params.value("ln_f.bias"), N: N, C: C, eps: config.layerNormEpsilon)
         cache?.used = offset + T

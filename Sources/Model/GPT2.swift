@@ -254,13 +254,32 @@ public final class GPT2 {
         training.map { (UnsafePointer($0.lnf), $0.dlnf) }
     }
 
+    // MARK: - Intermediate-layer terms
+
+    /// The intermediate-layer terms of a distillation for the next `backward`: for block l, a
+    /// function adding the hidden-state term's gradient to d(block output) and returning its
+    /// loss sum, and the teacher's attention to match.
+    public struct IntermediateTargets {
+        public var hidden: ((_ block: Int, _ output: UnsafePointer<Float>, _ gradient: UnsafeMutablePointer<Float>) -> Double)?
+        public var attention: ((_ block: Int) -> AttentionTeacher?)?
+        public init(hidden: ((Int, UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Double)? = nil,
+                    attention: ((Int) -> AttentionTeacher?)? = nil) {
+            self.hidden = hidden
+            self.attention = attention
+        }
+    }
+
     // MARK: - Backward
 
     /// Backpropagates the hidden-state gradient the loss left (see `crossEntropy` / `headLoss`)
     /// through the last forward, accumulating into `params.grads`. `onLayerDone(l)` fires when
     /// block l's gradients are final (for overlapping their reduction with the rest).
-    public func backward(onLayerDone: ((Int) -> Void)? = nil) throws {
+    /// With `intermediate`, also adds the intermediate-layer terms' gradients and returns their
+    /// loss sums (hidden, attention), else (0, 0).
+    @discardableResult
+    public func backward(onLayerDone: ((Int) -> Void)? = nil, intermediate: IntermediateTargets? = nil) throws -> (hidden: Double, attention: Double) {
         guard let a = training else { throw ModelError.input("backward: call forward first") }
+        var hiddenLoss = 0.0, attentionLoss = 0.0
         let s = a.shape, N = s.N, C = s.C, L = config.nLayer, p = params
 
         // Final LayerNorm: dres = d(last block output).
@@ -268,11 +287,12 @@ public final class GPT2 {
         layerNormBackward(dinp: a.dres, dweight: p.grad("ln_f.weight"), dbias: p.grad("ln_f.bias"), dout: a.dlnf, inp: a.input(L),
                           weight: p.value("ln_f.weight"), mean: a.lnfMean, rstd: a.lnfRstd, N: N, C: C)
         for l in stride(from: L - 1, through: 0, by: -1) {
+            if let h = intermediate?.hidden { hiddenLoss += h(l, a.outputs[l], a.dres) }
             if a.recompute {
                 // The block's activations were not kept: run its forward again from its saved input.
                 blockForward(l, input: a.input(l), acts: a.block(l), output: a.dtmp, fcg: a.fcg, shape: s)
             }
-            blockBackward(l, input: a.input(l), acts: a.block(l), a: a)
+            attentionLoss += blockBackward(l, input: a.input(l), acts: a.block(l), a: a, teacher: intermediate?.attention?(l))
             onLayerDone?(l)
         }
         // Embeddings: token rows (tied with the head) and positions.
@@ -283,10 +303,12 @@ public final class GPT2 {
             let g = dwpe + (i % s.T) * C
             for c in 0..<C { g[c] += d[c] }
         }
+        return (hiddenLoss, attentionLoss)
     }
 
     /// One block's backward: `a.dres` holds d(block output) on entry and d(block input) on exit.
-    func blockBackward(_ l: Int, input: UnsafePointer<Float>, acts s: BlockActivations, a: TrainingActivations) {
+    func blockBackward(_ l: Int, input: UnsafePointer<Float>, acts s: BlockActivations, a: TrainingActivations,
+                       teacher: AttentionTeacher?) -> Double {
         let b = blocks[l], p = params, sh = a.shape, N = sh.N, C = sh.C, H = sh.H
         // output = res2 + mlp(ln2(res2)): dres flows to res2 directly and through the MLP.
         geluForward(out: a.fcg, inp: s.fch, count: N * H)   // GELU's output, recomputed (cheap, not kept)
@@ -297,11 +319,13 @@ public final class GPT2 {
                           weight: p.value(b.ln2.w), mean: s.ln2Mean, rstd: s.ln2Rstd, N: N, C: C)
         // res2 = input + attn(ln1(input))
         b.attnProj.backward(x: s.atty, dout: a.dres, dx: a.dtmp, N: N, params: p)
-        attentionBackward(dq: a.dqkv, dk: a.dqkv + C, dv: a.dqkv + 2 * C, dqkvStride: 3 * C, dout: a.dtmp, out: s.atty, outStride: C,
-                          lse: s.lse, q: s.qkv, k: s.qkv + C, v: s.qkv + 2 * C, qkvStride: 3 * C, B: sh.B, T: sh.T, NH: sh.NH, hs: C / sh.NH)
+        let kl = attentionBackward(dq: a.dqkv, dk: a.dqkv + C, dv: a.dqkv + 2 * C, dqkvStride: 3 * C, dout: a.dtmp, out: s.atty, outStride: C,
+                                   lse: s.lse, q: s.qkv, k: s.qkv + C, v: s.qkv + 2 * C, qkvStride: 3 * C, B: sh.B, T: sh.T, NH: sh.NH,
+                                   hs: C / sh.NH, teacher: teacher)
         b.cAttn.backward(x: s.ln1, dout: a.dqkv, dx: a.dtmp, N: N, params: p)
         layerNormBackward(dinp: a.dres, dweight: p.grad(b.ln1.w), dbias: p.grad(b.ln1.b), dout: a.dtmp, inp: input,
                           weight: p.value(b.ln1.w), mean: s.ln1Mean, rstd: s.ln1Rstd, N: N, C: C)
+        return kl
     }
 }
 

@@ -202,6 +202,9 @@ public struct StepLog: Codable, Equatable, Sendable {
     public var tokensPerSecond: Double
     /// Validation perplexity, when evaluated at this step.
     public var validPerplexity: Double?
+    /// The intermediate-layer terms (means, unweighted), when distilled.
+    public var hidden: Double?
+    public var attention: Double?
 }
 
 /// Writes an SVG of the training loss (and validation perplexity's log, when measured).

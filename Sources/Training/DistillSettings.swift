@@ -35,8 +35,24 @@ public struct DistillSettings: Equatable, Sendable {
     public var checkpointEvery: Int = 0
     /// Data sampling seed.
     public var seed: UInt64 = 1234
+    /// Weight of the intermediate-layer term: per-block MSE between student and teacher block
+    /// outputs (the residual stream), averaged over the mapped blocks, tokens and channels.
+    public var hidden: Float = 0
+    /// Weight of the attention term: KL(teacher ‖ student) between attention probabilities,
+    /// averaged over the mapped blocks, heads and query tokens.
+    public var attention: Float = 0
+    /// Teacher block of each student block for the intermediate terms (nil: the same block when
+    /// the depths agree, else evenly spread: round((l + 1) L_t / L_s) − 1).
+    public var layerMap: [Int]? = nil
 
     public init() {}
+
+    /// The teacher block that student block `l` of `studentLayers` learns from.
+    public func teacherBlock(_ l: Int, studentLayers: Int, teacherLayers: Int) -> Int {
+        if let m = layerMap { return m[l] }
+        if studentLayers == teacherLayers { return l }
+        return max(0, Int((Double(l + 1) * Double(teacherLayers) / Double(studentLayers)).rounded()) - 1)
+    }
 
     /// Warmup steps in effect.
     public var warmupSteps: Int { warmup ?? max(1, steps / 20) }
@@ -122,6 +138,17 @@ public struct DistillSettings: Equatable, Sendable {
             s.seed = UInt64(i)
             return true
         }, write: { .number(Double($0.seed)) }),
+        float("hidden", \.hidden, "a number >= 0", { $0 >= 0 }, "weight of the per-block hidden-state MSE to the teacher"),
+        float("attention", \.attention, "a number >= 0", { $0 >= 0 }, "weight of the attention-probability KL to the teacher"),
+        Key(name: "layer_map", help: "teacher block of each student block (default: evenly spread)", allowed: "a list of block indices >= 0, one per student block",
+            read: { s, v in
+                if v == .null { s.layerMap = nil; return true }
+                guard let a = v.arrayValue else { return false }
+                let m = a.compactMap(\.intValue)
+                guard m.count == a.count, m.allSatisfy({ $0 >= 0 }) else { return false }
+                s.layerMap = m
+                return true
+            }, write: { $0.layerMap.map { .array($0.map { .number(Double($0)) }) } }),
     ]
 
     /// The names of every setting.

@@ -77,6 +77,8 @@ public struct MemoryEstimate: Codable, Sendable {
         if let t = teacher {
             if !loaded { e.add("teacher weights", 4 * t.floats, perNode: true) }
             e.add("teacher workspace", GPT2.inferenceBytes(config: t.config, rows: rows))
+            let kept = IntermediateDistillation.bytes(settings: settings, teacher: t.config, studentLayers: student.nLayer, B: microBatch, T: settings.seq)
+            if kept > 0 { e.add("teacher hidden states and attention keys", kept) }
         }
         if !loaded { e.add("token data", 2 * tokens, perNode: true) }
         return e

@@ -57,6 +57,8 @@ public final class Trainer {
     /// Time per phase of the step (printed at the end with SQUEEZE_PROFILE=1).
     public let profile = PhaseTimer()
     private let sync: GradientSync
+    /// The intermediate-layer terms (nil without `hidden` or `attention` weights).
+    private let intermediate: IntermediateDistillation?
 
     /// Collective (every rank builds its trainer at the same point). `overlap`: reduce gradient
     /// buckets while backward runs; `shardOptimizer`: ZeRO-1 when there are several ranks.
@@ -75,6 +77,7 @@ public final class Trainer {
         self.sampler = try BatchSampler(data: train, T: settings.seq, seed: settings.seed)
         self.valid = valid.map { v in Array(v.tokens.prefix(settings.validationTokens(parameters: student.params.parameterCount) + 1)).map { Int32($0) } }
         self.comm = comm
+        self.intermediate = try IntermediateDistillation(settings: settings, student: student, teacher: settings.alpha > 0 ? teacher : nil)
         self.sync = try GradientSync(model: student, comm: comm, overlap: overlap, sharded: shardOptimizer)
         self.overlapAllreduce = overlap
         self.shardOptimizer = shardOptimizer && comm.size > 1
@@ -128,14 +131,15 @@ public final class Trainer {
             let lr = schedule.at(step)
             let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[mine])
             student.params.zeroGrads()
-            var kdSum = 0.0, ceSum = 0.0
+            var kdSum = 0.0, ceSum = 0.0, hiddenSum = 0.0, attentionSum = 0.0
             let chunks = stride(from: 0, to: starts.count, by: microBatch).map { Array(starts[$0..<min($0 + microBatch, starts.count)]) }
             sync.begin()
             for (k, chunk) in chunks.enumerated() {
                 let (ids, targets) = sampler.batch(chunk)
                 let n = chunk.count
                 // The teacher runs the inference forward: only its final hidden states are kept.
-                let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T)) } }
+                let capture = intermediate?.capture(B: n, T: T)
+                let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T, capture: capture)) } }
                 try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T) }
                 let (kd, ce) = profile.time("head + loss") { () -> (Double, Double) in
                     let h = student.trainingHidden!
@@ -149,10 +153,15 @@ public final class Trainer {
                 ceSum += ce
                 let last = k == chunks.count - 1
                 // Errors from polling the in-flight reductions resurface in finish().
-                try profile.time("backward") { try student.backward(onLayerDone: last ? { [sync] l in try? sync.layerDone(l) } : nil) }
+                let extra = try profile.time("backward") {
+                    try student.backward(onLayerDone: last ? { [sync] l in try? sync.layerDone(l) } : nil,
+                                         intermediate: intermediate?.targets(globalTokens: globalTokens))
+                }
+                hiddenSum += extra.hidden
+                attentionSum += extra.attention
             }
             try profile.time("all-reduce wait") { try sync.finish() }
-            var sums = [kdSum, ceSum]
+            var sums = [kdSum, ceSum, hiddenSum, attentionSum]
             try comm.allreduce(&sums)
             student.maskGradients()
             // The global gradient norm: each rank's owned ranges (all of them without sharding).
@@ -162,7 +171,7 @@ public final class Trainer {
             let norm = normSquared.squareRoot()
             // Loss sums and gradients are the same on every rank after the reductions, so every
             // rank stops here together, before the weights or the checkpoint see the bad values.
-            if !(sums[0].isFinite && sums[1].isFinite && norm.isFinite) {
+            if !(sums.allSatisfy(\.isFinite) && norm.isFinite) {
                 Console.endProgress()
                 throw TrainingError.nonFinite(label: label, step: step + 1,
                                               detail: "kd sum \(sums[0]), ce sum \(sums[1]), gradient norm \(norm)",
@@ -182,6 +191,12 @@ public final class Trainer {
             let ceWeight = (teacher != nil) ? Double(1 - settings.alpha) : 1
             var log = StepLog(step: step + 1, loss: kdMean + ceWeight * ceMean, kd: kdMean, ce: ceMean, lr: Double(lr),
                               gradNorm: norm, tokensPerSecond: Double(globalTokens) / dt, validPerplexity: nil)
+            if let intermediate {
+                let (h, a) = intermediate.means(hiddenSum: sums[2], attentionSum: sums[3], globalTokens: globalTokens)
+                if settings.hidden > 0 { log.hidden = h }
+                if settings.attention > 0 { log.attention = a }
+                log.loss += Double(settings.hidden) * h + Double(settings.attention) * a
+            }
             let isLast = step + 1 == settings.steps
             if (settings.evalEvery > 0 && (step + 1) % settings.evalEvery == 0) || isLast {
                 log.validPerplexity = try validate()
