@@ -65,15 +65,74 @@ public enum NearestKronecker {
 
     /// Σ A_i ⊗ B_i as a dense `[m1·m2, n1·n2]` matrix (HF layout).
     public static func reconstruct(a: [Tensor], b: [Tensor]) -> Tensor {
-        let m1 = a[0].shape[0], n1 = a[0].shape[1], m2 = b[0].shape[0], n2 = b[0].shape[1]
-        var w = Tensor(shape: [m1 * m2, n1 * n2])
-        for (A, B) in zip(a, b) {
-            for p in 0..<m1 { for q in 0..<n1 {
-                let apq = A.data[p * n1 + q]
-                for r in 0..<m2 { for t in 0..<n2 { w.data[(p * m2 + r) * (n1 * n2) + q * n2 + t] += apq * B.data[r * n2 + t] } }
-            } }
+        kroneckerSum(a: a.map(\.data), b: b.map(\.data),
+                     shape: KroneckerShape(m1: a[0].shape[0], n1: a[0].shape[1], m2: b[0].shape[0], n2: b[0].shape[1]))
+    }
+
+    /// Krony-PT-style selection ("pruning") initialisation: term by term, the largest remaining
+    /// block of W (a row of R(W)) is kept as B_i, and A_i is its least-squares coefficient for
+    /// every block, A_i[p, q] = <W_pq, B_i> / ‖B_i‖²; the residual then loses A_i ⊗ B_i. Unlike
+    /// Van Loan's SVD, B_i is a piece of the trained weights themselves.
+    public static func selectFactorize(_ w: Tensor, shape s: KroneckerShape, terms: Int) throws -> Result {
+        var r = try rearrange(w, s)
+        let p = r.shape[0], q = r.shape[1]
+        guard terms >= 1 && terms <= min(p, q) else {
+            throw CompressionError.value("kronecker.terms", "must be between 1 and \(min(p, q)) for factors [\(s.m1), \(s.n1)] ⊗ [\(s.m2), \(s.n2)], got \(terms)")
         }
-        return w
+        var a: [Tensor] = [], b: [Tensor] = []
+        for _ in 0..<terms {
+            var best = 0, bestNorm = -1.0
+            for i in 0..<p {
+                var n = 0.0
+                for j in 0..<q { let x = Double(r.data[i * q + j]); n += x * x }
+                if n > bestNorm { bestNorm = n; best = i }
+            }
+            let row = Array(r.data[(best * q)..<((best + 1) * q)])
+            var coef = [Float](repeating: 0, count: p)
+            if bestNorm > 0 {
+                for i in 0..<p {
+                    var d = 0.0
+                    for j in 0..<q { d += Double(r.data[i * q + j]) * Double(row[j]) }
+                    coef[i] = Float(d / bestNorm)
+                }
+            }
+            for i in 0..<p { for j in 0..<q { r.data[i * q + j] -= coef[i] * row[j] } }
+            a.append(try Tensor(shape: [s.m1, s.n1], data: coef))
+            b.append(try Tensor(shape: [s.m2, s.n2], data: row))
+        }
+        return Result(a: a, b: b, singularValues: [], error: Double(r.frobeniusNorm))
+    }
+
+    /// ‖Σ A_i ⊗ B_i‖_F from the factors alone: Σ_ij <A_i, A_j> <B_i, B_j>.
+    public static func norm(a: [Tensor], b: [Tensor]) -> Double {
+        var s = 0.0
+        for i in a.indices { for j in a.indices {
+            s += Double(zip(a[i].data, a[j].data).reduce(Float(0)) { $0 + $1.0 * $1.1 }) * Double(zip(b[i].data, b[j].data).reduce(Float(0)) { $0 + $1.0 * $1.1 })
+        } }
+        return max(s, 0).squareRoot()
+    }
+
+    /// `terms: auto`: the shape and term count that fill `budget` parameters with the least error.
+    /// For each shape (factors at least 2 x 2: a factor with a side of 1 makes the sum plain low
+    /// rank) the most terms that fit are taken, `perTermExtra` parameters per term on top of the
+    /// factors (a learnable scale); the errors come from R's singular values. The
+    /// `maxCandidates` shapes with the most terms are compared.
+    public static func autoShapeAndTerms(_ w: Tensor, budget: Int, perTermExtra: Int = 0, maxCandidates: Int = 12) throws -> (KroneckerShape, Int, Double) {
+        let fits = candidateShapes(rows: w.shape[0], cols: w.shape[1])
+            .filter { min($0.m1, $0.n1, $0.m2, $0.n2) >= 2 }
+            .map { s -> (KroneckerShape, Int) in (s, min(budget / (parameters(s, terms: 1) + perTermExtra), min(s.m1 * s.n1, s.m2 * s.n2))) }
+            .filter { $0.1 >= 1 }
+            .sorted { $0.1 > $1.1 || ($0.1 == $1.1 && parameters($0.0, terms: 1) < parameters($1.0, terms: 1)) }
+        guard !fits.isEmpty else {
+            throw CompressionError.value("kronecker.terms", "no factor shape of \(w.shape) with factors of at least 2 x 2 fits \(budget) parameters")
+        }
+        var best: (KroneckerShape, Int, Double)?
+        for (s, k) in fits.prefix(maxCandidates) {
+            let sigma = try rearrange(w, s).singularValuesDouble()
+            let err = sigma.dropFirst(k).reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+            if best == nil || err < best!.2 { best = (s, k, err) }
+        }
+        return best!
     }
 
     /// Divisor pairs: every (m1, n1) with m1 | rows and n1 | cols, excluding the trivial 1x1 and

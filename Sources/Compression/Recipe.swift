@@ -81,15 +81,25 @@ public struct Recipe {
     }
 
     public struct KroneckerSpec: Equatable {
+        /// How the factors start: Van Loan's SVD of R(W), or Krony-PT-style block selection.
+        public enum Initialisation: String, CaseIterable { case vanloan, select }
         public var targets: [String]
         /// nil: auto (least error within the budget).
         public var factors: (m1: Int, n1: Int)?
-        public var terms: Int = 1
-        /// Parameter budget for `factors: auto`, as a fraction of the dense layer.
+        /// Number of terms; nil (`terms: auto`): the most that fit the budget, with the shape of
+        /// least error.
+        public var terms: Int? = 1
+        /// Parameter budget for `factors: auto` and `terms: auto`, as a fraction of the dense layer.
         public var budget: Double = 0.5
+        public var initialisation: Initialisation = .vanloan
+        /// Learnable per-term scales starting at ‖W‖_F / ‖Σ A ⊗ B‖_F (norm-matched).
+        public var scale = true
+        /// Progressive: the budget falls from 1 to `budget` in this many steps, distillation between.
+        public var progressive = 1
 
         public static func == (a: KroneckerSpec, b: KroneckerSpec) -> Bool {
             a.targets == b.targets && a.factors?.m1 == b.factors?.m1 && a.factors?.n1 == b.factors?.n1 && a.terms == b.terms && a.budget == b.budget
+                && a.initialisation == b.initialisation && a.scale == b.scale && a.progressive == b.progressive
         }
     }
 
@@ -106,7 +116,7 @@ public struct Recipe {
 
     public static let topKeys = ["name", "description", "stages", "calibration", "seed"]
     public static let pruneKeys = ["sparsity", "method", "scope", "schedule", "targets", "n", "m", "initial", "frequency", "end", "blocksize", "percdamp"]
-    public static let kroneckerKeys = ["targets", "factors", "terms", "budget"]
+    public static let kroneckerKeys = ["targets", "factors", "terms", "budget", "init", "scale", "progressive"]
     public static let lowrankKeys = ["targets", "rank_ratio", "energy", "budget", "rank", "progressive", "sparse_residual"]
 
     /// Parses and validates a recipe file.
@@ -247,11 +257,30 @@ public struct Recipe {
                 throw CompressionError.recipe("\(at).factors must be 'auto' or [m1, n1], got '\(f)'")
             }
         }
-        if let t = d["terms"] { k.terms = try int(t, "\(at).terms", min: 1) }
+        if let t = d["terms"] {
+            if let s = t as? String {
+                guard s == "auto" else { throw CompressionError.recipe("\(at).terms must be 'auto' or an integer >= 1, got '\(s)'") }
+                k.terms = nil
+            } else {
+                k.terms = try int(t, "\(at).terms", min: 1)
+            }
+        }
         if let b = d["budget"] {
             k.budget = try fraction(b, "\(at).budget")
             guard k.budget > 0 else { throw CompressionError.recipe("\(at).budget must be in (0, 1], got 0") }
         }
+        if let v = d["init"] {
+            guard let s = v as? String, let i = KroneckerSpec.Initialisation(rawValue: s) else {
+                throw CompressionError.recipe("\(at).init must be one of \(KroneckerSpec.Initialisation.allCases.map(\.rawValue).joined(separator: ", ")), got '\(v)'")
+            }
+            k.initialisation = i
+        }
+        if let v = d["scale"] {
+            guard let b = v as? Bool else { throw CompressionError.recipe("\(at).scale must be true or false, got '\(v)'") }
+            k.scale = b
+        }
+        if let p = d["progressive"] { k.progressive = try int(p, "\(at).progressive", min: 1) }
+        if k.terms == nil && k.factors != nil { throw CompressionError.recipe("\(at): terms: auto chooses the factor shape too; drop factors or give terms") }
         return k
     }
 

@@ -149,6 +149,22 @@ public final class RecipeRunner {
                 }
             }
             schedule = [:]
+        case .kronecker(let k) where k.progressive > 1:
+            // The budget falls from 1 to k.budget in equal steps; each step re-factorises the
+            // layers (in the shape the first step chose) and distils for its share of the steps.
+            for step in pos.substep..<k.progressive {
+                let skipCompress = resume && step == pos.substep && pos.distilling
+                let budget = 1 - (1 - k.budget) * Double(step + 1) / Double(k.progressive)
+                if !skipCompress {
+                    Console.status("\(label): progressive step \(step + 1)/\(k.progressive), budget \(String(format: "%.3f", budget))")
+                    reports += try compressor.kronecker(k, stage: st.index, budget: budget)
+                }
+                if var d = st.distill.map(scaled) {
+                    d.steps = max(1, d.steps / k.progressive)
+                    d.warmup = d.warmup.map { min($0, d.steps) }
+                    try distill(d, stage: st.index, substep: step, resume: skipCompress, label: "\(label) step \(step + 1)/\(k.progressive)")
+                }
+            }
         default:
             if !(resume && pos.distilling), st.method.name != "distill" {
                 Console.status("\(label): compressing")

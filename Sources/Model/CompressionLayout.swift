@@ -60,33 +60,9 @@ public struct CompressionLayout {
             guard let list = value.arrayValue, !list.isEmpty else { throw FileError.format(path, "\(where_) must be a non-empty list of components") }
             var comps: [WeightComponent] = []
             for item in list {
-                guard let c = item.objectValue, let kind = c["kind"]?.stringValue else { throw FileError.format(path, "\(where_): each component needs a 'kind'") }
-                switch kind {
-                case "dense":
-                    let sub = c["name"]?.stringValue ?? "weight"
-                    guard sub == "weight" || sub == "sparse" else { throw FileError.format(path, "\(where_): dense name must be 'weight' or 'sparse'") }
-                    comps.append(DenseComponent(weightName: "\(name).\(sub)", inFeatures: i, outFeatures: o))
-                case "lowrank":
-                    guard let r = c["rank"]?.intValue, r > 0, r <= min(i, o) else { throw FileError.format(path, "\(where_): lowrank needs 1 <= rank <= \(min(i, o))") }
-                    comps.append(LowRankComponent(prefix: "\(name).lowrank", inFeatures: i, outFeatures: o, rank: r))
-                case "kronecker":
-                    guard let m1 = c["m1"]?.intValue, let n1 = c["n1"]?.intValue, let m2 = c["m2"]?.intValue, let n2 = c["n2"]?.intValue,
-                          m1 > 0, n1 > 0, m2 > 0, n2 > 0, m1 <= i, n1 <= o, m1 * m2 == i, n1 * n2 == o else {
-                        throw FileError.format(path, "\(where_): kronecker needs positive m1*m2 = \(i) and n1*n2 = \(o)")
-                    }
-                    // At most rank(R(W)) = min(m1 n1, m2 n2) terms, and factor ranks within their factors.
-                    let terms = c["terms"]?.intValue ?? 1
-                    guard terms >= 1, terms <= min(m1 * n1, m2 * n2) else {
-                        throw FileError.format(path, "\(where_): kronecker terms must be in 1...\(min(m1 * n1, m2 * n2)), got \(c["terms"]!)")
-                    }
-                    for (key, limit) in [("factor_rank_a", min(m1, n1)), ("factor_rank_b", min(m2, n2))] {
-                        guard let v = c[key], v != .null else { continue }
-                        guard let r = v.intValue, r >= 1, r <= limit else { throw FileError.format(path, "\(where_): \(key) must be in 1...\(limit), got \(v)") }
-                    }
-                    comps.append(KroneckerComponent(prefix: name, shape: KroneckerShape(m1: m1, n1: n1, m2: m2, n2: n2), terms: terms,
-                                                    factorRankA: c["factor_rank_a"]?.intValue, factorRankB: c["factor_rank_b"]?.intValue))
-                default:
-                    throw FileError.format(path, "\(where_): unknown component kind '\(kind)' (dense, lowrank, kronecker)")
+                guard let c = item.objectValue else { throw FileError.format(path, "\(where_): each component must be an object") }
+                do { comps.append(try decodeWeightComponent(c, layer: name, inFeatures: i, outFeatures: o, at: where_)) } catch let e as ModelError {
+                    throw FileError.format(path, e.description)
                 }
             }
             layers[name] = comps
@@ -114,23 +90,7 @@ public struct CompressionLayout {
         var ls: [String: JSONValue] = [:]
         for (name, comps) in layers {
             if comps.count == 1, let d = comps[0] as? DenseComponent, d.bits == nil { continue }
-            ls[name] = .array(comps.map { c -> JSONValue in
-                switch c {
-                case let d as DenseComponent:
-                    var o: [String: JSONValue] = ["kind": .string("dense"), "sparse": .bool(d.bits != nil)]
-                    if d.weightName.hasSuffix(".sparse") { o["name"] = .string("sparse") }
-                    return .object(o)
-                case let l as LowRankComponent:
-                    return .object(["kind": .string("lowrank"), "rank": .number(Double(l.rank))])
-                case let k as KroneckerComponent:
-                    var o: [String: JSONValue] = ["kind": .string("kronecker"), "m1": .number(Double(k.shape.m1)), "n1": .number(Double(k.shape.n1)),
-                                                  "m2": .number(Double(k.shape.m2)), "n2": .number(Double(k.shape.n2)), "terms": .number(Double(k.terms))]
-                    if let r = k.factorRankA { o["factor_rank_a"] = .number(Double(r)) }
-                    if let r = k.factorRankB { o["factor_rank_b"] = .number(Double(r)) }
-                    return .object(o)
-                default: return .null
-                }
-            })
+            ls[name] = .array(comps.map { .object($0.configEntry) })
         }
         obj["layers"] = .object(ls)
         if !history.isEmpty { obj["history"] = .array(history) }

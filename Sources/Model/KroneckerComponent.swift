@@ -1,0 +1,240 @@
+import Kernels
+import Tensor
+
+/// Shape of one Kronecker term `A ⊗ B` with `A [m1, n1]`, `B [m2, n2]`, `in = m1 m2`,
+/// `out = n1 n2`; each factor may itself be low rank (`A = A0 A1ᵀ`).
+public struct KroneckerShape: Equatable, Sendable, Codable {
+    public var m1: Int, n1: Int, m2: Int, n2: Int
+    public init(m1: Int, n1: Int, m2: Int, n2: Int) { self.m1 = m1; self.n1 = n1; self.m2 = m2; self.n2 = n2 }
+}
+
+/// A sum of Kronecker products `Σ_i s_i A_i ⊗ B_i`, applied without forming `A ⊗ B`:
+/// for a row `x` viewed as `X [m1, m2]`, `y = vec(Aᵀ X B)` (row-major HF layout). With `scaled`,
+/// each term has a learnable scale `s_i` (parameter `<prefix>.kron.<i>.s`, Krony-PT): it starts at
+/// ‖W‖_F / ‖Σ A_i ⊗ B_i‖_F, so the initial weight keeps the norm of the dense one.
+public final class KroneckerComponent: WeightComponent {
+    public let kind = "kronecker"
+    public let shape: KroneckerShape
+    public let terms: Int
+    /// Rank of each low-rank factor (nil: dense factor).
+    public let factorRankA: Int?
+    public let factorRankB: Int?
+    /// Learnable per-term scales.
+    public let scaled: Bool
+    public let prefix: String
+    private var zt: [[Float]] = []     // per term: Z' [m1, N·n2] saved for backward
+    private var aCache: [[Float]] = [], bCache: [[Float]] = []   // s_i A_i and B_i of the last forward
+
+    public init(prefix: String, shape: KroneckerShape, terms: Int, factorRankA: Int? = nil, factorRankB: Int? = nil, scaled: Bool = false) {
+        self.prefix = prefix
+        self.shape = shape
+        self.terms = terms
+        self.factorRankA = factorRankA
+        self.factorRankB = factorRankB
+        self.scaled = scaled
+    }
+
+    public var configEntry: [String: JSONValue] {
+        var o: [String: JSONValue] = ["kind": .string(kind), "m1": .number(Double(shape.m1)), "n1": .number(Double(shape.n1)),
+                                      "m2": .number(Double(shape.m2)), "n2": .number(Double(shape.n2)), "terms": .number(Double(terms))]
+        if let r = factorRankA { o["factor_rank_a"] = .number(Double(r)) }
+        if let r = factorRankB { o["factor_rank_b"] = .number(Double(r)) }
+        if scaled { o["scaled"] = .bool(true) }
+        return o
+    }
+
+    /// `{"kind": "kronecker", "m1", "n1", "m2", "n2", "terms", "factor_rank_a"?, "factor_rank_b"?, "scaled"?}`.
+    public static func decode(_ c: [String: JSONValue], layer: String, inFeatures i: Int, outFeatures o: Int, at: String) throws -> KroneckerComponent {
+        guard let m1 = c["m1"]?.intValue, let n1 = c["n1"]?.intValue, let m2 = c["m2"]?.intValue, let n2 = c["n2"]?.intValue,
+              m1 > 0, n1 > 0, m2 > 0, n2 > 0, m1 <= i, n1 <= o, m1 * m2 == i, n1 * n2 == o else {
+            throw ModelError.input("\(at): kronecker needs positive m1*m2 = \(i) and n1*n2 = \(o)")
+        }
+        // At most rank(R(W)) = min(m1 n1, m2 n2) terms, and factor ranks within their factors.
+        let terms = c["terms"]?.intValue ?? 1
+        guard terms >= 1, terms <= min(m1 * n1, m2 * n2) else {
+            throw ModelError.input("\(at): kronecker terms must be in 1...\(min(m1 * n1, m2 * n2)), got \(c["terms"]!)")
+        }
+        for (key, limit) in [("factor_rank_a", min(m1, n1)), ("factor_rank_b", min(m2, n2))] {
+            guard let v = c[key], v != .null else { continue }
+            guard let r = v.intValue, r >= 1, r <= limit else { throw ModelError.input("\(at): \(key) must be in 1...\(limit), got \(v)") }
+        }
+        return KroneckerComponent(prefix: layer, shape: KroneckerShape(m1: m1, n1: n1, m2: m2, n2: n2), terms: terms,
+                                  factorRankA: c["factor_rank_a"]?.intValue, factorRankB: c["factor_rank_b"]?.intValue,
+                                  scaled: c["scaled"]?.boolValue ?? false)
+    }
+
+    /// Term i's scale (1 without `scaled`).
+    public func scale(_ i: Int, params: ParameterSet) -> Float { scaled ? params.value(name(i, "s"))[0] : 1 }
+
+    public var inFeatures: Int { shape.m1 * shape.m2 }
+    public var outFeatures: Int { shape.n1 * shape.n2 }
+
+    public func name(_ term: Int, _ part: String) -> String { "\(prefix).kron.\(term).\(part)" }
+
+    public var parameters: [(name: String, shape: [Int])] {
+        let s = shape
+        return (0..<terms).flatMap { i -> [(name: String, shape: [Int])] in
+            (factorRankA.map { r in [(name(i, "a0"), [s.m1, r]), (name(i, "a1"), [s.n1, r])] } ?? [(name(i, "a"), [s.m1, s.n1])]) +
+            (factorRankB.map { r in [(name(i, "b0"), [s.m2, r]), (name(i, "b1"), [s.n2, r])] } ?? [(name(i, "b"), [s.m2, s.n2])]) +
+            (scaled ? [(name(i, "s"), [1])] : [])
+        }
+    }
+
+    /// Factor `A_i [m1, n1]` (materialised from `A0 A1ᵀ` when low rank).
+    public func factorA(_ i: Int, params: ParameterSet) -> [Float] {
+        factor(i, "a", rows: shape.m1, cols: shape.n1, rank: factorRankA, params: params)
+    }
+    /// Factor `B_i [m2, n2]`.
+    public func factorB(_ i: Int, params: ParameterSet) -> [Float] {
+        factor(i, "b", rows: shape.m2, cols: shape.n2, rank: factorRankB, params: params)
+    }
+
+    private func factor(_ i: Int, _ p: String, rows: Int, cols: Int, rank: Int?, params: ParameterSet) -> [Float] {
+        guard let r = rank else { return Array(UnsafeBufferPointer(start: params.value(name(i, p)), count: rows * cols)) }
+        var out = [Float](repeating: 0, count: rows * cols)
+        out.withUnsafeMutableBufferPointer { o in
+            sgemm(transB: true, m: rows, n: cols, k: r, a: params.value(name(i, p + "0")), b: params.value(name(i, p + "1")), c: o.baseAddress!)
+        }
+        return out
+    }
+
+    /// Adds a factor gradient `dF [rows, cols]` to the parameters it came from.
+    private func addFactorGrad(_ i: Int, _ p: String, _ dF: UnsafePointer<Float>, rows: Int, cols: Int, rank: Int?, params: ParameterSet) {
+        guard let r = rank else {
+            let g = params.grad(name(i, p))
+            for j in 0..<(rows * cols) { g[j] += dF[j] }
+            return
+        }
+        // F = F0 F1ᵀ: dF0 [rows, r] += dF · F1; dF1 [cols, r] += dFᵀ · F0
+        sgemm(m: rows, n: r, k: cols, a: dF, b: params.value(name(i, p + "1")), beta: 1, c: params.grad(name(i, p + "0")))
+        sgemm(transA: true, m: cols, n: r, k: rows, a: dF, b: params.value(name(i, p + "0")), beta: 1, c: params.grad(name(i, p + "1")))
+    }
+
+    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
+        zt = Array(repeating: [], count: terms)
+        aCache = (0..<terms).map { i in let s = scale(i, params: params); return factorA(i, params: params).map { $0 * s } }
+        bCache = (0..<terms).map { factorB($0, params: params) }
+        var z = [Float](repeating: 0, count: N * m1 * n2)
+        var y = [Float](repeating: 0, count: n1 * N * n2)
+        for i in 0..<terms {
+            var zp = [Float](repeating: 0, count: m1 * N * n2)
+            z.withUnsafeMutableBufferPointer { zb in
+                zp.withUnsafeMutableBufferPointer { zpb in
+                    y.withUnsafeMutableBufferPointer { yb in
+                        // Z [N·m1, n2] = X [N·m1, m2] · B [m2, n2]
+                        sgemm(m: N * m1, n: n2, k: m2, a: x, b: bCache[i], c: zb.baseAddress!)
+                        // Z' [m1, N·n2]: Z'[a, n·n2 + d] = Z[n, a, d]
+                        permuteOuter(zb.baseAddress!, N, m1, n2, into: zpb.baseAddress!)
+                        // Y' [n1, N·n2] = Aᵀ [n1, m1] · Z'
+                        sgemm(transA: true, m: n1, n: N * n2, k: m1, a: aCache[i], b: zpb.baseAddress!, c: yb.baseAddress!)
+                        // out[n, c, d] += Y'[c, n·n2 + d]
+                        let yp = yb.baseAddress!
+                        parallelFor(N, minChunk: 16) { rows in
+                            for n in rows {
+                                for c in 0..<n1 {
+                                    let src = yp + c * N * n2 + n * n2, dst = out + n * n1 * n2 + c * n2
+                                    for d in 0..<n2 { dst[d] += src[d] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            zt[i] = zp
+        }
+    }
+
+    public func backward(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
+                         N: Int, params: ParameterSet) {
+        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
+        // dY' [n1, N·n2]: dY'[c, n·n2 + d] = dY[n, c, d]
+        var dyp = [Float](repeating: 0, count: n1 * N * n2)
+        dyp.withUnsafeMutableBufferPointer { permuteOuter(dout, N, n1, n2, into: $0.baseAddress!) }
+        var dzp = [Float](repeating: 0, count: m1 * N * n2)
+        var dz = [Float](repeating: 0, count: N * m1 * n2)
+        var dA = [Float](repeating: 0, count: m1 * n1)
+        var dB = [Float](repeating: 0, count: m2 * n2)
+        for i in 0..<terms {
+            dyp.withUnsafeBufferPointer { dy in
+                dzp.withUnsafeMutableBufferPointer { dzpb in
+                    dz.withUnsafeMutableBufferPointer { dzb in
+                        dA.withUnsafeMutableBufferPointer { da in
+                            dB.withUnsafeMutableBufferPointer { db in
+                                zt[i].withUnsafeBufferPointer { zp in
+                                    // G_A [m1, n1] = Z' [m1, N·n2] · dY'ᵀ: the gradient of A with the scale at 1.
+                                    // The scale's gradient is <G_A, A> (the term is linear in A); A's is s·G_A.
+                                    sgemm(transB: true, m: m1, n: n1, k: N * n2, a: zp.baseAddress!, b: dy.baseAddress!, c: da.baseAddress!)
+                                    if scaled {
+                                        let a = factorA(i, params: params), s = scale(i, params: params)
+                                        params.grad(name(i, "s"))[0] += Float(dot8(da.baseAddress!, a, count: m1 * n1))
+                                        Kernels.scale(da.baseAddress!, count: m1 * n1, by: s)
+                                    }
+                                    // dZ' [m1, N·n2] = A [m1, n1] · dY'
+                                    sgemm(m: m1, n: N * n2, k: n1, a: aCache[i], b: dy.baseAddress!, c: dzpb.baseAddress!)
+                                    // dZ [N, m1, n2] from dZ'
+                                    permuteInner(dzpb.baseAddress!, m1, N, n2, into: dzb.baseAddress!)
+                                    // dB [m2, n2] = Xᵀ [m2, N·m1] · dZ [N·m1, n2]
+                                    sgemm(transA: true, m: m2, n: n2, k: N * m1, a: x, b: dzb.baseAddress!, c: db.baseAddress!)
+                                    // dX [N·m1, m2] (+)= dZ · Bᵀ
+                                    if let dx {
+                                        sgemm(transB: true, m: N * m1, n: m2, k: n2, a: dzb.baseAddress!, b: bCache[i],
+                                              beta: (accumulate || i > 0) ? 1 : 0, c: dx)
+                                    }
+                                    addFactorGrad(i, "a", da.baseAddress!, rows: m1, cols: n1, rank: factorRankA, params: params)
+                                    addFactorGrad(i, "b", db.baseAddress!, rows: m2, cols: n2, rank: factorRankB, params: params)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    public func denseWeight(params: ParameterSet) -> Tensor {
+        let a = (0..<terms).map { i in let s = scale(i, params: params); return factorA(i, params: params).map { $0 * s } }
+        return kroneckerSum(a: a, b: (0..<terms).map { factorB($0, params: params) }, shape: shape)
+    }
+
+    public func counts(params: ParameterSet) -> (stored: Int, nonZero: Int) {
+        let a = factorRankA.map { ($0) * (shape.m1 + shape.n1) } ?? shape.m1 * shape.n1
+        let b = factorRankB.map { ($0) * (shape.m2 + shape.n2) } ?? shape.m2 * shape.n2
+        let n = terms * (a + b + (scaled ? 1 : 0))
+        return (n, n)
+    }
+}
+
+/// Σ_i A_i ⊗ B_i as a dense `[m1·m2, n1·n2]` matrix (HF layout), A_i [m1, n1], B_i [m2, n2].
+public func kroneckerSum(a: [[Float]], b: [[Float]], shape s: KroneckerShape) -> Tensor {
+    let (m1, n1, m2, n2) = (s.m1, s.n1, s.m2, s.n2)
+    var w = Tensor(shape: [m1 * m2, n1 * n2])
+    w.data.withUnsafeMutableBufferPointer { out in
+        for (A, B) in zip(a, b) {
+            for p in 0..<m1 { for q in 0..<n1 {
+                let apq = A[p * n1 + q]
+                for r in 0..<m2 {
+                    let row = out.baseAddress! + (p * m2 + r) * (n1 * n2) + q * n2
+                    for t in 0..<n2 { row[t] += apq * B[r * n2 + t] }
+                }
+            } }
+        }
+    }
+    return w
+}
+
+/// src [P, Q, R] -> dst [Q, P, R] (swap the two outer axes).
+@inline(__always)
+func permuteOuter(_ src: UnsafePointer<Float>, _ P: Int, _ Q: Int, _ R: Int, into dst: UnsafeMutablePointer<Float>) {
+    parallelFor(P, minChunk: 16) { ps in
+        for p in ps {
+            for q in 0..<Q { (dst + (q * P + p) * R).update(from: src + (p * Q + q) * R, count: R) }
+        }
+    }
+}
+
+/// src [Q, P, R] -> dst [P, Q, R] (inverse of `permuteOuter(_, P, Q, R)`).
+@inline(__always)
+func permuteInner(_ src: UnsafePointer<Float>, _ Q: Int, _ P: Int, _ R: Int, into dst: UnsafeMutablePointer<Float>) {
+    permuteOuter(src, Q, P, R, into: dst)
+}
