@@ -53,6 +53,11 @@ n_positions (256) tokens with stride 256 over the whole file, each token scored 
 token of each window has no context and is not scored): test.txt = 114,604 scored tokens.
 Validation after distillation: the first 65,537 tokens of valid.txt (Squeeze's eval_tokens).
 
+Cost on the project's 2-core machine (measured with the cores shared, load average 5-11): one
+step of 16 x 256 tokens took 50-81 s (58-118 tokens/s), 11 s at the best moment seen, so the full
+400 steps take from ~1.2 h (idle machine) to ~7 h per method; test evaluation ~340 s loaded.
+--steps 5 --eval-max-tokens 10240 runs every method in ~40 min (a smoke test).
+
 Reported per method: block-linear weight parameters stored (non-zeros of pruned matrices, factor
 sizes of factored ones), all parameters stored, non-zeros of the whole model (embedding
 included; tied weights counted once), test perplexity and its ratio to the teacher and to the
