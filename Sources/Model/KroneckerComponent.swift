@@ -110,11 +110,34 @@ public final class KroneckerComponent: WeightComponent {
         sgemm(transA: true, m: cols, n: r, k: rows, a: dF, b: params.value(name(i, p + "0")), beta: 1, c: params.grad(name(i, p + "1")))
     }
 
+    /// Which product runs first for a row X [m1, m2]: `X B` (intermediate [m1, n2] per row and
+    /// term) or `Aᵀ X` (intermediate [n1, m2]); the smaller intermediate wins, so shapes such as
+    /// [128, 3] ⊗ [2, 256] never make an N x 128 x 256 buffer per term.
+    var bFirst: Bool { shape.m1 * shape.n2 <= shape.n1 * shape.m2 }
+
     public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
         let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
-        zt = Array(repeating: [], count: terms)
         aCache = (0..<terms).map { i in let s = scale(i, params: params); return factorA(i, params: params).map { $0 * s } }
         bCache = (0..<terms).map { factorB($0, params: params) }
+        if !bFirst {
+            // U'_i [n1, N·m2] = A_iᵀ · X' with X' [m1, N·m2] the rows' X side by side; U_i [N·n1, m2]
+            // (kept for backward); out [N·n1, n2] += U_i · B_i.
+            var xp = [Float](repeating: 0, count: m1 * N * m2), up = [Float](repeating: 0, count: n1 * N * m2)
+            xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
+            zt = (0..<terms).map { i in
+                var u = [Float](repeating: 0, count: N * n1 * m2)
+                up.withUnsafeMutableBufferPointer { upb in
+                    u.withUnsafeMutableBufferPointer { ub in
+                        sgemm(transA: true, m: n1, n: N * m2, k: m1, a: aCache[i], b: xp, c: upb.baseAddress!)
+                        permuteOuter(upb.baseAddress!, n1, N, m2, into: ub.baseAddress!)
+                        sgemm(m: N * n1, n: n2, k: m2, a: ub.baseAddress!, b: bCache[i], beta: 1, c: out)
+                    }
+                }
+                return u
+            }
+            return
+        }
+        zt = Array(repeating: [], count: terms)
         var z = [Float](repeating: 0, count: N * m1 * n2)
         var y = [Float](repeating: 0, count: n1 * N * n2)
         for i in 0..<terms {
@@ -145,8 +168,70 @@ public final class KroneckerComponent: WeightComponent {
         }
     }
 
+    /// G_A (the gradient of A_i with its scale at 1) into A's parameters: the scale's gradient is
+    /// <G_A, A> (the term is linear in A), A's own is s·G_A.
+    private func addGradientA(_ i: Int, _ ga: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        let (m1, n1) = (shape.m1, shape.n1)
+        if scaled {
+            let a = factorA(i, params: params), s = scale(i, params: params)
+            params.grad(name(i, "s"))[0] += Float(dot8(ga, a, count: m1 * n1))
+            Kernels.scale(ga, count: m1 * n1, by: s)
+        }
+        addFactorGrad(i, "a", ga, rows: m1, cols: n1, rank: factorRankA, params: params)
+    }
+
     public func backward(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
                          N: Int, params: ParameterSet) {
+        if bFirst { backwardBFirst(x: x, dout: dout, dx: dx, accumulate: accumulate, N: N, params: params) }
+        else { backwardAFirst(x: x, dout: dout, dx: dx, accumulate: accumulate, N: N, params: params) }
+    }
+
+    private func backwardAFirst(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
+                                N: Int, params: ParameterSet) {
+        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
+        var xp = [Float](repeating: 0, count: m1 * N * m2), dxp = [Float](repeating: 0, count: m1 * N * m2)
+        var du = [Float](repeating: 0, count: N * n1 * m2), dup = [Float](repeating: 0, count: n1 * N * m2)
+        var dA = [Float](repeating: 0, count: m1 * n1), dB = [Float](repeating: 0, count: m2 * n2)
+        xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
+        for i in 0..<terms {
+            zt[i].withUnsafeBufferPointer { u in
+                du.withUnsafeMutableBufferPointer { dub in
+                    dup.withUnsafeMutableBufferPointer { dupb in
+                        dA.withUnsafeMutableBufferPointer { da in
+                            dB.withUnsafeMutableBufferPointer { db in
+                                // dB [m2, n2] = Uᵀ [m2, N·n1] · dY [N·n1, n2];  dU [N·n1, m2] = dY · Bᵀ
+                                sgemm(transA: true, m: m2, n: n2, k: N * n1, a: u.baseAddress!, b: dout, c: db.baseAddress!)
+                                sgemm(transB: true, m: N * n1, n: m2, k: n2, a: dout, b: bCache[i], c: dub.baseAddress!)
+                                // dU' [n1, N·m2];  G_A [m1, n1] = X' [m1, N·m2] · dU'ᵀ
+                                permuteOuter(dub.baseAddress!, N, n1, m2, into: dupb.baseAddress!)
+                                sgemm(transB: true, m: m1, n: n1, k: N * m2, a: xp, b: dupb.baseAddress!, c: da.baseAddress!)
+                                // dX' [m1, N·m2] (+)= s·A [m1, n1] · dU'
+                                if dx != nil {
+                                    sgemm(m: m1, n: N * m2, k: n1, a: aCache[i], b: dupb.baseAddress!, beta: i > 0 ? 1 : 0, c: &dxp)
+                                }
+                                addGradientA(i, da.baseAddress!, params: params)
+                                addFactorGrad(i, "b", db.baseAddress!, rows: m2, cols: n2, rank: factorRankB, params: params)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard let dx else { return }
+        // dX [N, m1, m2] from dX' [m1, N, m2], written or added.
+        if accumulate {
+            var t = [Float](repeating: 0, count: N * m1 * m2)
+            t.withUnsafeMutableBufferPointer { tb in
+                permuteInner(dxp, m1, N, m2, into: tb.baseAddress!)
+                parallelFor(N * m1 * m2, minChunk: 8192) { r in for j in r { dx[j] += tb[j] } }
+            }
+        } else {
+            permuteInner(dxp, m1, N, m2, into: dx)
+        }
+    }
+
+    private func backwardBFirst(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
+                                N: Int, params: ParameterSet) {
         let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
         // dY' [n1, N·n2]: dY'[c, n·n2 + d] = dY[n, c, d]
         var dyp = [Float](repeating: 0, count: n1 * N * n2)
@@ -162,15 +247,9 @@ public final class KroneckerComponent: WeightComponent {
                         dA.withUnsafeMutableBufferPointer { da in
                             dB.withUnsafeMutableBufferPointer { db in
                                 zt[i].withUnsafeBufferPointer { zp in
-                                    // G_A [m1, n1] = Z' [m1, N·n2] · dY'ᵀ: the gradient of A with the scale at 1.
-                                    // The scale's gradient is <G_A, A> (the term is linear in A); A's is s·G_A.
+                                    // G_A [m1, n1] = Z' [m1, N·n2] · dY'ᵀ
                                     sgemm(transB: true, m: m1, n: n1, k: N * n2, a: zp.baseAddress!, b: dy.baseAddress!, c: da.baseAddress!)
-                                    if scaled {
-                                        let a = factorA(i, params: params), s = scale(i, params: params)
-                                        params.grad(name(i, "s"))[0] += Float(dot8(da.baseAddress!, a, count: m1 * n1))
-                                        Kernels.scale(da.baseAddress!, count: m1 * n1, by: s)
-                                    }
-                                    // dZ' [m1, N·n2] = A [m1, n1] · dY'
+                                    // dZ' [m1, N·n2] = s·A [m1, n1] · dY'
                                     sgemm(m: m1, n: N * n2, k: n1, a: aCache[i], b: dy.baseAddress!, c: dzpb.baseAddress!)
                                     // dZ [N, m1, n2] from dZ'
                                     permuteInner(dzpb.baseAddress!, m1, N, n2, into: dzb.baseAddress!)
@@ -181,7 +260,7 @@ public final class KroneckerComponent: WeightComponent {
                                         sgemm(transB: true, m: N * m1, n: m2, k: n2, a: dzb.baseAddress!, b: bCache[i],
                                               beta: (accumulate || i > 0) ? 1 : 0, c: dx)
                                     }
-                                    addFactorGrad(i, "a", da.baseAddress!, rows: m1, cols: n1, rank: factorRankA, params: params)
+                                    addGradientA(i, da.baseAddress!, params: params)
                                     addFactorGrad(i, "b", db.baseAddress!, rows: m2, cols: n2, rank: factorRankB, params: params)
                                 }
                             }
