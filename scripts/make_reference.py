@@ -8,6 +8,9 @@ How to rerun
 ------------
     /work/venv/bin/python scripts/make_reference.py            # from the repo root
     (venv: torch, transformers, numpy, safetensors; no network access needed)
+    /work/venv/bin/python scripts/make_reference.py --only intermediate
+        writes only H (below) from the committed tiny-gpt2, leaving every other
+        fixture untouched.
 
 Everything is deterministic: every random draw uses an explicitly seeded
 ``torch.Generator`` (or ``torch.manual_seed`` right before model construction),
@@ -106,13 +109,45 @@ G. ``Tests/Fixtures/reference/generate.json`` -- greedy decoding with model A
    logit > 1e-4).  prompt 6 tokens + 20 new <= n_positions = 32, so
    max_new_tokens stays 20.  (The random model keeps repeating one token
    after the prompt; that is expected of a random 2-layer model.)
+H. Intermediate-layer distillation (Squeeze's ``distill.hidden`` /
+   ``distill.attention`` with the KD and CE terms), one step in FLOAT64.
+   Teacher: model A.  Student: ``Tests/Fixtures/tiny-gpt2-student/`` = model A
+   with every parameter (``named_parameters()`` order, the tied wte once) plus
+   ``0.05*randn`` (generator seed 4), saved with
+   ``save_pretrained(safe_serialization=True)`` in FLOAT32; only config.json and
+   model.safetensors are kept (no tokenizer; 3.2 MB).  ids and targets: [2, 8]
+   drawn with generator seed 5 (ids first, then targets; all scored).  Both
+   models ``.double()``, eager attention, dropouts 0; L_s = 2, layer map identity.
+       kd        = alpha * tau^2 * mean_rows KL(softmax(z_T/tau) || softmax(z_S/tau))
+       ce        = mean_rows CE(z_S, targets)
+       hidden    = (1/L_s) sum_l mean_{rows, channels} (h_S^l - h_T^l)^2
+       attention = (1/L_s) sum_l mean_{heads, query rows} KL(P_T^l || P_S^l)
+       loss      = kd + (1 - alpha) * ce + w_h * hidden + w_a * attention
+   with alpha = 0.5, tau = 2, w_h = 0.7, w_a = 0.3, rows = the B*T positions.
+   h^l is the OUTPUT of block l (forward hook on ``transformer.h[l]``: the
+   residual stream, before ln_f for the last block); P^l the block's eager
+   attention probabilities (``output_attentions=True``), each KL over the keys
+   a query row sees (causal; masked entries contribute 0).  The teacher runs
+   under no_grad.  ``reference/intermediate_kd.json`` holds B, T, seeds, ids,
+   targets (row-major), alpha, temperature, w_h, w_a, layer_map, the four terms
+   (kd includes alpha*tau^2 like Squeeze's kd sum / N; ce, hidden and attention
+   are unweighted) and loss; ``wte_rows`` = the sorted distinct ids.
+   ``reference/intermediate_kd.safetensors`` (F32, cast from float64):
+   "grad.<name>" = d loss / d parameter for every student parameter (names and
+   layouts as in D: no "transformer.", Conv1D [in, out], tied lm_head gradient
+   inside "grad.wte.weight"), and the intermediate terms alone:
+   "hidden.grad.<name>" = d (w_h * hidden) and "attention.grad.<name>" =
+   d (w_a * attention), where for wte only the rows ``wte_rows`` are stored
+   ("hidden.grad.wte.rows", [len(wte_rows), 16]; every other row of those
+   gradients is exactly 0, asserted here).  3.3 MB.
 
-Sanity checks performed at the end: reload A and B with from_pretrained(local
+Sanity checks performed at the end (full run): reload A and B with from_pretrained(local
 dir) and compare logits with the in-memory models; reload dtypes.safetensors;
 print keys/dtypes of every safetensors file and the size of every file
 (each must stay < 5 MB).
 """
 
+import argparse
 import copy
 import json
 import math
@@ -137,6 +172,7 @@ FIX = os.path.join(ROOT, "Tests", "Fixtures")
 DIR_A = os.path.join(FIX, "tiny-gpt2")
 DIR_B = os.path.join(FIX, "tiny-gpt2-f16-base")
 DIR_REF = os.path.join(FIX, "reference")
+DIR_STUDENT = os.path.join(FIX, "tiny-gpt2-student")
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
 torch.set_num_threads(1)
@@ -609,6 +645,152 @@ def write_generate(model_a, tok):
 
 
 # --------------------------------------------------------------------------
+# H: intermediate-layer distillation
+# --------------------------------------------------------------------------
+IKD = {"alpha": 0.5, "temperature": 2.0, "w_h": 0.7, "w_a": 0.3}
+IKD_STUDENT_SEED, IKD_BATCH_SEED = 4, 5
+
+
+def build_student(model_a):
+    student = copy.deepcopy(model_a)
+    assert student.lm_head.weight is student.transformer.wte.weight
+    g = gen(IKD_STUDENT_SEED)
+    with torch.no_grad():
+        for _, p in student.named_parameters():  # tied wte visited once
+            p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return student.eval()
+
+
+def run_with_blocks(model, ids):
+    """Logits, every block's output (residual stream) and attention probabilities."""
+    outs = {}
+    hooks = [blk.register_forward_hook(lambda m, i, o, l=l: outs.__setitem__(l, o[0] if isinstance(o, tuple) else o))
+             for l, blk in enumerate(model.transformer.h)]
+    try:
+        r = model(ids, output_attentions=True, output_hidden_states=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    L = len(model.transformer.h)
+    blocks = [outs[l] for l in range(L)]
+    # hidden_states[l + 1] is block l's output except for the last entry (after ln_f).
+    for l in range(L - 1):
+        assert torch.equal(blocks[l], r.hidden_states[l + 1]), l
+    assert len(r.attentions) == L
+    return r.logits, blocks, list(r.attentions)
+
+
+def intermediate_kd_terms(student, teacher, ids, targets, alpha, tau):
+    with torch.no_grad():
+        zt, ht, pt = run_with_blocks(teacher, ids)
+    zs, hs, ps = run_with_blocks(student, ids)
+    V = zs.shape[-1]
+    zs, zt = zs.reshape(-1, V), zt.reshape(-1, V)
+    log_pt, log_ps = F.log_softmax(zt / tau, -1), F.log_softmax(zs / tau, -1)
+    kd = alpha * tau ** 2 * (log_pt.exp() * (log_pt - log_ps)).sum(-1).mean()
+    ce = F.cross_entropy(zs, targets.reshape(-1))
+    L = len(hs)
+    hidden = sum(((hs[l] - ht[l]) ** 2).mean() for l in range(L)) / L
+    T = ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    att = 0.0
+    for l in range(L):
+        P_t, P_s = pt[l], ps[l]                       # [B, NH, T, T]
+        assert (P_t.masked_fill(causal, 0) == 0).all() and (P_s.masked_fill(causal, 0) == 0).all()
+        lt = torch.log(P_t.masked_fill(~causal, 1.0))  # masked entries: P = 0, contribute 0
+        ls = torch.log(P_s.masked_fill(~causal, 1.0))
+        kl = (P_t * (lt - ls)).masked_fill(~causal, 0.0).sum(-1)  # [B, NH, T]
+        att = att + kl.mean()
+    attention = att / L
+    return {"kd": kd, "ce": ce, "hidden": hidden, "attention": attention}
+
+
+def write_intermediate(model_a):
+    # The student, FLOAT32 on disk.
+    student32 = build_student(model_a)
+    fresh_dir(DIR_STUDENT)
+    student32.save_pretrained(DIR_STUDENT, safe_serialization=True)
+    for fn in os.listdir(DIR_STUDENT):
+        if fn not in ("config.json", "model.safetensors"):
+            os.remove(os.path.join(DIR_STUDENT, fn))
+    re_s = GPT2LMHeadModel.from_pretrained(DIR_STUDENT).eval()
+    assert re_s.dtype == torch.float32
+    for (n1, p1), (n2, p2) in zip(student32.state_dict().items(), re_s.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    dmax = max((p - q).abs().max().item() for p, q in zip(student32.parameters(), model_a.parameters()))
+    print(f"  student = A + 0.05*randn (seed {IKD_STUDENT_SEED}); max|student - A| {dmax:.4f}")
+
+    B, T, V = 2, 8, model_a.config.vocab_size
+    g = gen(IKD_BATCH_SEED)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    targets = torch.randint(0, V, (B, T), generator=g)
+    alpha, tau, w_h, w_a = IKD["alpha"], IKD["temperature"], IKD["w_h"], IKD["w_a"]
+
+    teacher = copy.deepcopy(model_a).double().eval()
+    teacher.set_attn_implementation("eager")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = copy.deepcopy(student32).double()
+    student.set_attn_implementation("eager")
+    student.train()  # dropouts are 0 anyway
+    named = list(student.named_parameters())
+    assert not any(n.startswith("lm_head") for n, _ in named)
+
+    def grads(weights):
+        student.zero_grad(set_to_none=True)
+        t = intermediate_kd_terms(student, teacher, ids, targets, alpha, tau)
+        loss = sum(weights[k] * t[k] for k in weights)
+        loss.backward()
+        # A parameter the loss does not reach (ln_f for the intermediate terms) has no grad: 0.
+        return t, loss, {grads_name(n): p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+                         for n, p in named}
+
+    terms, loss, g_all = grads({"kd": 1.0, "ce": 1.0 - alpha, "hidden": w_h, "attention": w_a})
+    _, _, g_hidden = grads({"hidden": w_h})
+    _, _, g_att = grads({"attention": w_a})
+    rows = sorted(set(ids.reshape(-1).tolist()))
+    tensors = {k: v.to(torch.float32).contiguous() for k, v in g_all.items()}
+    for prefix, gd in (("hidden.", g_hidden), ("attention.", g_att)):
+        for k, v in gd.items():
+            if k == "grad.wte.weight":
+                other = v.clone()
+                other[rows] = 0
+                assert (other == 0).all(), prefix + "wte gradient outside the ids' rows"
+                tensors[prefix + "grad.wte.rows"] = v[rows].to(torch.float32).contiguous()
+            else:
+                tensors[prefix + k] = v.to(torch.float32).contiguous()
+    # The terms are separable: the full gradient minus the two intermediate ones is the head's.
+    _, _, g_head = grads({"kd": 1.0, "ce": 1.0 - alpha})
+    for k in g_all:
+        assert torch.allclose(g_all[k], g_head[k] + g_hidden[k] + g_att[k], rtol=1e-10, atol=1e-14), k
+    st_path = os.path.join(DIR_REF, "intermediate_kd.safetensors")
+    save_file(tensors, st_path)
+
+    values = {k: v.item() for k, v in terms.items()}
+    dump_json(os.path.join(DIR_REF, "intermediate_kd.json"), {
+        "B": B, "T": T, "vocab_size": V,
+        "student_seed": IKD_STUDENT_SEED, "batch_seed": IKD_BATCH_SEED,
+        "input_ids": ids.reshape(-1).tolist(),
+        "targets": targets.reshape(-1).tolist(),
+        "alpha": alpha, "temperature": tau, "w_h": w_h, "w_a": w_a,
+        "layer_map": list(range(student.config.n_layer)),
+        "kd": values["kd"], "ce": values["ce"], "hidden": values["hidden"], "attention": values["attention"],
+        "loss": loss.item(),
+        "wte_rows": rows,
+        "loss_formula": "kd + (1 - alpha) * ce + w_h * hidden + w_a * attention (kd includes alpha * tau^2)",
+    })
+    print("  terms:", {k: round(v, 9) for k, v in values.items()}, f" loss {loss.item():.12f}")
+    for name, gd in (("all", g_all), ("hidden", g_hidden), ("attention", g_att), ("head", g_head)):
+        norm = torch.sqrt(sum((v ** 2).sum() for v in gd.values())).item()
+        print(f"  |grad {name}| = {norm:.6e}")
+    for p in (os.path.join(DIR_STUDENT, "config.json"), os.path.join(DIR_STUDENT, "model.safetensors"),
+              st_path, os.path.join(DIR_REF, "intermediate_kd.json")):
+        sz = os.path.getsize(p)
+        print(f"  {os.path.relpath(p, ROOT):60s} {sz:>10,d} B")
+        assert sz < MAX_FILE_BYTES, p
+
+
+# --------------------------------------------------------------------------
 # sanity checks
 # --------------------------------------------------------------------------
 def sanity(model_a, base_f16, step_input_ids, step_logits64):
@@ -656,7 +838,7 @@ def sanity(model_a, base_f16, step_input_ids, step_logits64):
     # changing the file format the Swift tests read.
     allowed_big = set()
     too_big = []
-    for d in (DIR_A, DIR_B, DIR_REF):
+    for d in (DIR_A, DIR_B, DIR_STUDENT, DIR_REF):
         for fn in sorted(os.listdir(d)):
             p = os.path.join(d, fn)
             sz = os.path.getsize(p)
@@ -670,11 +852,30 @@ def sanity(model_a, base_f16, step_input_ids, step_logits64):
 
 
 def main():
+    ap = argparse.ArgumentParser(description="Write the reference fixtures (see the module docstring).")
+    ap.add_argument("--only", choices=["intermediate"],
+                    help="write only this fixture (H), from the committed tiny-gpt2, leaving the others untouched")
+    args = ap.parse_args()
     versions = {"python": sys.version.split()[0], "torch": torch.__version__,
                 "transformers": transformers.__version__, "numpy": np.__version__,
                 "safetensors": safetensors.__version__}
     print("versions:", versions)
     os.makedirs(DIR_REF, exist_ok=True)
+
+    if args.only == "intermediate":
+        with open(os.path.join(DIR_REF, "versions.json"), encoding="utf-8") as f:
+            committed = json.load(f)
+        if committed != versions:
+            print("  NOTE: versions differ from the committed versions.json:", committed)
+        model_a = GPT2LMHeadModel.from_pretrained(DIR_A).eval()
+        assert model_a.lm_head.weight is model_a.transformer.wte.weight
+        rebuilt = build_model_a()
+        same = all(torch.equal(p, q) for p, q in zip(model_a.state_dict().values(), rebuilt.state_dict().values()))
+        print(f"  committed tiny-gpt2 == build_model_a(): {same}")
+        print("H: intermediate-layer distillation (float64)")
+        write_intermediate(model_a)
+        print("OK")
+        return
 
     print("A/B: tiny models")
     model_a = build_model_a()
@@ -689,6 +890,8 @@ def main():
     write_eval(model_a, tok)
     print("G: generate")
     write_generate(model_a, tok)
+    print("H: intermediate-layer distillation (float64)")
+    write_intermediate(model_a)
     dump_json(os.path.join(DIR_REF, "versions.json"), versions)
     print("sanity checks")
     sanity(model_a, base_f16, step_ids, step_logits64)

@@ -9,6 +9,8 @@ enum Fixtures {
         .appendingPathComponent("Fixtures")
     static let tinyGPT2 = root.appendingPathComponent("tiny-gpt2")
     static let tinyGPT2F16Base = root.appendingPathComponent("tiny-gpt2-f16-base")
+    /// Model A with every parameter perturbed (fixture H: the student of intermediate_kd.json).
+    static let tinyGPT2Student = root.appendingPathComponent("tiny-gpt2-student")
     static func reference(_ name: String) -> URL { root.appendingPathComponent("reference").appendingPathComponent(name) }
 
     /// A JSON fixture as a dictionary.
