@@ -113,7 +113,7 @@ public final class KroneckerComponent: WeightComponent {
     /// Which product runs first for a row X [m1, m2]: `X B` (intermediate [m1, n2] per row and
     /// term) or `Aᵀ X` (intermediate [n1, m2]); the smaller intermediate wins, so shapes such as
     /// [128, 3] ⊗ [2, 256] never make an N x 128 x 256 buffer per term.
-    var bFirst: Bool { shape.m1 * shape.n2 <= shape.n1 * shape.m2 }
+    public var bFirst: Bool { shape.m1 * shape.n2 <= shape.n1 * shape.m2 }
 
     public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
         let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
