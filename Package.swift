@@ -53,8 +53,13 @@ let package = Package(
             ],
             swiftSettings: numericSettings),
 
+        // One-input bodies of the fuzz harnesses (scripts/fuzz.sh), replayed by FuzzRegressionTests.
+        // A plain library here; only scripts/fuzz.sh compiles its libFuzzer entry points.
+        .target(name: "FuzzTargets", dependencies: ["Model", "Compression"]),
+
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "COpenBLAS"]),
+                    dependencies: ["MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
+                                   "FuzzTargets"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -36,7 +36,10 @@ public struct CompressionLayout {
         if let wte = obj["wte"]?.objectValue {
             switch wte["form"]?.stringValue {
             case "lowrank":
-                guard let r = wte["rank"]?.intValue, r > 0 else { throw FileError.format(path, "compression.wte: lowrank needs a positive 'rank'") }
+                let maxRank = min(config.vocabSize, config.nEmbd)
+                guard let r = wte["rank"]?.intValue, r > 0, r <= maxRank else {
+                    throw FileError.format(path, "compression.wte: lowrank needs an integer 'rank' in 1...\(maxRank)")
+                }
                 embedding.rank = r
             case "sparse", "dense": break  // the mask comes from the bitmask in model.safetensors
             default: throw FileError.format(path, "compression.wte.form must be dense, sparse or lowrank")
@@ -52,7 +55,11 @@ public struct CompressionLayout {
         }
         for (name, value) in obj["layers"]?.objectValue ?? [:] {
             let where_ = "compression.layers['\(name)']"
-            guard let (i, o) = dims(name), let idx = Int(name.split(separator: ".")[1]), idx < config.nLayer, name.hasPrefix("h.") else {
+            // Only canonical names "h.<index>.<layer>": "h.-1.…", "h.01.…" or "h.0.x.mlp.c_fc" name no
+            // layer any block would look up.
+            let parts = name.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+            guard let (i, o) = dims(name), parts.count == 3, parts[0] == "h", let idx = Int(parts[1]), 0 <= idx, idx < config.nLayer,
+                  "\(idx)" == parts[1], ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"].contains(parts[2]) else {
                 throw FileError.format(path, "\(where_): not a linear layer of this model")
             }
             guard let list = value.arrayValue, !list.isEmpty else { throw FileError.format(path, "\(where_) must be a non-empty list of components") }
@@ -68,13 +75,29 @@ public struct CompressionLayout {
                     guard let r = c["rank"]?.intValue, r > 0, r <= min(i, o) else { throw FileError.format(path, "\(where_): lowrank needs 1 <= rank <= \(min(i, o))") }
                     comps.append(LowRankComponent(prefix: "\(name).lowrank", inFeatures: i, outFeatures: o, rank: r))
                 case "kronecker":
+                    // Divisibility rather than m1 * m2 == i: the product of two file values can overflow.
                     guard let m1 = c["m1"]?.intValue, let n1 = c["n1"]?.intValue, let m2 = c["m2"]?.intValue, let n2 = c["n2"]?.intValue,
-                          m1 * m2 == i, n1 * n2 == o else {
-                        throw FileError.format(path, "\(where_): kronecker needs m1*m2 = \(i) and n1*n2 = \(o)")
+                          m1 > 0, n1 > 0, m2 > 0, n2 > 0, i % m1 == 0, i / m1 == m2, o % n1 == 0, o / n1 == n2 else {
+                        throw FileError.format(path, "\(where_): kronecker needs positive integers m1*m2 = \(i) and n1*n2 = \(o)")
                     }
-                    let terms = c["terms"]?.intValue ?? 1
+                    // At most rank R(W) = min(m1 n1, m2 n2) terms, as NearestKronecker.factorize allows
+                    // (products saturate: m1 n1 <= i o can overflow for absurd n_embd/n_inner).
+                    func product(_ a: Int, _ b: Int) -> Int { let (p, overflow) = a.multipliedReportingOverflow(by: b); return overflow ? .max : p }
+                    let maxTerms = min(product(m1, n1), product(m2, n2))
+                    let terms = c["terms"] == nil ? 1 : c["terms"]?.intValue
+                    guard let terms, terms >= 1, terms <= maxTerms else {
+                        throw FileError.format(path, "\(where_): kronecker 'terms' must be an integer in 1...\(maxTerms)")
+                    }
+                    func factorRank(_ key: String, _ rows: Int, _ cols: Int) throws -> Int? {
+                        guard let v = c[key] else { return nil }
+                        guard let r = v.intValue, r >= 1, r <= min(rows, cols) else {
+                            throw FileError.format(path, "\(where_): kronecker '\(key)' must be an integer in 1...\(min(rows, cols))")
+                        }
+                        return r
+                    }
                     comps.append(KroneckerComponent(prefix: name, shape: KroneckerShape(m1: m1, n1: n1, m2: m2, n2: n2), terms: terms,
-                                                    factorRankA: c["factor_rank_a"]?.intValue, factorRankB: c["factor_rank_b"]?.intValue))
+                                                    factorRankA: try factorRank("factor_rank_a", m1, n1),
+                                                    factorRankB: try factorRank("factor_rank_b", m2, n2)))
                 default:
                     throw FileError.format(path, "\(where_): unknown component kind '\(kind)' (dense, lowrank, kronecker)")
                 }

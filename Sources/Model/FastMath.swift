@@ -20,7 +20,11 @@ public func fastExp(_ xIn: Float) -> Float {
     y = y * x + 1.6666665459e-1
     y = y * x + 5.0000001201e-1
     y = y * z + x + 1
-    return y * Float(bitPattern: UInt32(bitPattern: Int32(fx) &+ 127) &<< 23)
+    // 2^fx without a Float -> Int32 conversion, which traps on NaN in checked builds (a NaN
+    // weight crashed the forward pass): fx is an integer in [-126, 128] here, and adding
+    // 1.5 * 2^23 puts it, exactly, in the low mantissa bits. NaN stays NaN through `y`.
+    let n = Int32(bitPattern: (fx + 12_582_912).bitPattern) &- 0x4B40_0000
+    return y * Float(bitPattern: UInt32(bitPattern: n &+ 127) &<< 23)
 }
 
 /// tanh(u) = 1 − 2 / (exp(2u) + 1), exact at the extremes (±1).

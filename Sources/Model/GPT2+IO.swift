@@ -224,10 +224,14 @@ public func packSparse(_ values: [Float], mask: [Float]) -> (bits: [UInt8], valu
 
 /// Reads `<key>.bitmask` + `<key>.values` back into a dense tensor and its 0/1 mask.
 func readSparse(_ file: SafeTensorsFile, key: String, shape: [Int]) throws -> (Tensor, [Float]) {
-    let n = shape.reduce(1, *)
+    // The expected shape comes from config.json: its product can overflow (e.g. [vocab_size, n_embd]).
+    guard let n = Tensor.elementCount(shape) else {
+        throw FileError.format(file.url.path, "tensor '\(key)': shape \(shape) from config.json has more elements than Int can count")
+    }
     let bits = try file.bytes(key + ".bitmask")
-    guard bits.count == (n + 7) / 8 else {
-        throw FileError.format(file.url.path, "tensor '\(key).bitmask' has \(bits.count) bytes, expected \((n + 7) / 8) for shape \(shape)")
+    let bytes = n / 8 + (n % 8 == 0 ? 0 : 1)
+    guard bits.count == bytes else {
+        throw FileError.format(file.url.path, "tensor '\(key).bitmask' has \(bits.count) bytes, expected \(bytes) for shape \(shape)")
     }
     let values = try file.floats(key + ".values")
     var dense = [Float](repeating: 0, count: n), mask = [Float](repeating: 0, count: n)

@@ -47,8 +47,9 @@ public struct GPT2Config: Equatable, Sendable {
         }
         func int(_ key: String, _ alt: String? = nil, default d: Int? = nil) throws -> Int {
             if let v = obj[key] ?? alt.flatMap({ obj[$0] }) {
-                guard case let .number(x) = v, x == x.rounded(), x > 0 else { throw FileError.format(path, "'\(key)' must be a positive integer") }
-                return Int(x)
+                // Int(exactly:): 1e19 or 1.5 must be an error, not a trap or a silent truncation.
+                guard case let .number(x) = v, let i = Int(exactly: x), i > 0 else { throw FileError.format(path, "'\(key)' must be a positive integer") }
+                return i
             }
             guard let d else { throw FileError.format(path, "missing required key '\(key)'") }
             return d
@@ -61,7 +62,14 @@ public struct GPT2Config: Equatable, Sendable {
         nEmbd = try int("n_embd")
         nLayer = try int("n_layer")
         nHead = try int("n_head")
-        if case .number(let x)? = obj["n_inner"] { nInner = Int(x) } else { nInner = 4 * nEmbd }
+        // n_inner defaults to 4 n_embd and the layers use 3 n_embd: both must be representable.
+        guard nEmbd <= Int.max / 4 else { throw FileError.format(path, "'n_embd' \(nEmbd) is too large") }
+        if case .number(let x)? = obj["n_inner"] {
+            guard let i = Int(exactly: x), i > 0 else { throw FileError.format(path, "'n_inner' must be a positive integer or null") }
+            nInner = i
+        } else {
+            nInner = 4 * nEmbd
+        }
         if case .number(let x)? = obj["layer_norm_epsilon"] { layerNormEpsilon = Float(x) } else { layerNormEpsilon = 1e-5 }
         if case .string(let s)? = obj["activation_function"] { activation = s } else { activation = "gelu_new" }
         extra = obj
@@ -130,7 +138,8 @@ public enum JSONValue: Codable, Equatable, Sendable {
 
     public var stringValue: String? { if case .string(let s) = self { return s }; return nil }
     public var numberValue: Double? { if case .number(let d) = self { return d }; return nil }
-    public var intValue: Int? { numberValue.map { Int($0) } }
+    /// The number when it is exactly an Int (nil for 1.5 or 1e300, which `Int(_:)` would truncate or trap on).
+    public var intValue: Int? { numberValue.flatMap { Int(exactly: $0) } }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o }; return nil }
     public var boolValue: Bool? { if case .bool(let b) = self { return b }; return nil }
