@@ -61,8 +61,13 @@ let package = Package(
             ],
             swiftSettings: checkedSettings),
 
+        // One-input bodies of the fuzz harnesses (scripts/fuzz.sh), replayed by FuzzRegressionTests.
+        // A plain library here; only scripts/fuzz.sh compiles its libFuzzer entry points.
+        .target(name: "FuzzTargets", dependencies: ["Model", "Compression"], swiftSettings: checkedSettings),
+
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS"],
+                    dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
+                                   "FuzzTargets"],
                     swiftSettings: checkedSettings),
     ],
     swiftLanguageModes: [.v5]

@@ -127,10 +127,21 @@ public struct Recipe {
         }
     }
 
+    /// Most YAML nodes a recipe may expand to, counting every use of an alias (real recipes have
+    /// a few dozen).
+    public static let maxYAMLNodes = 100_000
+
     /// Parses YAML text.
     public static func parse(_ text: String) throws -> Recipe {
-        let root: Any?
-        do { root = try Yams.load(yaml: text) } catch { throw CompressionError.recipe("not valid YAML: \(error)") }
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw CompressionError.recipe("not valid YAML: \(error)") }
+        // Check the node tree before Yams constructs values from it (see `checkedSize`): nested
+        // aliases hung and a non-scalar mapping key crashed (fuzzer inputs).
+        if let node {
+            var sizes: [ObjectIdentifier: Int] = [:]
+            _ = try checkedSize(node, &sizes)
+        }
+        let root = node?.any
         guard let top = root as? [String: Any] else { throw CompressionError.recipe("the recipe must be a mapping with a 'stages' list") }
         try checkKeys(top, allowed: topKeys, at: "")
         var recipe = Recipe(name: top["name"] as? String, stages: [], calibration: Calibration(), seed: 0)
@@ -171,6 +182,42 @@ public struct Recipe {
             recipe.stages.append(Stage(method: method, distill: distill, index: i))
         }
         return recipe
+    }
+
+    /// The number of nodes of `node` with aliases expanded, after checking what Yams' value
+    /// construction cannot take:
+    /// - an alias shares its anchor's parsed node, but construction copies it at every use, so a
+    ///   few lines of nested aliases ("billion laughs") expand exponentially: more than
+    ///   `maxYAMLNodes` is an error;
+    /// - Yams force-unwraps mapping keys as strings, so a sequence or mapping used as a key
+    ///   (`{[a]: 1}`, `? [a]`) would crash it: keys must be scalars.
+    /// Anchored nodes are counted once (memoised by their anchor, one object per definition), so
+    /// the walk is linear in the text.
+    static func checkedSize(_ node: Node, _ sizes: inout [ObjectIdentifier: Int]) throws -> Int {
+        let key = node.anchor.map(ObjectIdentifier.init)
+        if let key, let known = sizes[key] { return known }
+        var size = 1
+        func add(_ child: Node) throws {
+            size += try checkedSize(child, &sizes)
+            if size > maxYAMLNodes {
+                throw CompressionError.recipe("the YAML expands to more than \(maxYAMLNodes) nodes (aliases included); a recipe needs a few dozen")
+            }
+        }
+        switch node {
+        case .mapping(let m):
+            for (k, v) in m {
+                guard case .scalar = k else {
+                    let at = k.mark.map { " (line \($0.line), column \($0.column))" } ?? ""
+                    throw CompressionError.recipe("a mapping key must be a plain string, not a list or mapping\(at)")
+                }
+                try add(k)
+                try add(v)
+            }
+        case .sequence(let seq): for child in seq { try add(child) }
+        case .scalar, .alias: break
+        }
+        if let key { sizes[key] = size }
+        return size
     }
 
     static func checkKeys(_ d: [String: Any], allowed: [String], at: String) throws {

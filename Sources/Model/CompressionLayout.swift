@@ -54,7 +54,11 @@ public struct CompressionLayout {
         }
         for (name, value) in obj["layers"]?.objectValue ?? [:] {
             let where_ = "compression.layers['\(name)']"
-            guard let (i, o) = dims(name), let idx = Int(name.split(separator: ".")[1]), idx < config.nLayer, name.hasPrefix("h.") else {
+            // Only canonical names "h.<index>.<layer>": "h.-1.…", "h.01.…" or "h.0.x.mlp.c_fc" name no
+            // layer any block would look up.
+            let parts = name.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+            guard let (i, o) = dims(name), parts.count == 3, parts[0] == "h", let idx = Int(parts[1]), 0 <= idx, idx < config.nLayer,
+                  "\(idx)" == parts[1], ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"].contains(parts[2]) else {
                 throw FileError.format(path, "\(where_): not a linear layer of this model")
             }
             guard let list = value.arrayValue, !list.isEmpty else { throw FileError.format(path, "\(where_) must be a non-empty list of components") }

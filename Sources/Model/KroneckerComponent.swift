@@ -46,7 +46,8 @@ public final class KroneckerComponent: WeightComponent {
     /// `{"kind": "kronecker", "m1", "n1", "m2", "n2", "terms", "factor_rank_a"?, "factor_rank_b"?, "scaled"?}`.
     public static func decode(_ c: [String: JSONValue], layer: String, inFeatures i: Int, outFeatures o: Int, at: String) throws -> KroneckerComponent {
         guard let m1 = c["m1"]?.intValue, let n1 = c["n1"]?.intValue, let m2 = c["m2"]?.intValue, let n2 = c["n2"]?.intValue,
-              m1 > 0, n1 > 0, m2 > 0, n2 > 0, m1 <= i, n1 <= o, m1 * m2 == i, n1 * n2 == o else {
+              // Divisibility rather than m1 * m2 == i: the product of two file values can overflow.
+              m1 > 0, n1 > 0, m2 > 0, n2 > 0, i % m1 == 0, i / m1 == m2, o % n1 == 0, o / n1 == n2 else {
             throw ModelError.input("\(at): kronecker needs positive m1*m2 = \(i) and n1*n2 = \(o)")
         }
         // At most rank(R(W)) = min(m1 n1, m2 n2) terms, and factor ranks within their factors.

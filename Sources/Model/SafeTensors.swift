@@ -74,7 +74,8 @@ public struct SafeTensorsFile {
         public let dtype: SafeTensorsDType
         public let shape: [Int]
         public let range: Range<Int>
-        public var count: Int { shape.reduce(1, *) }
+        /// Number of elements (the product of `shape`, checked for overflow when parsed).
+        public let count: Int
     }
 
     public let url: URL
@@ -134,31 +135,28 @@ public struct SafeTensorsFile {
             guard let dtype = SafeTensorsDType(rawValue: ds) else {
                 throw FileError.format(path, "tensor '\(name)': unsupported dtype \(ds) (supported: \(SafeTensorsDType.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
-            guard let shapeAny = e["shape"] as? [Any], let shape = shapeAny.map({ ($0 as? NSNumber)?.intValue }) as? [Int],
+            // `as? Int` bridges only numbers that are exactly an Int: 1.5, 1e300 and 2^64 are refused.
+            guard let shapeAny = e["shape"] as? [Any], let shape = shapeAny.map({ $0 as? Int }) as? [Int],
                   shape.allSatisfy({ $0 >= 0 }) else {
                 throw FileError.format(path, "tensor '\(name)': shape is not a list of non-negative integers")
             }
             guard let offAny = e["data_offsets"] as? [Any], offAny.count == 2,
-                  let b = (offAny[0] as? NSNumber)?.intValue, let en = (offAny[1] as? NSNumber)?.intValue else {
-                throw FileError.format(path, "tensor '\(name)': data_offsets must be [begin, end]")
+                  let b = offAny[0] as? Int, let en = offAny[1] as? Int else {
+                throw FileError.format(path, "tensor '\(name)': data_offsets must be [begin, end] (integers)")
             }
             guard 0 <= b, b <= en, en <= dataLength else {
                 throw FileError.format(path, "tensor '\(name)': data_offsets [\(b), \(en)] outside the data section of \(dataLength) bytes")
             }
-            // The element count, without overflowing on hostile shapes.
-            var count = 1
-            for d in shape {
-                let (c, overflow) = count.multipliedReportingOverflow(by: d)
-                guard !overflow, c <= dataLength else {
-                    throw FileError.format(path, "tensor '\(name)': shape \(shape) of \(ds) needs more bytes than the data section's \(dataLength)")
-                }
-                count = c
+            // Element and byte counts with overflow checks: a shape like [2^62, 4] is an error,
+            // not a trap.
+            guard let count = Tensor.elementCount(shape) else {
+                throw FileError.format(path, "tensor '\(name)': shape \(shape) has more elements than Int can count")
             }
-            let expected = count * dtype.size
-            guard en - b == expected else {
-                throw FileError.format(path, "tensor '\(name)': shape \(shape) of \(ds) needs \(expected) bytes, data_offsets span \(en - b)")
+            let (expected, overflow) = count.multipliedReportingOverflow(by: dtype.size)
+            guard !overflow, en - b == expected else {
+                throw FileError.format(path, "tensor '\(name)': shape \(shape) of \(ds) needs \(overflow ? "more than Int.max" : "\(expected)") bytes, data_offsets span \(en - b)")
             }
-            entries[name] = Entry(name: name, dtype: dtype, shape: shape, range: b..<en)
+            entries[name] = Entry(name: name, dtype: dtype, shape: shape, range: b..<en, count: count)
         }
         let sorted = entries.values.filter { !$0.range.isEmpty }.sorted { $0.range.lowerBound < $1.range.lowerBound }
         for (a, b) in zip(sorted, sorted.dropFirst()) where a.range.upperBound > b.range.lowerBound {

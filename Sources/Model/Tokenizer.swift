@@ -88,11 +88,22 @@ public final class GPT2Tokenizer: @unchecked Sendable {
 
     /// Loads a tokenizer from `vocab.json` (token string -> id) and `merges.txt`
     /// (`#version` header, then one `left right` pair per line in rank order).
-    public init(vocabURL: URL, mergesURL: URL) throws {
+    public convenience init(vocabURL: URL, mergesURL: URL) throws {
+        // merges.txt is only read once vocab.json has been validated (errors keep that order).
+        try self.init(vocabData: Self.readFile(vocabURL), vocabURL: vocabURL,
+                      mergesData: { try Self.readFile(mergesURL) }, mergesURL: mergesURL)
+    }
+
+    /// Builds a tokenizer from the bytes of `vocab.json` and `merges.txt` already in memory
+    /// (e.g. read by rank 0 and broadcast); the URLs only name the files in error messages.
+    public convenience init(vocabData: Data, mergesData: Data, vocabURL: URL, mergesURL: URL) throws {
+        try self.init(vocabData: vocabData, vocabURL: vocabURL, mergesData: { mergesData }, mergesURL: mergesURL)
+    }
+
+    private init(vocabData: Data, vocabURL: URL, mergesData readMerges: () throws -> Data, mergesURL: URL) throws {
         let unicodeToByte = Self.byteLevelDecoder()
 
         // vocab.json
-        let vocabData = try Self.readFile(vocabURL)
         let vocab: [String: Int]
         do {
             vocab = try JSONDecoder().decode([String: Int].self, from: vocabData)
@@ -106,11 +117,23 @@ public final class GPT2Tokenizer: @unchecked Sendable {
             guard id >= 0, id < Self.maxTokenID else {
                 throw TokenizerError.invalidVocab(vocabURL, reason: "token \(token.debugDescription) has id \(id) outside 0..<\(Self.maxTokenID)")
             }
-            bytesToID[Self.tokenBytes(token, unicodeToByte)] = Int32(id)
             maxID = max(maxID, id)
         }
+        // Every id decodes to its own token's bytes. Two tokens sharing an id would make decoding
+        // ambiguous (a fuzzer input had 'U' and 'ŀ' both at id 52: "日" came back as "�U").
         var table = [[UInt8]?](repeating: nil, count: maxID + 1)
-        for (bytes, id) in bytesToID { table[Int(id)] = bytes }
+        for (token, id) in vocab {
+            guard table[id] == nil else {
+                let names = vocab.filter { $0.value == id }.keys.sorted().map(\.debugDescription)
+                throw TokenizerError.invalidVocab(vocabURL, reason: "tokens \(names.joined(separator: " and ")) share id \(id)")
+            }
+            let bytes = Self.tokenBytes(token, unicodeToByte)
+            table[id] = bytes
+            // Two token strings can stand for the same bytes (only outside the byte alphabet): encode
+            // with the lower id, not with whichever the dictionary's (per-process) order gives last.
+            if let other = bytesToID[bytes], other < id { continue }
+            bytesToID[bytes] = Int32(id)
+        }
         var bytesIDs = [Int32](repeating: -1, count: 256)
         for b in 0..<256 {
             guard let id = bytesToID[[UInt8(b)]] else {
@@ -124,7 +147,7 @@ public final class GPT2Tokenizer: @unchecked Sendable {
         }
 
         // merges.txt
-        let mergesData = try Self.readFile(mergesURL)
+        let mergesData = try readMerges()
         var mergeTable: [UInt64: UInt64] = [:]
         mergeTable.reserveCapacity(50_000)
         var rank: UInt64 = 0

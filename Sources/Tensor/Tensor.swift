@@ -7,11 +7,26 @@ public struct Tensor: Equatable, Sendable {
 
     /// A tensor with the given shape and elements (counts must agree).
     public init(shape: [Int], data: [Float]) throws {
-        guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == data.count else {
-            throw TensorError.shape("Tensor(shape:data:)", "shape \(shape) holds \(shape.reduce(1, *)) elements, data has \(data.count)")
+        guard let count = Tensor.elementCount(shape), count == data.count else {
+            let holds = Tensor.elementCount(shape).map { "holds \($0) elements" } ?? "is not a valid shape"
+            throw TensorError.shape("Tensor(shape:data:)", "shape \(shape) \(holds), data has \(data.count)")
         }
         self.shape = shape
         self.data = data
+    }
+
+    /// The number of elements of `shape`, or nil when a dimension is negative or the product
+    /// overflows Int (shapes read from files; a zero dimension makes the others harmless).
+    public static func elementCount(_ shape: [Int]) -> Int? {
+        guard shape.allSatisfy({ $0 >= 0 }) else { return nil }
+        if shape.contains(0) { return 0 }
+        var count = 1
+        for d in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            if overflow { return nil }
+            count = product
+        }
+        return count
     }
 
     /// Internal unchecked initialiser for results whose shape is known to be right.

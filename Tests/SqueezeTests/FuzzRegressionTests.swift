@@ -1,0 +1,36 @@
+import Foundation
+import FuzzTargets
+import XCTest
+
+/// Replays Tests/Fixtures/fuzz/<target>/ (a small corpus from scripts/fuzz.sh plus every input that
+/// once crashed, hung or ran out of memory) through the fuzz harnesses' own code, `FuzzTarget.run`.
+/// Returning is the assertion: rejecting an input with a Swift error is fine, a crash is not.
+final class FuzzRegressionTests: XCTestCase {
+    func testSafeTensorsInputs() throws { try replay(.safetensors) }
+    func testConfigInputs() throws { try replay(.config) }
+    func testTokenizerInputs() throws { try replay(.tokenizer) }
+    func testRecipeInputs() throws { try replay(.recipe) }
+
+    func testSeparatorSplitsAtMostIntoParts() {
+        let sep = Data(FuzzTarget.separator)
+        let joined = FuzzTarget.join([Data("a".utf8), Data(), Data("b".utf8) + sep + Data("c".utf8)])
+        XCTAssertEqual(FuzzTarget.parts(joined, maxParts: 3), [Data("a".utf8), Data(), Data("b".utf8) + sep + Data("c".utf8)])
+        XCTAssertEqual(FuzzTarget.parts(Data("abc".utf8), maxParts: 2), [Data("abc".utf8)])
+    }
+
+    private func replay(_ target: FuzzTarget) throws {
+        let dir = Fixtures.root.appendingPathComponent("fuzz").appendingPathComponent(target.rawValue)
+        let files = try FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)
+            .filter { !$0.lastPathComponent.hasPrefix(".") }
+            .sorted { $0.lastPathComponent < $1.lastPathComponent }
+        XCTAssertFalse(files.isEmpty, "no inputs in \(dir.path)")
+        var accepted: [String] = []
+        for file in files {
+            let error = target.run(try Data(contentsOf: file))
+            if error == nil { accepted.append(file.lastPathComponent) }
+        }
+        print("fuzz corpus \(target.rawValue): \(accepted.count) of \(files.count) inputs accepted")
+        // The corpus keeps valid inputs too: the harness must reach past the parser's first checks.
+        XCTAssertFalse(accepted.isEmpty, "\(target.rawValue): every input was rejected; the harness no longer reaches valid inputs")
+    }
+}
