@@ -22,8 +22,10 @@ public final class KroneckerComponent: WeightComponent {
     /// Learnable per-term scales.
     public let scaled: Bool
     public let prefix: String
-    private var zt: [[Float]] = []     // per term: Z' [m1, N·n2] saved for backward
-    private var aCache: [[Float]] = [], bCache: [[Float]] = []   // s_i A_i and B_i of the last forward
+    /// Saved by forward for backward: Z'' [k·m1, N·n2] (B first) or U [N·n1, k·m2] (A first).
+    private var saved: [Float] = []
+    /// The factors of the last forward, all terms side by side: s_i A_i and B_i.
+    private var aCat: [Float] = [], bCat: [Float] = []
 
     public init(prefix: String, shape: KroneckerShape, terms: Int, factorRankA: Int? = nil, factorRankB: Int? = nil, scaled: Bool = false) {
         self.prefix = prefix
@@ -116,158 +118,119 @@ public final class KroneckerComponent: WeightComponent {
     /// [128, 3] ⊗ [2, 256] never make an N x 128 x 256 buffer per term.
     public var bFirst: Bool { shape.m1 * shape.n2 <= shape.n1 * shape.m2 }
 
-    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
-        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
-        aCache = (0..<terms).map { i in let s = scale(i, params: params); return factorA(i, params: params).map { $0 * s } }
-        bCache = (0..<terms).map { factorB($0, params: params) }
-        if !bFirst {
-            // U'_i [n1, N·m2] = A_iᵀ · X' with X' [m1, N·m2] the rows' X side by side; U_i [N·n1, m2]
-            // (kept for backward); out [N·n1, n2] += U_i · B_i.
-            var xp = [Float](repeating: 0, count: m1 * N * m2), up = [Float](repeating: 0, count: n1 * N * m2)
-            xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
-            zt = (0..<terms).map { i in
-                var u = [Float](repeating: 0, count: N * n1 * m2)
-                up.withUnsafeMutableBufferPointer { upb in
-                    u.withUnsafeMutableBufferPointer { ub in
-                        sgemm(transA: true, m: n1, n: N * m2, k: m1, a: aCache[i], b: xp, c: upb.baseAddress!)
-                        permuteOuter(upb.baseAddress!, n1, N, m2, into: ub.baseAddress!)
-                        sgemm(m: N * n1, n: n2, k: m2, a: ub.baseAddress!, b: bCache[i], beta: 1, c: out)
-                    }
-                }
-                return u
-            }
-            return
+    /// The factors of every term side by side, so each product is one GEMM over all terms:
+    /// B first: aCat [k·m1, n1] (rows (i, a) = s_i A_i[a, :]), bCat [m2, k·n2] (columns (i, d));
+    /// A first: aCat [m1, k·n1] (columns (i, c)), bCat [k·m2, n2] (rows (i, b)).
+    private func concatenateFactors(params: ParameterSet) {
+        let (m1, n1, m2, n2, k) = (shape.m1, shape.n1, shape.m2, shape.n2, terms)
+        aCat = [Float](repeating: 0, count: k * m1 * n1)
+        bCat = [Float](repeating: 0, count: k * m2 * n2)
+        for i in 0..<k {
+            let s = scale(i, params: params), a = factorA(i, params: params), b = factorB(i, params: params)
+            for r in 0..<m1 { for c in 0..<n1 {
+                aCat[bFirst ? (i * m1 + r) * n1 + c : r * k * n1 + i * n1 + c] = s * a[r * n1 + c]
+            } }
+            for r in 0..<m2 { for c in 0..<n2 {
+                bCat[bFirst ? r * k * n2 + i * n2 + c : (i * m2 + r) * n2 + c] = b[r * n2 + c]
+            } }
         }
-        zt = Array(repeating: [], count: terms)
-        var z = [Float](repeating: 0, count: N * m1 * n2)
-        var y = [Float](repeating: 0, count: n1 * N * n2)
-        for i in 0..<terms {
-            var zp = [Float](repeating: 0, count: m1 * N * n2)
-            z.withUnsafeMutableBufferPointer { zb in
-                zp.withUnsafeMutableBufferPointer { zpb in
-                    y.withUnsafeMutableBufferPointer { yb in
-                        // Z [N·m1, n2] = X [N·m1, m2] · B [m2, n2]
-                        sgemm(m: N * m1, n: n2, k: m2, a: x, b: bCache[i], c: zb.baseAddress!)
-                        // Z' [m1, N·n2]: Z'[a, n·n2 + d] = Z[n, a, d]
-                        permuteOuter(zb.baseAddress!, N, m1, n2, into: zpb.baseAddress!)
-                        // Y' [n1, N·n2] = Aᵀ [n1, m1] · Z'
-                        sgemm(transA: true, m: n1, n: N * n2, k: m1, a: aCache[i], b: zpb.baseAddress!, c: yb.baseAddress!)
-                        // out[n, c, d] += Y'[c, n·n2 + d]
-                        let yp = yb.baseAddress!
-                        parallelFor(N, minChunk: 16) { rows in
-                            for n in rows {
-                                for c in 0..<n1 {
-                                    let src = yp + c * N * n2 + n * n2, dst = out + n * n1 * n2 + c * n2
-                                    for d in 0..<n2 { dst[d] += src[d] }
-                                }
-                            }
+    }
+
+    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        let (m1, n1, m2, n2, k) = (shape.m1, shape.n1, shape.m2, shape.n2, terms)
+        concatenateFactors(params: params)
+        if bFirst {
+            // Z [N·m1, k·n2] = X [N·m1, m2] · bCat;  Z'' [k·m1, N·n2] = Z with the N and k axes swapped;
+            // Y' [n1, N·n2] = aCatᵀ · Z'';  out[n, c, d] += Y'[c, n·n2 + d].
+            var z = [Float](repeating: 0, count: N * m1 * k * n2), y = [Float](repeating: 0, count: n1 * N * n2)
+            saved = [Float](repeating: 0, count: k * m1 * N * n2)
+            sgemm(m: N * m1, n: k * n2, k: m2, a: x, b: bCat, c: &z)
+            swapAxes02(z, N, m1, k, n2, into: &saved)
+            sgemm(transA: true, m: n1, n: N * n2, k: k * m1, a: aCat, b: saved, c: &y)
+            y.withUnsafeBufferPointer { yp in
+                parallelFor(N, minChunk: 16) { rows in
+                    for n in rows {
+                        for c in 0..<n1 {
+                            let src = yp.baseAddress! + c * N * n2 + n * n2, dst = out + n * n1 * n2 + c * n2
+                            for d in 0..<n2 { dst[d] += src[d] }
                         }
                     }
                 }
             }
-            zt[i] = zp
+        } else {
+            // X' [m1, N·m2];  U' [k·n1, N·m2] = aCatᵀ · X';  U [N·n1, k·m2] = U' with the axes swapped;
+            // out [N·n1, n2] += U · bCat.
+            var xp = [Float](repeating: 0, count: m1 * N * m2), up = [Float](repeating: 0, count: k * n1 * N * m2)
+            saved = [Float](repeating: 0, count: N * n1 * k * m2)
+            xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
+            sgemm(transA: true, m: k * n1, n: N * m2, k: m1, a: aCat, b: xp, c: &up)
+            swapAxes02(up, k, n1, N, m2, into: &saved)
+            sgemm(m: N * n1, n: n2, k: k * m2, a: saved, b: bCat, beta: 1, c: out)
         }
     }
 
-    /// G_A (the gradient of A_i with its scale at 1) into A's parameters: the scale's gradient is
-    /// <G_A, A> (the term is linear in A), A's own is s·G_A.
-    private func addGradientA(_ i: Int, _ ga: UnsafeMutablePointer<Float>, params: ParameterSet) {
-        let (m1, n1) = (shape.m1, shape.n1)
+    /// Factor gradients of term i from the batched G_A (with the scale at 1) and dB: the scale's
+    /// gradient is <G_A, A> (the term is linear in A), A's own is s·G_A.
+    private func addTermGradients(_ i: Int, gA: UnsafeMutablePointer<Float>, dB: UnsafePointer<Float>, params: ParameterSet) {
+        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
         if scaled {
             let a = factorA(i, params: params), s = scale(i, params: params)
-            params.grad(name(i, "s"))[0] += Float(dot8(ga, a, count: m1 * n1))
-            Kernels.scale(ga, count: m1 * n1, by: s)
+            params.grad(name(i, "s"))[0] += Float(dot8(gA, a, count: m1 * n1))
+            Kernels.scale(gA, count: m1 * n1, by: s)
         }
-        addFactorGrad(i, "a", ga, rows: m1, cols: n1, rank: factorRankA, params: params)
+        addFactorGrad(i, "a", gA, rows: m1, cols: n1, rank: factorRankA, params: params)
+        addFactorGrad(i, "b", dB, rows: m2, cols: n2, rank: factorRankB, params: params)
     }
 
     public func backward(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
                          N: Int, params: ParameterSet) {
-        if bFirst { backwardBFirst(x: x, dout: dout, dx: dx, accumulate: accumulate, N: N, params: params) }
-        else { backwardAFirst(x: x, dout: dout, dx: dx, accumulate: accumulate, N: N, params: params) }
-    }
-
-    private func backwardAFirst(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
-                                N: Int, params: ParameterSet) {
-        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
-        var xp = [Float](repeating: 0, count: m1 * N * m2), dxp = [Float](repeating: 0, count: m1 * N * m2)
-        var du = [Float](repeating: 0, count: N * n1 * m2), dup = [Float](repeating: 0, count: n1 * N * m2)
-        var dA = [Float](repeating: 0, count: m1 * n1), dB = [Float](repeating: 0, count: m2 * n2)
-        xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
-        for i in 0..<terms {
-            zt[i].withUnsafeBufferPointer { u in
-                du.withUnsafeMutableBufferPointer { dub in
-                    dup.withUnsafeMutableBufferPointer { dupb in
-                        dA.withUnsafeMutableBufferPointer { da in
-                            dB.withUnsafeMutableBufferPointer { db in
-                                // dB [m2, n2] = Uᵀ [m2, N·n1] · dY [N·n1, n2];  dU [N·n1, m2] = dY · Bᵀ
-                                sgemm(transA: true, m: m2, n: n2, k: N * n1, a: u.baseAddress!, b: dout, c: db.baseAddress!)
-                                sgemm(transB: true, m: N * n1, n: m2, k: n2, a: dout, b: bCache[i], c: dub.baseAddress!)
-                                // dU' [n1, N·m2];  G_A [m1, n1] = X' [m1, N·m2] · dU'ᵀ
-                                permuteOuter(dub.baseAddress!, N, n1, m2, into: dupb.baseAddress!)
-                                sgemm(transB: true, m: m1, n: n1, k: N * m2, a: xp, b: dupb.baseAddress!, c: da.baseAddress!)
-                                // dX' [m1, N·m2] (+)= s·A [m1, n1] · dU'
-                                if dx != nil {
-                                    sgemm(m: m1, n: N * m2, k: n1, a: aCache[i], b: dupb.baseAddress!, beta: i > 0 ? 1 : 0, c: &dxp)
-                                }
-                                addGradientA(i, da.baseAddress!, params: params)
-                                addFactorGrad(i, "b", db.baseAddress!, rows: m2, cols: n2, rank: factorRankB, params: params)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        guard let dx else { return }
-        // dX [N, m1, m2] from dX' [m1, N, m2], written or added.
-        if accumulate {
-            var t = [Float](repeating: 0, count: N * m1 * m2)
-            t.withUnsafeMutableBufferPointer { tb in
-                permuteInner(dxp, m1, N, m2, into: tb.baseAddress!)
-                parallelFor(N * m1 * m2, minChunk: 8192) { r in for j in r { dx[j] += tb[j] } }
+        let (m1, n1, m2, n2, k) = (shape.m1, shape.n1, shape.m2, shape.n2, terms)
+        var gA = [Float](repeating: 0, count: m1 * n1), dB = [Float](repeating: 0, count: m2 * n2)
+        if bFirst {
+            var dyp = [Float](repeating: 0, count: n1 * N * n2)
+            dyp.withUnsafeMutableBufferPointer { permuteOuter(dout, N, n1, n2, into: $0.baseAddress!) }
+            // G_A for all terms [k·m1, n1] = Z'' · dY'ᵀ;  dZ'' [k·m1, N·n2] = aCat · dY'
+            var gAll = [Float](repeating: 0, count: k * m1 * n1), dzpp = [Float](repeating: 0, count: k * m1 * N * n2)
+            sgemm(transB: true, m: k * m1, n: n1, k: N * n2, a: saved, b: dyp, c: &gAll)
+            sgemm(m: k * m1, n: N * n2, k: n1, a: aCat, b: dyp, c: &dzpp)
+            // dZ [N·m1, k·n2];  dB for all terms [m2, k·n2] = Xᵀ · dZ;  dX (+)= dZ · bCatᵀ
+            var dz = [Float](repeating: 0, count: N * m1 * k * n2), dBAll = [Float](repeating: 0, count: m2 * k * n2)
+            swapAxes02(dzpp, k, m1, N, n2, into: &dz)
+            sgemm(transA: true, m: m2, n: k * n2, k: N * m1, a: x, b: dz, c: &dBAll)
+            if let dx { sgemm(transB: true, m: N * m1, n: m2, k: k * n2, a: dz, b: bCat, beta: accumulate ? 1 : 0, c: dx) }
+            for i in 0..<k {
+                for t in 0..<(m1 * n1) { gA[t] = gAll[i * m1 * n1 + t] }
+                for r in 0..<m2 { for d in 0..<n2 { dB[r * n2 + d] = dBAll[r * k * n2 + i * n2 + d] } }
+                addTermGradients(i, gA: &gA, dB: dB, params: params)
             }
         } else {
-            permuteInner(dxp, m1, N, m2, into: dx)
-        }
-    }
-
-    private func backwardBFirst(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
-                                N: Int, params: ParameterSet) {
-        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
-        // dY' [n1, N·n2]: dY'[c, n·n2 + d] = dY[n, c, d]
-        var dyp = [Float](repeating: 0, count: n1 * N * n2)
-        dyp.withUnsafeMutableBufferPointer { permuteOuter(dout, N, n1, n2, into: $0.baseAddress!) }
-        var dzp = [Float](repeating: 0, count: m1 * N * n2)
-        var dz = [Float](repeating: 0, count: N * m1 * n2)
-        var dA = [Float](repeating: 0, count: m1 * n1)
-        var dB = [Float](repeating: 0, count: m2 * n2)
-        for i in 0..<terms {
-            dyp.withUnsafeBufferPointer { dy in
-                dzp.withUnsafeMutableBufferPointer { dzpb in
-                    dz.withUnsafeMutableBufferPointer { dzb in
-                        dA.withUnsafeMutableBufferPointer { da in
-                            dB.withUnsafeMutableBufferPointer { db in
-                                zt[i].withUnsafeBufferPointer { zp in
-                                    // G_A [m1, n1] = Z' [m1, N·n2] · dY'ᵀ
-                                    sgemm(transB: true, m: m1, n: n1, k: N * n2, a: zp.baseAddress!, b: dy.baseAddress!, c: da.baseAddress!)
-                                    // dZ' [m1, N·n2] = s·A [m1, n1] · dY'
-                                    sgemm(m: m1, n: N * n2, k: n1, a: aCache[i], b: dy.baseAddress!, c: dzpb.baseAddress!)
-                                    // dZ [N, m1, n2] from dZ'
-                                    permuteInner(dzpb.baseAddress!, m1, N, n2, into: dzb.baseAddress!)
-                                    // dB [m2, n2] = Xᵀ [m2, N·m1] · dZ [N·m1, n2]
-                                    sgemm(transA: true, m: m2, n: n2, k: N * m1, a: x, b: dzb.baseAddress!, c: db.baseAddress!)
-                                    // dX [N·m1, m2] (+)= dZ · Bᵀ
-                                    if let dx {
-                                        sgemm(transB: true, m: N * m1, n: m2, k: n2, a: dzb.baseAddress!, b: bCache[i],
-                                              beta: (accumulate || i > 0) ? 1 : 0, c: dx)
-                                    }
-                                    addGradientA(i, da.baseAddress!, params: params)
-                                    addFactorGrad(i, "b", db.baseAddress!, rows: m2, cols: n2, rank: factorRankB, params: params)
-                                }
-                            }
-                        }
+            // dB for all terms [k·m2, n2] = Uᵀ · dY;  dU [N·n1, k·m2] = dY · bCatᵀ;  dU' [k·n1, N·m2]
+            var dBAll = [Float](repeating: 0, count: k * m2 * n2), du = [Float](repeating: 0, count: N * n1 * k * m2)
+            var dup = [Float](repeating: 0, count: k * n1 * N * m2), xp = [Float](repeating: 0, count: m1 * N * m2)
+            sgemm(transA: true, m: k * m2, n: n2, k: N * n1, a: saved, b: dout, c: &dBAll)
+            sgemm(transB: true, m: N * n1, n: k * m2, k: n2, a: dout, b: bCat, c: &du)
+            swapAxes02(du, N, n1, k, m2, into: &dup)
+            // G_A for all terms [m1, k·n1] = X' · dU'ᵀ;  dX' [m1, N·m2] = aCat · dU'
+            var gAll = [Float](repeating: 0, count: m1 * k * n1)
+            xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
+            sgemm(transB: true, m: m1, n: k * n1, k: N * m2, a: xp, b: dup, c: &gAll)
+            if let dx {
+                var dxp = [Float](repeating: 0, count: m1 * N * m2)
+                sgemm(m: m1, n: N * m2, k: k * n1, a: aCat, b: dup, c: &dxp)
+                if accumulate {
+                    var t = [Float](repeating: 0, count: N * m1 * m2)
+                    t.withUnsafeMutableBufferPointer { tb in
+                        permuteInner(dxp, m1, N, m2, into: tb.baseAddress!)
+                        parallelFor(N * m1 * m2, minChunk: 8192) { r in for j in r { dx[j] += tb[j] } }
                     }
+                } else {
+                    permuteInner(dxp, m1, N, m2, into: dx)
                 }
+            }
+            for i in 0..<k {
+                for r in 0..<m1 { for c in 0..<n1 { gA[r * n1 + c] = gAll[r * k * n1 + i * n1 + c] } }
+                for t in 0..<(m2 * n2) { dB[t] = dBAll[i * m2 * n2 + t] }
+                addTermGradients(i, gA: &gA, dB: dB, params: params)
             }
         }
     }
@@ -309,6 +272,18 @@ func permuteOuter(_ src: UnsafePointer<Float>, _ P: Int, _ Q: Int, _ R: Int, int
     parallelFor(P, minChunk: 16) { ps in
         for p in ps {
             for q in 0..<Q { (dst + (q * P + p) * R).update(from: src + (p * Q + q) * R, count: R) }
+        }
+    }
+}
+
+/// src [P, Q, R, S] -> dst [R, Q, P, S] (swap the first and third axes; its own inverse with P
+/// and R exchanged).
+func swapAxes02(_ src: UnsafePointer<Float>, _ P: Int, _ Q: Int, _ R: Int, _ S: Int, into dst: UnsafeMutablePointer<Float>) {
+    parallelFor(P, minChunk: 4) { ps in
+        for p in ps {
+            for q in 0..<Q {
+                for r in 0..<R { (dst + ((r * Q + q) * P + p) * S).update(from: src + ((p * Q + q) * R + r) * S, count: S) }
+            }
         }
     }
 }
