@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every recipe on the bundled model with the same distillation budget and prints, per
-# method: parameters (block linears stored / whole model non-zero), bytes on disk, test
-# perplexity and its ratio to the teacher, and inference tokens/s relative to the teacher.
+# method: parameters (block linears stored; whole model stored and non-zero, the embedding
+# included), bytes on disk, test perplexity and its ratio to the teacher and to the
+# dense-distillation control (recipes/dense-control.yaml, run first with the same budget),
+# inference tokens/s relative to the teacher, and the wall time of the run.
 #
 #   scripts/quality.sh [--scale X] [recipe.yaml ...]     (default: all recipes, scale 1)
 # Results: runs/quality/results.md (and .json).
@@ -18,7 +20,10 @@ while (($#)); do
     shift
 done
 ((${#RECIPES[@]})) || RECIPES=(recipes/magnitude-oneshot.yaml recipes/wanda.yaml recipes/sparsegpt.yaml recipes/prune-ofa.yaml
-                               recipes/nm24-kd.yaml recipes/kronecker-kd.yaml recipes/lowrank-progressive.yaml recipes/combined.yaml)
+                               recipes/nm24-kd.yaml recipes/lowrank-half.yaml recipes/kronecker-half.yaml recipes/combined.yaml
+                               recipes/whole-half.yaml)
+# The dense-distillation control runs first, with the same budget: every ratio is also given to it.
+RECIPES=(recipes/dense-control.yaml "${RECIPES[@]}")
 NP=${NP:-2}
 MODEL=models/default
 Q=runs/quality
@@ -34,6 +39,7 @@ evaluate "$MODEL" teacher
 for r in "${RECIPES[@]}"; do
     name=$(basename "$r" .yaml)
     echo "==> $name"
+    [[ -n ${SKIP_DONE:-} && -f $Q/$name.eval.json ]] && { echo "(done: $Q/$name)"; continue; }
     mpirun -np "$NP" "$SQUEEZE" compress --model "$MODEL" --recipe "$r" --out "$Q/$name" --data data/corpus/train.txt \
         --valid data/corpus/valid.txt --distill-scale "$SCALE" --json > "$Q/$name.compress.json"
     "$SQUEEZE" analyze --model "$Q/$name" --compare "$MODEL" --plot "$Q/$name/stable-rank.svg" > /dev/null

@@ -5,7 +5,7 @@
 #
 #   scripts/run.sh            short distillation budget (a few minutes on 2 cores)
 #   scripts/run.sh --full     the recipe's full budget
-#   scripts/run.sh --recipe recipes/kronecker-kd.yaml [--full]
+#   scripts/run.sh --recipe recipes/kronecker-half.yaml [--full]
 #   NP=4 scripts/run.sh       more ranks
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

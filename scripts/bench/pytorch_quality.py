@@ -94,14 +94,14 @@ OFA = {"initial": 0.0, "final": 0.5, "frequency": 10, "end": 0.6}   # recipes/pr
 
 # method -> (recipe whose distill: settings it uses, one-line description)
 METHODS = {
-    "dense-kd": ("prune-ofa.yaml", "no compression, KD only (control)"),
+    "dense-kd": ("dense-control.yaml", "no compression, KD only (control)"),
     "magnitude-50-oneshot": (None, "50% magnitude per block linear, no KD"),
     "magnitude-50-kd": ("prune-ofa.yaml", "50% magnitude per block linear (l1_unstructured), fixed masks + KD"),
     "prune-ofa-50": ("prune-ofa.yaml", "50% magnitude, cubic schedule every 10 steps to 60% of steps, + KD"),
     "nm24-kd": ("nm24-kd.yaml", "2:4 magnitude (2 of 4 consecutive inputs per output) + KD"),
-    "lowrank-half-kd": ("lowrank-progressive.yaml", "truncated SVD, r = floor(0.5 in out/(in+out)), + KD"),
-    "kronecker-half-kd": ("kronecker-kd.yaml", "nearest sum of Kronecker products, <= 0.5x params, + KD"),
-    "all-50-kd": ("prune-ofa.yaml", "magnitude pruning of wte, wpe and block linears to <= 0.5x non-zeros overall, + KD"),
+    "lowrank-half-kd": ("lowrank-half.yaml", "truncated SVD, r = floor(0.5 in out/(in+out)), + KD"),
+    "kronecker-half-kd": ("kronecker-half.yaml", "nearest sum of Kronecker products, <= 0.5x params, + KD"),
+    "all-50-kd": ("whole-half.yaml", "magnitude pruning of wte, wpe and block linears to <= 0.5x non-zeros overall, + KD"),
 }
 DEFAULT_METHODS = ["dense-kd", "magnitude-50-kd", "prune-ofa-50", "nm24-kd", "lowrank-half-kd", "kronecker-half-kd", "all-50-kd"]
 
