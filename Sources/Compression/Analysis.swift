@@ -66,11 +66,10 @@ public struct ModelAnalysis: Codable, Sendable {
         let p = model.params
         var layers: [LayerStats] = []
         layers.append(try .of(model.embedding.denseWeight(params: p), name: "wte.weight", form: model.embedding.form,
-                              stored: model.embedding.counts().stored))
+                              stored: model.embedding.counts.stored))
         layers.append(try .of(p.tensor("wpe.weight"), name: "wpe.weight", form: "dense", stored: p.slot("wpe.weight").count))
         for lin in model.linears {
-            let stored = lin.components.reduce(0) { $0 + $1.counts(params: p).stored }
-            layers.append(try .of(lin.denseWeight(params: p), name: lin.name + ".weight", form: lin.form, stored: stored))
+            layers.append(try .of(lin.denseWeight(params: p), name: lin.name + ".weight", form: lin.form, stored: lin.counts.stored))
         }
         let blockLayers = layers.filter { $0.name.hasPrefix("h.") }
         let sumSR = blockLayers.reduce(0) { $0 + $1.stableRank }

@@ -53,12 +53,13 @@ public enum NearestKronecker {
         let full = randomized ? nil : try r.svd()
         let svd = try full?.truncated(to: terms) ?? r.randomizedSVD(rank: terms, seed: seed)
         let error = truncationError(frobenius: r, kept: svd.S, all: full?.S)
-        var a: [Tensor] = [], b: [Tensor] = []
+        // vec(A_i) = √σ_i u_i, vec(B_i) = √σ_i v_i.
+        let f = svd.balancedFactors(rank: terms)
         let p = r.shape[0], q = r.shape[1]
+        var a: [Tensor] = [], b: [Tensor] = []
         for i in 0..<terms {
-            let root = Float(Double(svd.S[i]).squareRoot())
-            a.append(try Tensor(shape: [s.m1, s.n1], data: (0..<p).map { svd.U.data[$0 * terms + i] * root }))
-            b.append(try Tensor(shape: [s.m2, s.n2], data: (0..<q).map { svd.Vt.data[i * q + $0] * root }))
+            a.append(try Tensor(shape: [s.m1, s.n1], data: (0..<p).map { f.left.data[$0 * terms + i] }))
+            b.append(try Tensor(shape: [s.m2, s.n2], data: (0..<q).map { f.right.data[$0 * terms + i] }))
         }
         return Result(a: a, b: b, singularValues: full?.S ?? svd.S, error: error)
     }

@@ -50,14 +50,8 @@ public enum LowRank {
         let randomized = Double(r) < randomizedBelow * Double(min(m, n)) && min(m, n) > 64
         let full = randomized ? nil : try w.svd()
         let svd = try full?.truncated(to: r) ?? w.randomizedSVD(rank: r, seed: seed)
-        var w0 = [Float](repeating: 0, count: m * r), w1 = [Float](repeating: 0, count: n * r)
-        for k in 0..<r {
-            let root = Float(Double(svd.S[k]).squareRoot())
-            for i in 0..<m { w0[i * r + k] = svd.U.data[i * r + k] * root }
-            for j in 0..<n { w1[j * r + k] = svd.Vt.data[k * n + j] * root }
-        }
-        return (try Tensor(shape: [m, r], data: w0), try Tensor(shape: [n, r], data: w1),
-                truncationError(frobenius: w, kept: svd.S, all: full?.S))
+        let f = svd.balancedFactors(rank: r)
+        return (f.left, f.right, truncationError(frobenius: w, kept: svd.S, all: full?.S))
     }
 
     /// The ranks of a progressive schedule: `stages` steps from the full rank down to `target`

@@ -34,14 +34,25 @@ public struct CompressionLayout {
         }
         history = obj["history"]?.arrayValue ?? []
         if let wte = obj["wte"]?.objectValue {
-            switch wte["form"]?.stringValue {
-            case "lowrank":
-                guard let r = wte["rank"]?.intValue, r > 0, r <= min(config.vocabSize, config.nEmbd) else {
-                    throw FileError.format(path, "compression.wte: lowrank needs 1 <= rank <= \(min(config.vocabSize, config.nEmbd))")
+            if let list = wte["components"]?.arrayValue {
+                // Any weight form, as the block linears (written since squeeze/1 gained it).
+                guard !list.isEmpty else { throw FileError.format(path, "compression.wte.components must be a non-empty list") }
+                embedding.components = try list.map { item in
+                    guard let c = item.objectValue else { throw FileError.format(path, "compression.wte: each component must be an object") }
+                    do {
+                        return try decodeWeightComponent(c, layer: "wte", inFeatures: config.vocabSize, outFeatures: config.nEmbd, at: "compression.wte")
+                    } catch let e as ModelError { throw FileError.format(path, e.description) }
                 }
-                embedding.rank = r
-            case "sparse", "dense": break  // the mask comes from the bitmask in model.safetensors
-            default: throw FileError.format(path, "compression.wte.form must be dense, sparse or lowrank")
+            } else {
+                switch wte["form"]?.stringValue {
+                case "lowrank":
+                    guard let r = wte["rank"]?.intValue, r > 0, r <= min(config.vocabSize, config.nEmbd) else {
+                        throw FileError.format(path, "compression.wte: lowrank needs 1 <= rank <= \(min(config.vocabSize, config.nEmbd))")
+                    }
+                    embedding = TokenEmbedding(vocab: config.vocabSize, channels: config.nEmbd, rank: r)
+                case "sparse", "dense": break  // the mask comes from the bitmask in model.safetensors
+                default: throw FileError.format(path, "compression.wte.form must be dense, sparse or lowrank (or a components list)")
+                }
             }
         }
         let C = config.nEmbd, H = config.nInner
@@ -88,8 +99,12 @@ public struct CompressionLayout {
     /// The JSON section.
     func json() -> JSONValue {
         var obj: [String: JSONValue] = ["format": .string(Self.format)]
+        // The forms older files name directly keep their short entry; any other is a components list.
         var wte: [String: JSONValue] = ["form": .string(embedding.form)]
-        if let r = embedding.rank { wte["rank"] = .number(Double(r)) }
+        let legacy = embedding.components.count == 1
+            && (embedding.components[0] is DenseComponent || (embedding.components[0] as? LowRankComponent)?.prefix == "wte")
+        if let r = embedding.rank, legacy { wte["rank"] = .number(Double(r)) }
+        if !legacy { wte["components"] = .array(embedding.components.map { .object($0.configEntry) }) }
         obj["wte"] = .object(wte)
         var ls: [String: JSONValue] = [:]
         for (name, comps) in layers {

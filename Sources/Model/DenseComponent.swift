@@ -55,9 +55,24 @@ public final class DenseComponent: WeightComponent {
         }
     }
 
+    public func multiplyTransposed(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, params: ParameterSet) {
+        // y [N, in] (+)= x [N, out] · Wᵀ
+        sgemm(transB: true, m: N, n: inFeatures, k: outFeatures, a: x, b: params.value(weightName), beta: accumulate ? 1 : 0, c: y)
+    }
+
+    public func addRow(_ i: Int, into dst: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        let w = params.value(weightName) + i * outFeatures
+        for c in 0..<outFeatures { dst[c] += w[c] }
+    }
+
+    public func rowGradient(_ i: Int, _ d: UnsafePointer<Float>, params: ParameterSet) {
+        let g = params.grad(weightName) + i * outFeatures
+        for c in 0..<outFeatures { g[c] += d[c] }
+    }
+
     public func denseWeight(params: ParameterSet) -> Tensor { params.tensor(weightName) }
 
-    public func counts(params: ParameterSet) -> (stored: Int, nonZero: Int) {
+    public var counts: (stored: Int, nonZero: Int) {
         let n = inFeatures * outFeatures
         guard let bits else { return (n, n) }
         return (bits.kept, bits.kept)

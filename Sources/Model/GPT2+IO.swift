@@ -138,9 +138,8 @@ extension GPT2 {
         }
         let model = GPT2(config: config, embedding: embedding, blocks: blocks, params: params)
         // Restore masks onto their components.
-        if let m = masks[TokenEmbedding.denseName] { model.embedding.bits = m }
-        for lin in model.linears {
-            for case let d as DenseComponent in lin.components { if let m = masks[d.weightName] { d.bits = m } }
+        for layer in model.weightedLayers {
+            for case let d as DenseComponent in layer.components { if let m = masks[d.weightName] { d.bits = m } }
         }
         if fill { model.applyMasks() }
         if fill, !allowNonFinite, let bad = model.params.firstNonFinite() {
@@ -170,8 +169,7 @@ extension GPT2 {
         guard dt == .f32 || dt == .f16 || dt == .bf16 else { throw ModelError.unsupported("cannot save weights as \(dt.rawValue)") }
         var writer = SafeTensorsWriter(metadata: ["format": "pt"])
         var sparse: [String: BitMask] = [:]
-        if let m = embedding.bits, embedding.rank == nil { sparse[TokenEmbedding.denseName] = m }
-        for lin in linears { for case let d as DenseComponent in lin.components { if let m = d.bits { sparse[d.weightName] = m } } }
+        for layer in weightedLayers { for case let d as DenseComponent in layer.components { if let m = d.bits { sparse[d.weightName] = m } } }
         for slot in params.slots {
             let key = keyPrefix + slot.name
             let p = UnsafePointer(params.value(slot.name))

@@ -143,16 +143,20 @@ public final class GPT2 {
     /// The linear layer with this prefix.
     public func linear(_ name: String) -> Linear? { linears.first { $0.name == name } }
 
+    /// Every layer whose weight compression can change: the embedding, then the block linears.
+    public var weightedLayers: [WeightedLayer] { [embedding] + linears }
+
+    /// The weighted layer called `name` ("wte" or a linear's prefix).
+    public func layer(_ name: String) -> WeightedLayer? { name == embedding.name ? embedding : linear(name) }
+
     /// Re-applies every frozen pruning mask to the weights.
     public func applyMasks() {
-        embedding.applyMask(params: params)
-        for l in linears { l.applyMasks(params: params) }
+        for l in weightedLayers { l.applyMasks(params: params) }
     }
 
     /// Zeroes the gradients of pruned weights.
     public func maskGradients() {
-        embedding.maskGradient(params: params)
-        for l in linears { l.maskGradients(params: params) }
+        for l in weightedLayers { l.maskGradients(params: params) }
     }
 
     // MARK: - Training forward

@@ -60,7 +60,8 @@ extension GPT2Config {
         } else if let bits = shapes["wte.weight.bitmask"] {
             let want = (vocabSize * nEmbd + 7) / 8
             guard bits == [want] else { throw mismatch("vocab_size", vocabSize, "wte.weight.bitmask", "\(bits) bytes, expected [\(want)] for [\(vocabSize), \(nEmbd)]") }
-        } else {
+        } else if !shapes.keys.contains(where: { $0.hasPrefix("wte.") }) {
+            // (Other embedding forms are checked against the layout, tensor by tensor, before any data is read.)
             throw FileError.format(weightsPath, "tensor '\(prefix)wte.weight' is missing")
         }
     }

@@ -120,30 +120,34 @@ public final class KroneckerComponent: WeightComponent {
 
     /// The factors of every term side by side, so each product is one GEMM over all terms:
     /// B first: aCat [k·m1, n1] (rows (i, a) = s_i A_i[a, :]), bCat [m2, k·n2] (columns (i, d));
-    /// A first: aCat [m1, k·n1] (columns (i, c)), bCat [k·m2, n2] (rows (i, b)).
-    private func concatenateFactors(params: ParameterSet) {
-        let (m1, n1, m2, n2, k) = (shape.m1, shape.n1, shape.m2, shape.n2, terms)
-        aCat = [Float](repeating: 0, count: k * m1 * n1)
-        bCat = [Float](repeating: 0, count: k * m2 * n2)
+    /// A first: aCat [m1, k·n1] (columns (i, c)), bCat [k·m2, n2] (rows (i, b)). `transposed`
+    /// lays out the factors of Wᵀ = Σ s_i A_iᵀ ⊗ B_iᵀ instead (shape [n1·n2, m1·m2]).
+    static func concatenate(a: [[Float]], b: [[Float]], shape s: KroneckerShape, transposed: Bool)
+        -> (shape: KroneckerShape, bFirst: Bool, aCat: [Float], bCat: [Float]) {
+        let t = transposed ? KroneckerShape(m1: s.n1, n1: s.m1, m2: s.n2, n2: s.m2) : s
+        let (m1, n1, m2, n2, k) = (t.m1, t.n1, t.m2, t.n2, a.count)
+        let bFirst = m1 * n2 <= n1 * m2
+        var aCat = [Float](repeating: 0, count: k * m1 * n1), bCat = [Float](repeating: 0, count: k * m2 * n2)
         for i in 0..<k {
-            let s = scale(i, params: params), a = factorA(i, params: params), b = factorB(i, params: params)
-            for r in 0..<m1 { for c in 0..<n1 {
-                aCat[bFirst ? (i * m1 + r) * n1 + c : r * k * n1 + i * n1 + c] = s * a[r * n1 + c]
-            } }
-            for r in 0..<m2 { for c in 0..<n2 {
-                bCat[bFirst ? r * k * n2 + i * n2 + c : (i * m2 + r) * n2 + c] = b[r * n2 + c]
-            } }
+            // Element (r, c) of the (possibly transposed) factor.
+            func A(_ r: Int, _ c: Int) -> Float { transposed ? a[i][c * s.n1 + r] : a[i][r * n1 + c] }
+            func B(_ r: Int, _ c: Int) -> Float { transposed ? b[i][c * s.n2 + r] : b[i][r * n2 + c] }
+            for r in 0..<m1 { for c in 0..<n1 { aCat[bFirst ? (i * m1 + r) * n1 + c : r * k * n1 + i * n1 + c] = A(r, c) } }
+            for r in 0..<m2 { for c in 0..<n2 { bCat[bFirst ? r * k * n2 + i * n2 + c : (i * m2 + r) * n2 + c] = B(r, c) } }
         }
+        return (t, bFirst, aCat, bCat)
     }
 
-    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
-        let (m1, n1, m2, n2, k) = (shape.m1, shape.n1, shape.m2, shape.n2, terms)
-        concatenateFactors(params: params)
+    /// out [N, n1·n2] += x [N, m1·m2] · Σ A_i ⊗ B_i with the factors concatenated as `concatenate`
+    /// lays them out (two GEMMs and a permutation); returns what backward needs.
+    static func apply(_ x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, shape s: KroneckerShape, terms k: Int,
+                      bFirst: Bool, aCat: [Float], bCat: [Float]) -> [Float] {
+        let (m1, n1, m2, n2) = (s.m1, s.n1, s.m2, s.n2)
         if bFirst {
             // Z [N·m1, k·n2] = X [N·m1, m2] · bCat;  Z'' [k·m1, N·n2] = Z with the N and k axes swapped;
             // Y' [n1, N·n2] = aCatᵀ · Z'';  out[n, c, d] += Y'[c, n·n2 + d].
             var z = [Float](repeating: 0, count: N * m1 * k * n2), y = [Float](repeating: 0, count: n1 * N * n2)
-            saved = [Float](repeating: 0, count: k * m1 * N * n2)
+            var saved = [Float](repeating: 0, count: k * m1 * N * n2)
             sgemm(m: N * m1, n: k * n2, k: m2, a: x, b: bCat, c: &z)
             swapAxes02(z, N, m1, k, n2, into: &saved)
             sgemm(transA: true, m: n1, n: N * n2, k: k * m1, a: aCat, b: saved, c: &y)
@@ -157,15 +161,65 @@ public final class KroneckerComponent: WeightComponent {
                     }
                 }
             }
-        } else {
-            // X' [m1, N·m2];  U' [k·n1, N·m2] = aCatᵀ · X';  U [N·n1, k·m2] = U' with the axes swapped;
-            // out [N·n1, n2] += U · bCat.
-            var xp = [Float](repeating: 0, count: m1 * N * m2), up = [Float](repeating: 0, count: k * n1 * N * m2)
-            saved = [Float](repeating: 0, count: N * n1 * k * m2)
-            xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
-            sgemm(transA: true, m: k * n1, n: N * m2, k: m1, a: aCat, b: xp, c: &up)
-            swapAxes02(up, k, n1, N, m2, into: &saved)
-            sgemm(m: N * n1, n: n2, k: k * m2, a: saved, b: bCat, beta: 1, c: out)
+            return saved
+        }
+        // X' [m1, N·m2];  U' [k·n1, N·m2] = aCatᵀ · X';  U [N·n1, k·m2] = U' with the axes swapped;
+        // out [N·n1, n2] += U · bCat.
+        var xp = [Float](repeating: 0, count: m1 * N * m2), up = [Float](repeating: 0, count: k * n1 * N * m2)
+        var saved = [Float](repeating: 0, count: N * n1 * k * m2)
+        xp.withUnsafeMutableBufferPointer { permuteOuter(x, N, m1, m2, into: $0.baseAddress!) }
+        sgemm(transA: true, m: k * n1, n: N * m2, k: m1, a: aCat, b: xp, c: &up)
+        swapAxes02(up, k, n1, N, m2, into: &saved)
+        sgemm(m: N * n1, n: n2, k: k * m2, a: saved, b: bCat, beta: 1, c: out)
+        return saved
+    }
+
+    /// The factors of the current parameters (A scaled by s_i).
+    private func factors(params: ParameterSet) -> (a: [[Float]], b: [[Float]]) {
+        ((0..<terms).map { i in let s = scale(i, params: params); return factorA(i, params: params).map { $0 * s } },
+         (0..<terms).map { factorB($0, params: params) })
+    }
+
+    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        let f = factors(params: params)
+        let c = Self.concatenate(a: f.a, b: f.b, shape: shape, transposed: false)
+        aCat = c.aCat
+        bCat = c.bCat
+        saved = Self.apply(x, N: N, out: out, shape: shape, terms: terms, bFirst: bFirst, aCat: aCat, bCat: bCat)
+    }
+
+    public func multiplyTransposed(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, params: ParameterSet) {
+        if !accumulate { y.update(repeating: 0, count: N * inFeatures) }
+        let f = factors(params: params)
+        let c = Self.concatenate(a: f.a, b: f.b, shape: shape, transposed: true)
+        _ = Self.apply(x, N: N, out: y, shape: c.shape, terms: terms, bFirst: c.bFirst, aCat: c.aCat, bCat: c.bCat)
+    }
+
+    public func addRow(_ i: Int, into dst: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        // Row i = (p, r) with i = p·m2 + r: W[(p, r), (q, t)] = Σ s A[p, q] B[r, t].
+        let (n1, m2, n2) = (shape.n1, shape.m2, shape.n2), p = i / m2, r = i % m2
+        for term in 0..<terms {
+            let a = factorA(term, params: params), b = factorB(term, params: params), s = scale(term, params: params)
+            for q in 0..<n1 {
+                let apq = s * a[p * n1 + q]
+                for t in 0..<n2 { dst[q * n2 + t] += apq * b[r * n2 + t] }
+            }
+        }
+    }
+
+    public func rowGradient(_ i: Int, _ d: UnsafePointer<Float>, params: ParameterSet) {
+        let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2), p = i / m2, r = i % m2
+        for term in 0..<terms {
+            let a = factorA(term, params: params), b = factorB(term, params: params), s = scale(term, params: params)
+            var gA = [Float](repeating: 0, count: m1 * n1), gB = [Float](repeating: 0, count: m2 * n2)
+            for q in 0..<n1 {
+                for t in 0..<n2 {
+                    let g = d[q * n2 + t]
+                    gA[p * n1 + q] += g * b[r * n2 + t]          // with the scale at 1
+                    gB[r * n2 + t] += s * g * a[p * n1 + q]
+                }
+            }
+            addTermGradients(term, gA: &gA, dB: gB, params: params)
         }
     }
 
@@ -240,7 +294,7 @@ public final class KroneckerComponent: WeightComponent {
         return kroneckerSum(a: a, b: (0..<terms).map { factorB($0, params: params) }, shape: shape)
     }
 
-    public func counts(params: ParameterSet) -> (stored: Int, nonZero: Int) {
+    public var counts: (stored: Int, nonZero: Int) {
         let a = factorRankA.map { ($0) * (shape.m1 + shape.n1) } ?? shape.m1 * shape.n1
         let b = factorRankB.map { ($0) * (shape.m2 + shape.n2) } ?? shape.m2 * shape.n2
         let n = terms * (a + b + (scaled ? 1 : 0))

@@ -56,11 +56,40 @@ public final class LowRankComponent: WeightComponent {
         }
     }
 
+    public func multiplyTransposed(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, params: ParameterSet) {
+        // y [N, in] (+)= (x [N, out] · W1 [out, r]) · W0ᵀ [r, in]
+        var t = [Float](repeating: 0, count: N * rank)
+        sgemm(m: N, n: rank, k: outFeatures, a: x, b: params.value(w1Name), c: &t)
+        sgemm(transB: true, m: N, n: inFeatures, k: rank, a: t, b: params.value(w0Name), beta: accumulate ? 1 : 0, c: y)
+    }
+
+    public func addRow(_ i: Int, into dst: UnsafeMutablePointer<Float>, params: ParameterSet) {
+        // row i = W0[i] [r] · W1ᵀ [r, out]
+        let e0 = params.value(w0Name) + i * rank, e1 = params.value(w1Name)
+        for c in 0..<outFeatures {
+            var s: Float = 0
+            for k in 0..<rank { s += e0[k] * e1[c * rank + k] }
+            dst[c] += s
+        }
+    }
+
+    public func rowGradient(_ i: Int, _ d: UnsafePointer<Float>, params: ParameterSet) {
+        let e0 = params.value(w0Name) + i * rank, e1 = params.value(w1Name)
+        let g0 = params.grad(w0Name) + i * rank, g1 = params.grad(w1Name)
+        for c in 0..<outFeatures {
+            let dc = d[c]
+            for k in 0..<rank {
+                g0[k] += dc * e1[c * rank + k]
+                g1[c * rank + k] += dc * e0[k]
+            }
+        }
+    }
+
     public func denseWeight(params: ParameterSet) -> Tensor {
         try! params.tensor(w0Name).matmul(params.tensor(w1Name), transposeOther: true)
     }
 
-    public func counts(params: ParameterSet) -> (stored: Int, nonZero: Int) {
+    public var counts: (stored: Int, nonZero: Int) {
         let n = (inFeatures + outFeatures) * rank
         return (n, n)
     }

@@ -1,132 +1,73 @@
 import Kernels
 import Tensor
 
-/// The token embedding `wte [V, C]`, shared with the output head (tied, as in GPT-2).
-/// Dense (optionally masked) or low rank `wte = E0 · E1ᵀ` with `E0 [V, r]`, `E1 [C, r]`.
-public final class TokenEmbedding {
+/// The token embedding `wte [V, C]`, tied to the output head (as in GPT-2). Its weight is a sum of
+/// the same components as a linear layer's (`in` = V, `out` = C): dense (optionally pruned), low
+/// rank (`wte.w0 [V, r]`, `wte.w1 [C, r]`) or a sum of Kronecker products. A lookup is a row of W;
+/// the head's logits are `h · Wᵀ`.
+public final class TokenEmbedding: WeightedLayer {
+    public let name = "wte"
     public let vocab: Int
     public let channels: Int
-    /// nil: dense `wte.weight`; otherwise the rank of `wte.w0 · wte.w1ᵀ`.
-    public var rank: Int?
-    /// Frozen pruning mask of a pruned dense embedding.
-    public var bits: BitMask?
-    /// The mask as 0/1 floats.
-    public var mask: [Float]? {
-        get { bits?.floats }
-        set { bits = newValue.map(BitMask.init) }
-    }
-    private var headHidden: [Float] = []   // h · E1 [N, r] (low rank) saved for backward
-
-    public init(vocab: Int, channels: Int, rank: Int? = nil, mask: [Float]? = nil) {
-        self.vocab = vocab
-        self.channels = channels
-        self.rank = rank
-        self.bits = mask.map(BitMask.init)
-    }
+    public var components: [WeightComponent]
+    public var inFeatures: Int { vocab }
+    public var outFeatures: Int { channels }
+    public var multipliesActivations: Bool { false }
 
     public static let denseName = "wte.weight"
     public static let w0Name = "wte.w0"
     public static let w1Name = "wte.w1"
 
-    /// Names and shapes of the embedding's parameters.
-    public var parameters: [(name: String, shape: [Int])] {
-        rank.map { r in [(Self.w0Name, [vocab, r]), (Self.w1Name, [channels, r])] } ?? [(Self.denseName, [vocab, channels])]
+    /// A dense embedding (optionally low rank or pruned, the forms older files name directly).
+    public init(vocab: Int, channels: Int, rank: Int? = nil, mask: [Float]? = nil) {
+        self.vocab = vocab
+        self.channels = channels
+        if let r = rank {
+            components = [LowRankComponent(prefix: "wte", inFeatures: vocab, outFeatures: channels, rank: r)]
+        } else {
+            components = [DenseComponent(weightName: Self.denseName, inFeatures: vocab, outFeatures: channels, mask: mask)]
+        }
     }
 
-    /// A one-word description for tables and config.json.
-    public var form: String { rank != nil ? "lowrank" : (bits != nil ? "sparse" : "dense") }
+    /// Names and shapes of the embedding's parameters.
+    public var parameters: [(name: String, shape: [Int])] { components.flatMap(\.parameters) }
+
+    /// The rank of a low-rank embedding (nil otherwise).
+    public var rank: Int? { components.count == 1 ? (components[0] as? LowRankComponent)?.rank : nil }
+
+    /// The pruning mask as 0/1 floats (nil when unpruned).
+    public var mask: [Float]? {
+        get { pruningMask?.floats }
+        set { pruningMask = newValue.map(BitMask.init) }
+    }
 
     /// Writes token `id`'s embedding row into `dst [C]`.
-    @inline(__always)
     public func row(_ id: Int, into dst: UnsafeMutablePointer<Float>, params: ParameterSet) {
-        let C = channels
-        if let r = rank {
-            // row = E0[id] [r] · E1ᵀ [r, C]
-            let e0 = params.value(Self.w0Name) + id * r, e1 = params.value(Self.w1Name)
-            for c in 0..<C {
-                var s: Float = 0
-                for k in 0..<r { s += e0[k] * e1[c * r + k] }
-                dst[c] = s
-            }
-        } else {
-            dst.update(from: params.value(Self.denseName) + id * C, count: C)
+        if components.count == 1, let d = components[0] as? DenseComponent {
+            dst.update(from: params.value(d.weightName) + id * channels, count: channels)
+            return
         }
+        dst.update(repeating: 0, count: channels)
+        for c in components { c.addRow(id, into: dst, params: params) }
     }
 
-    /// Accumulates the gradient of a lookup: `d wte[id] += dx [C]`.
+    /// Accumulates the gradient of a lookup: `d W[id] += dx [C]`.
     public func rowBackward(_ id: Int, dx: UnsafePointer<Float>, params: ParameterSet) {
-        let C = channels
-        if let r = rank {
-            let e0 = params.value(Self.w0Name) + id * r, e1 = params.value(Self.w1Name)
-            let g0 = params.grad(Self.w0Name) + id * r, g1 = params.grad(Self.w1Name)
-            for c in 0..<C {
-                let d = dx[c]
-                for k in 0..<r {
-                    g0[k] += d * e1[c * r + k]
-                    g1[c * r + k] += d * e0[k]
-                }
-            }
-        } else {
-            let g = params.grad(Self.denseName) + id * C
-            for c in 0..<C { g[c] += dx[c] }
-        }
+        for c in components { c.rowGradient(id, dx, params: params) }
     }
 
-    /// Output head: logits [N, V] = h [N, C] · wteᵀ.
+    /// Output head: logits [N, V] = h [N, C] · Wᵀ.
     public func headForward(h: UnsafePointer<Float>, N: Int, logits: UnsafeMutablePointer<Float>, params: ParameterSet) {
-        if let r = rank {
-            if headHidden.count < N * r { headHidden = [Float](repeating: 0, count: N * r) }
-            headHidden.withUnsafeMutableBufferPointer { u in
-                sgemm(m: N, n: r, k: channels, a: h, b: params.value(Self.w1Name), c: u.baseAddress!)
-                sgemm(transB: true, m: N, n: vocab, k: r, a: u.baseAddress!, b: params.value(Self.w0Name), c: logits)
-            }
-        } else {
-            sgemm(transB: true, m: N, n: vocab, k: channels, a: h, b: params.value(Self.denseName), c: logits)
-        }
+        for (k, c) in components.enumerated() { c.multiplyTransposed(h, N: N, into: logits, accumulate: k > 0, params: params) }
     }
 
-    /// Head backward: accumulates d wte and writes dh [N, C] from dlogits [N, V].
+    /// Head backward: accumulates dW (+= dlogitsᵀ · h) and writes dh [N, C] = dlogits · W. (For
+    /// the component, the head is a linear layer run backwards: x = dlogits, dY = h.)
     public func headBackward(h: UnsafePointer<Float>, dlogits: UnsafePointer<Float>, dh: UnsafeMutablePointer<Float>, N: Int, params: ParameterSet) {
-        if let r = rank {
-            var du = [Float](repeating: 0, count: N * r)
-            headHidden.withUnsafeBufferPointer { u in
-                du.withUnsafeMutableBufferPointer { d in
-                    // dE0 [V, r] += dlogitsᵀ · u;  du [N, r] = dlogits · E0
-                    sgemm(transA: true, m: vocab, n: r, k: N, a: dlogits, b: u.baseAddress!, beta: 1, c: params.grad(Self.w0Name))
-                    sgemm(m: N, n: r, k: vocab, a: dlogits, b: params.value(Self.w0Name), c: d.baseAddress!)
-                    // dE1 [C, r] += hᵀ · du;  dh [N, C] = du · E1ᵀ
-                    sgemm(transA: true, m: channels, n: r, k: N, a: h, b: d.baseAddress!, beta: 1, c: params.grad(Self.w1Name))
-                    sgemm(transB: true, m: N, n: channels, k: r, a: d.baseAddress!, b: params.value(Self.w1Name), c: dh)
-                }
-            }
-        } else {
-            // d wte [V, C] += dlogitsᵀ [V, N] · h [N, C];  dh [N, C] = dlogits · wte
-            sgemm(transA: true, m: vocab, n: channels, k: N, a: dlogits, b: h, beta: 1, c: params.grad(Self.denseName))
-            sgemm(m: N, n: channels, k: vocab, a: dlogits, b: params.value(Self.denseName), c: dh)
+        dh.update(repeating: 0, count: N * channels)
+        for c in components {
+            c.forward(x: dlogits, N: N, out: dh, params: params)
+            c.backward(x: dlogits, dout: h, dx: nil, accumulate: false, N: N, params: params)
         }
-    }
-
-    /// The dense `[V, C]` embedding.
-    public func denseWeight(params: ParameterSet) -> Tensor {
-        if rank != nil {
-            return try! params.tensor(Self.w0Name).matmul(params.tensor(Self.w1Name), transposeOther: true)
-        }
-        return params.tensor(Self.denseName)
-    }
-
-    public func applyMask(params: ParameterSet) {
-        guard rank == nil else { return }
-        bits?.apply(to: params.value(Self.denseName))
-    }
-
-    public func maskGradient(params: ParameterSet) {
-        guard rank == nil else { return }
-        bits?.apply(to: params.grad(Self.denseName))
-    }
-
-    public func counts() -> (stored: Int, nonZero: Int) {
-        if let r = rank { return ((vocab + channels) * r, (vocab + channels) * r) }
-        if let bits { return (bits.kept, bits.kept) }
-        return (vocab * channels, vocab * channels)
     }
 }

@@ -13,6 +13,19 @@ public struct SVD: Sendable {
         self.Vt = Vt
     }
 
+    /// The rank-r truncation split evenly between two factors: `left = U_r √Σ_r` [m, r] and
+    /// `right = V_r √Σ_r` [n, r], so that `left · rightᵀ` is the truncated matrix.
+    public func balancedFactors(rank r: Int) -> (left: Tensor, right: Tensor) {
+        let m = U.shape[0], n = Vt.shape[1], k = S.count
+        var l = [Float](repeating: 0, count: m * r), rt = [Float](repeating: 0, count: n * r)
+        for j in 0..<r {
+            let root = Float(Double(S[j]).squareRoot())
+            for i in 0..<m { l[i * r + j] = U.data[i * k + j] * root }
+            for i in 0..<n { rt[i * r + j] = Vt.data[j * n + i] * root }
+        }
+        return (Tensor(uncheckedShape: [m, r], data: l), Tensor(uncheckedShape: [n, r], data: rt))
+    }
+
     /// Keeps the leading `rank` triplets.
     public func truncated(to rank: Int) -> SVD {
         let r = Swift.min(rank, S.count)

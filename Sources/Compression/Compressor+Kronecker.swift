@@ -1,0 +1,82 @@
+import COpenBLAS
+import Distributed
+import Foundation
+import Model
+import MPI
+import Tensor
+import Training
+
+/// Sums of Kronecker products (Van Loan, block selection, terms: auto, progressive).
+extension Compressor {
+    // MARK: - Kronecker
+
+    /// Replaces each target's weight by a sum of Kronecker products: `terms` of them (or, with
+    /// `terms: auto`, as many as `budget` holds, in the shape of least error), from Van Loan's SVD
+    /// or block selection, with learnable norm-matched scales when `spec.scale`. A progressive step
+    /// passes its own `budget` and re-factorises layers already in Kronecker form in their shape.
+    @discardableResult
+    public func kronecker(_ spec: Recipe.KroneckerSpec, stage: Int, budget stepBudget: Double? = nil) throws -> [LayerReport] {
+        let at = "stages[\(stage)].kronecker"
+        let names = try resolve(spec.targets, at: at)
+        let lins = names.map { layer($0) }
+        let budget = stepBudget ?? spec.budget
+        let refactor = stepBudget != nil
+        for lin in lins where lin.form.contains("kronecker") && !refactor { throw CompressionError.layer(lin.name, "is already Kronecker-factored") }
+        let before = lins.map { $0.denseWeight(params: model.params) }
+        let paramsBefore = names.map { storedParameters($0) }
+        let current = lins.map { $0.components.first as? KroneckerComponent }
+        if let f = spec.factors {
+            for lin in lins where lin.inFeatures % f.m1 != 0 || lin.outFeatures % f.n1 != 0 {
+                throw CompressionError.layer(lin.name, "shape [\(lin.inFeatures), \(lin.outFeatures)] does not factor as [\(f.m1)·m2, \(f.n1)·n2] (\(at).factors)")
+            }
+        }
+        let costs = lins.map { Double($0.inFeatures * $0.outFeatures) * Double(min($0.inFeatures, $0.outFeatures)) }
+        let seed = self.seed
+        let extra = spec.scale ? 1 : 0
+        let results = try distributedCompute(costs: costs, comm: comm) { j in
+            let w = before[j], lin = lins[j]
+            let allowed = Int(budget * Double(lin.inFeatures * lin.outFeatures))
+            let shape: KroneckerShape, terms: Int
+            if let keep = current[j]?.shape {
+                // A progressive step: the layer keeps its shape and loses terms.
+                shape = keep
+                terms = max(1, min(spec.terms ?? Int.max, allowed / (NearestKronecker.parameters(keep, terms: 1) + extra), min(keep.m1 * keep.n1, keep.m2 * keep.n2)))
+            } else if let t = spec.terms {
+                if let f = spec.factors {
+                    shape = KroneckerShape(m1: f.m1, n1: f.n1, m2: lin.inFeatures / f.m1, n2: lin.outFeatures / f.n1)
+                } else {
+                    shape = try NearestKronecker.autoShape(w, terms: t, budget: allowed - t * extra).0
+                }
+                terms = t
+            } else {
+                (shape, terms, _) = try NearestKronecker.autoShapeAndTerms(w, budget: allowed, perTermExtra: extra)
+            }
+            let r = spec.initialisation == .select ? try NearestKronecker.selectFactorize(w, shape: shape, terms: terms)
+                                                   : try NearestKronecker.factorize(w, shape: shape, terms: terms, seed: seed)
+            // Norm matching: every term scaled by ‖W‖_F / ‖Σ A ⊗ B‖_F.
+            let norm = NearestKronecker.norm(a: r.a, b: r.b)
+            let s = spec.scale && norm > 0 ? Float(Double(w.frobeniusNorm) / norm) : 1
+            return r.a + r.b + [try Tensor(shape: [1], data: [s])]
+        }
+        var tensors: [String: Tensor] = [:]
+        for (lin, r) in zip(lins, results) {
+            let k = (r.count - 1) / 2
+            let s = KroneckerShape(m1: r[0].shape[0], n1: r[0].shape[1], m2: r[k].shape[0], n2: r[k].shape[1])
+            let comp = KroneckerComponent(prefix: lin.name, shape: s, terms: k, scaled: spec.scale)
+            for i in 0..<k {
+                tensors[comp.name(i, "a")] = r[i]; tensors[comp.name(i, "b")] = r[k + i]
+                if spec.scale { tensors[comp.name(i, "s")] = r[2 * k] }
+            }
+            lin.components = [comp]
+        }
+        try model.rebuildParameters(from: tensors)
+        return names.enumerated().map { k, n in
+            let comp = lins[k].components[0] as! KroneckerComponent
+            let s = comp.shape
+            return LayerReport(stage: stage, layer: n, method: "kronecker [\(s.m1)x\(s.n1)]⊗[\(s.m2)x\(s.n2)] x\(comp.terms)"
+                                + (spec.initialisation == .select ? " select" : "") + (spec.scale ? " scaled" : ""),
+                               paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
+                               relativeError: relativeError(before[k], denseWeight(n)))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import COpenBLAS
+import Distributed
+import Foundation
+import Model
+import MPI
+import Tensor
+import Training
+
+/// Truncated SVD (one-shot or a progressive step), of the factors of Kronecker layers, and low
+/// rank plus a sparse residual.
+extension Compressor {
+    // MARK: - Low rank
+
+    /// Truncated SVD of each target (or of each Kronecker factor for Kronecker layers, or a lower
+    /// rank for low-rank layers). `ranks` overrides the spec's rule per layer (progressive steps).
+    @discardableResult
+    public func lowrank(_ spec: Recipe.LowRankSpec, stage: Int, ranks: [String: Int]? = nil) throws -> [LayerReport] {
+        let at = "stages[\(stage)].lowrank"
+        let names = try resolve(spec.targets, at: at)
+        let before = names.map { denseWeight($0) }
+        let paramsBefore = names.map { storedParameters($0) }
+        let seed = self.seed
+        var tensors: [String: Tensor] = [:]
+        var reports: [LayerReport] = []
+
+        // Kronecker layers: low rank on the factors (small SVDs, done everywhere).
+        let kronNames = names.filter { form($0) == "kronecker" }
+        for n in kronNames {
+            let lin = layer(n)
+            let comp = lin.components[0] as! KroneckerComponent
+            let s = comp.shape
+            func rankFor(_ f: Tensor) throws -> Int {
+                let sv = LowRank.needsSpectrum(spec.rule) ? try f.singularValuesDouble() : []
+                return LowRank.rank(for: spec.rule, rows: f.shape[0], cols: f.shape[1], singularValues: sv)
+            }
+            var ra = 0, rb = 0
+            var parts: [(Int, Tensor, Tensor)] = []
+            for i in 0..<comp.terms {
+                parts.append((i, try Tensor(shape: [s.m1, s.n1], data: comp.factorA(i, params: model.params)),
+                              try Tensor(shape: [s.m2, s.n2], data: comp.factorB(i, params: model.params))))
+                ra = max(ra, try rankFor(parts.last!.1)); rb = max(rb, try rankFor(parts.last!.2))
+            }
+            let newComp = KroneckerComponent(prefix: n, shape: s, terms: comp.terms, factorRankA: ra, factorRankB: rb, scaled: comp.scaled)
+            for (i, a, b) in parts {
+                let fa = try LowRank.factorize(a, rank: ra, seed: seed), fb = try LowRank.factorize(b, rank: rb, seed: seed)
+                tensors[newComp.name(i, "a0")] = fa.w0; tensors[newComp.name(i, "a1")] = fa.w1
+                tensors[newComp.name(i, "b0")] = fb.w0; tensors[newComp.name(i, "b1")] = fb.w1
+            }
+            lin.components = [newComp]
+        }
+
+        // Dense, sparse and low-rank layers (and wte): SVD of the dense weight.
+        let svdNames = names.filter { form($0) != "kronecker" }
+        let svdBefore = svdNames.map { n in before[names.firstIndex(of: n)!] }
+        let big = svdNames.enumerated().filter { comm.size > 1 && svdBefore[$0.offset].count >= scalapackMinElements }.map(\.offset)
+        let small = svdNames.indices.filter { !big.contains($0) }
+        var factors: [Int: [Tensor]] = [:]
+        let costs = small.map { i -> Double in let s = svdBefore[i].shape; return Double(s[0] * s[1]) * Double(min(s[0], s[1])) }
+        let smallResults = try distributedCompute(costs: costs, comm: comm) { j in
+            let i = small[j]
+            let w = svdBefore[i]
+            let sv = LowRank.needsSpectrum(spec.rule) && ranks == nil ? try w.singularValuesDouble() : []
+            let r = ranks?[svdNames[i]] ?? LowRank.rank(for: spec.rule, rows: w.shape[0], cols: w.shape[1], singularValues: sv)
+            let f = try LowRank.factorize(w, rank: r, seed: seed)
+            return [f.w0, f.w1]
+        }
+        for (j, i) in small.enumerated() { factors[i] = smallResults[j] }
+        for i in big {
+            // Collective ScaLAPACK SVD on a BLACS grid over all ranks (wte-sized matrices).
+            let w = svdBefore[i]
+            let svd = try scalapackSVD(w, rows: w.shape[0], cols: w.shape[1], broadcastResult: true)!
+            let sv = svd.S.map(Double.init)
+            let r = ranks?[svdNames[i]] ?? LowRank.rank(for: spec.rule, rows: w.shape[0], cols: w.shape[1], singularValues: sv)
+            let f = svd.balancedFactors(rank: r)
+            factors[i] = [f.left, f.right]
+        }
+        for (i, n) in svdNames.enumerated() {
+            let f = factors[i]!
+            let r = f[0].shape[1]
+            let lin = layer(n)
+            let comp = LowRankComponent(prefix: n + ".lowrank", inFeatures: lin.inFeatures, outFeatures: lin.outFeatures, rank: r)
+            tensors[comp.w0Name] = f[0]; tensors[comp.w1Name] = f[1]
+            var comps: [WeightComponent] = [comp]
+            if let frac = spec.sparseResidual {
+                // Low rank + sparse: keep the largest |residual| entries as a masked dense part.
+                let recon = try f[0].matmul(f[1], transposeOther: true)
+                let residual = svdBefore[i] - recon
+                let mask = Pruning.magnitudeMask(residual.data, sparsity: 1 - frac)
+                let sparse = DenseComponent(weightName: n + ".sparse", inFeatures: lin.inFeatures, outFeatures: lin.outFeatures, mask: mask)
+                tensors[sparse.weightName] = try Tensor(shape: residual.shape, data: zip(residual.data, mask).map { $0 * $1 })
+                comps.append(sparse)
+            }
+            lin.components = comps
+        }
+        try model.rebuildParameters(from: tensors)
+        for (k, n) in names.enumerated() {
+            let f = form(n)
+            let label: String
+            if f == "kronecker", let c = layer(n).components[0] as? KroneckerComponent {
+                label = "lowrank factors (A rank \(c.factorRankA ?? 0), B rank \(c.factorRankB ?? 0))"
+            } else {
+                let r = (layer(n).components[0] as? LowRankComponent)?.rank ?? 0
+                label = "lowrank r=\(r)" + (spec.sparseResidual.map { " + \(String(format: "%.1f", $0 * 100))% sparse" } ?? "")
+            }
+            reports.append(LayerReport(stage: stage, layer: n, method: label, paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
+                                       relativeError: relativeError(before[k], denseWeight(n))))
+        }
+        return reports
+    }
+
+}
