@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["MPI", "Tensor", "Kernels", "Model", "Distributed"],
                 swiftSettings: checkedSettings),
         .target(name: "Compression",
-                dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Distributed", "COpenBLAS",
+                dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Distributed",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: checkedSettings),
         .target(name: "Benchmarks",

@@ -1,4 +1,3 @@
-import COpenBLAS
 import Distributed
 import Foundation
 import Model
@@ -142,21 +141,6 @@ extension Compressor {
             // Install now so the next block's inputs come from the pruned model.
             try install(masks: blockMasks, weights: blockWeights)
             try advance(l)
-        }
-    }
-}
-
-/// H (upper triangle, row-major cols x cols) += Xᵀ X in Double for X row-major [rows, cols] (BLAS
-/// dsyrk, in slices of 256 rows so the Double copy stays small).
-func accumulateGram(_ x: UnsafePointer<Float>, rows: Int, cols n: Int, into h: UnsafeMutablePointer<Double>) {
-    let slice = 256
-    withUnsafeTemporaryAllocation(of: Double.self, capacity: slice * n) { xd in
-        var r0 = 0
-        while r0 < rows {
-            let k = min(slice, rows - r0)
-            for i in 0..<(k * n) { xd[i] = Double(x[r0 * n + i]) }
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1, xd.baseAddress!, Int32(n), 1, h, Int32(n))
-            r0 += k
         }
     }
 }

@@ -1,4 +1,3 @@
-import COpenBLAS
 import Distributed
 import Foundation
 import Model

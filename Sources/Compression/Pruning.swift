@@ -1,4 +1,3 @@
-import COpenBLAS
 import Foundation
 import Tensor
 
@@ -99,15 +98,10 @@ public func sparseGPT(weight w: [Float], rows inDim: Int, cols outDim: Int, hess
     for j in 0..<n { meanDiag += H[j * n + j] }
     meanDiag /= Double(n)
     for j in 0..<n { H[j * n + j] += percdamp * meanDiag }
-    // Hinv = upper Cholesky factor of H⁻¹ (row-major upper = column-major lower: use 'L' on the transpose view).
-    var info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), &H, Int32(n))
-    guard info == 0 else { throw CompressionError.numerical("sparsegpt: Cholesky of the damped Hessian failed (info \(info)); use more calibration samples or a larger percdamp") }
-    info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), &H, Int32(n))
-    guard info == 0 else { throw CompressionError.numerical("sparsegpt: inverting the Hessian failed (info \(info))") }
-    for i in 0..<n { for j in 0..<i { H[i * n + j] = H[j * n + i] } }   // symmetric H⁻¹
-    info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, Int8(UInt8(ascii: "U")), Int32(n), &H, Int32(n))
-    guard info == 0 else { throw CompressionError.numerical("sparsegpt: Cholesky of H⁻¹ failed (info \(info))") }
-    for i in 0..<n { for j in 0..<i { H[i * n + j] = 0 } }
+    // Hinv = upper Cholesky factor of H⁻¹.
+    do { try upperCholeskyOfInverse(&H, n: n) } catch {
+        throw CompressionError.numerical("sparsegpt: \(error) for the damped Hessian; use more calibration samples or a larger percdamp")
+    }
     let Hinv = H
 
     var mask = [Bool](repeating: false, count: rowsOut * n)   // true = pruned, [out, in]
@@ -163,8 +157,7 @@ public func sparseGPT(weight w: [Float], rows inDim: Int, cols outDim: Int, hess
             var hb = [Double](repeating: 0, count: count * (n - i2))
             for c in 0..<count { for k in i2..<n { hb[c * (n - i2) + k - i2] = Hinv[(i1 + c) * n + k] } }
             var upd = [Double](repeating: 0, count: rowsOut * (n - i2))
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rowsOut), Int32(n - i2), Int32(count), 1,
-                        Err1, Int32(count), hb, Int32(n - i2), 0, &upd, Int32(n - i2))
+            dgemm(m: rowsOut, n: n - i2, k: count, a: Err1, b: hb, c: &upd)
             for o in 0..<rowsOut { for k in i2..<n { W[o * n + k] -= upd[o * (n - i2) + k - i2] } }
         }
         i1 = i2
