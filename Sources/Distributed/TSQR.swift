@@ -4,14 +4,14 @@ import Tensor
 /// Truncated thin SVD of a tall matrix (`rows >= cols`) that every rank holds whole, computed
 /// collectively by TSQR (a one-level tall-skinny QR) over the ranks of `comm`:
 ///
-///  1. rank r factors its contiguous row block `A_r = Q_r R_r` (Householder, `sgeqrf`; `Q_r` stays
-///     in compact form), `rows_r = [m·r/P, m·(r+1)/P)`;
+///  1. rank r factors its contiguous row block `A_r = Q_r R_r` (Householder, blocked `sgeqrt`;
+///     `Q_r` stays in compact WY form), `rows_r = [m·r/P, m·(r+1)/P)`;
 ///  2. the `R_r` (each `min(rows_r, n) x n`) are all-gathered into the stacked `R` (`≤ P·n x n`);
 ///  3. rank 0 computes `R = U_s diag(S) Vᵀ` (QR of the stack, then `?gesdd` of the `n x n` triangle;
 ///     in Double by default), fixes each pair's sign (`SVD.canonicalSigns`) and broadcasts `S[:k]`,
 ///     `Vᵀ[:k, :]` and `U_s[:, :k]`;
 ///  4. rank r computes its rows of `U = Q_r · U_s[block r, :k]` by applying its reflectors to the
-///     zero-padded block (`sormqr`: about `4·rows_r·n·k` flops, never forming `Q_r`), and the row
+///     zero-padded block (`sgemqrt`: about `4·rows_r·n·k` flops, never forming `Q_r`), and the row
 ///     blocks of `U` are all-gathered.
 ///
 /// Every rank returns the same (bitwise) `U: [m, k]`, `S: [k]`, `Vt: [k, n]`, with `A ≈ U diag(S) Vt`
@@ -126,13 +126,13 @@ public func tallSVD(_ a: Tensor, rank k: Int?, comm: Communicator, smallSVDPreci
 /// Seconds one rank spent in each phase of a `tallSVD` call (wall clock; a phase that ends in a
 /// collective includes waiting for the slowest rank).
 public struct TallSVDProfile: Sendable, Codable, Equatable {
-    /// Transpose and `sgeqrf` of this rank's row block.
+    /// Transpose and `sgeqrt` of this rank's row block.
     public var localQR = 0.0
     /// All-gather of the R factors.
     public var gatherR = 0.0
     /// SVD of the stacked R on rank 0 and its broadcast.
     public var smallSVD = 0.0
-    /// `sormqr`: this rank's rows of U.
+    /// `sgemqrt`: this rank's rows of U.
     public var applyQ = 0.0
     /// All-gather of U's row blocks.
     public var gatherU = 0.0
@@ -168,7 +168,7 @@ private func agree(_ failure: Error?, comm: Communicator) throws {
 }
 
 /// SVD of the stacked R (row-major `h x n` floats, `h >= n`) in precision `T`: `QR = R_stack`,
-/// `R = U_f diag(S) Vᵀ` (`?gesdd`, n x n), `U_s[:, :k] = Q [U_f[:, :k]; 0]` (`?ormqr`).
+/// `R = U_f diag(S) Vᵀ` (`?gesdd`, n x n), `U_s[:, :k] = Q [U_f[:, :k]; 0]` (`?gemqrt`).
 /// Returns `S[:k]`, then `Vᵀ[:k, :]` (k x n) and `U_s[:, :k]` (h x k), both row-major, with the
 /// signs of `SVD.canonicalSigns` (decided on the rounded Float values, so the result is a fixed
 /// point of `canonicalSigns`).

@@ -158,8 +158,52 @@ final class TSQRTests: XCTestCase {
         XCTAssertEqual(block.rows, 5)
         XCTAssertEqual(block.reflectors, 5)
         XCTAssertEqual(block.r.count, 5 * 12)
+        // More columns in c than rows (LAPACKE 3.11's own ?gemqrt workspace would overflow here).
+        var wide = [Float](repeating: 0, count: 5 * 30)
+        for j in 0..<5 { wide[j * 5 + j] = 1 }
+        try block.applyQ(to: &wide, columns: 30)
+        let q5 = try Tensor(shape: [5, 5], data: Array(wide[0..<25]))   // Q's columns, column-major = rows of Qᵀ
+        XCTAssertLessThanOrEqual(try orthonormalityError(q5, columns: false), 1e-6)
+        XCTAssertEqual(maxAbsDifference(Array(wide[25...]), [Float](repeating: 0, count: 125)), 0)
         XCTAssertThrowsError(try HouseholderQR(a, rows: 40..<51))
         XCTAssertThrowsError(try qr.applyQ(to: &back, columns: 11))
+    }
+
+    /// Block sizes 1, 5 (not dividing the columns) and the default 64 (> columns: clamped) agree.
+    func testHouseholderQRBlockSizes() throws {
+        let a = Tensor.randomNormal(shape: [40, 12], seed: 6)
+        let colMajor = try a.transposed().data
+        let reference = try HouseholderQR(columnMajor: colMajor, rows: 40, cols: 12)
+        XCTAssertEqual(reference.blockSize, 12)
+        for nb in [1, 5, 12] {
+            let qr = try HouseholderQR(columnMajor: colMajor, rows: 40, cols: 12, blockSize: nb)
+            XCTAssertEqual(qr.blockSize, nb)
+            XCTAssertLessThanOrEqual(maxAbsDifference(qr.r, reference.r), 1e-5, "block size \(nb)")
+            var c = [Float](repeating: 0, count: 40 * 3)
+            for j in 0..<3 { c[j * 40 + 2 * j] = 1 }
+            var d = c
+            try qr.applyQ(to: &c, columns: 3)
+            try reference.applyQ(to: &d, columns: 3)
+            XCTAssertLessThanOrEqual(maxAbsDifference(c, d), 1e-5, "block size \(nb)")
+        }
+        XCTAssertThrowsError(try HouseholderQR(columnMajor: colMajor, rows: 40, cols: 12, blockSize: 0))
+        let empty = try HouseholderQR(columnMajor: [Float](), rows: 0, cols: 12)
+        XCTAssertEqual(empty.r, [])
+    }
+
+    /// The QR-path SVD (column-major copy) and `svd()` agree up to signs and rounding.
+    func testSVDColumnMajorMatchesSVD() throws {
+        for (m, n) in [(300, 40), (40, 30), (30, 40)] {
+            let a = try TallSVDCheck.powerLaw(rows: m, cols: n, seed: UInt64(7 * m + n))
+            let f = try a.svdColumnMajor().canonicalSigns()
+            let g = try a.svd().canonicalSigns()
+            let r = min(m, n)
+            XCTAssertEqual(f.U.shape, [m, r])
+            XCTAssertEqual(f.Vt.shape, [r, n])
+            XCTAssertLessThanOrEqual(maxRelative(f.S, g.S.map(Double.init)), 1e-5, "\(m)x\(n)")
+            XCTAssertLessThanOrEqual(relativeFrobenius(f.reconstructed(), a), 1e-5, "\(m)x\(n)")
+            XCTAssertLessThanOrEqual(TallSVDCheck.maxColumnDifference(f.U, g.U, columns: 8), 1e-3, "\(m)x\(n)")
+        }
     }
 
     func testThinSVDDoubleAndCanonicalSigns() throws {
