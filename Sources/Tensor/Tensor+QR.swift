@@ -81,7 +81,7 @@ public struct HouseholderQR<Scalar: LAPACKScalar>: Sendable {
     public var reflectors: Int { Swift.min(rows, cols) }
 
     /// Factors a column-major `rows x cols` matrix (`a.count == rows * cols`).
-    public init(columnMajor a: [Scalar], rows: Int, cols: Int, blockSize: Int = 64) throws {
+    public init(columnMajor a: consuming [Scalar], rows: Int, cols: Int, blockSize: Int = 64) throws {
         guard rows >= 0, cols >= 0, a.count == rows * cols else {
             throw TensorError.shape("HouseholderQR", "\(a.count) elements for a \(rows) x \(cols) matrix")
         }
@@ -90,7 +90,7 @@ public struct HouseholderQR<Scalar: LAPACKScalar>: Sendable {
         self.cols = cols
         let h = Swift.min(rows, cols)
         self.blockSize = Swift.max(1, Swift.min(blockSize, h))
-        factors = a
+        factors = consume a   // moved, not copied, when the caller passes its last use
         t = [Scalar](repeating: 0, count: self.blockSize * h)
         guard h > 0 else { return }
         let nb = self.blockSize

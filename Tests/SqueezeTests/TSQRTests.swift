@@ -206,6 +206,26 @@ final class TSQRTests: XCTestCase {
         }
     }
 
+    /// The plan's thresholds: wte-shaped matrices go to TSQR (also wide, also on one rank), square
+    /// ones to LAPACK, and to ScaLAPACK only from 64 ranks; many ranks are capped for TSQR.
+    func testDistributedSVDPath() {
+        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 768, ranks: 2, rank: 192), .tsqr)
+        XCTAssertEqual(distributedSVDPath(rows: 768, cols: 50257, ranks: 2, rank: 192), .tsqr)
+        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 768, ranks: 1, rank: 192), .tsqr)
+        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 1600, ranks: 2), .tsqr)
+        XCTAssertEqual(distributedSVDPath(rows: 3072, cols: 768, ranks: 2, rank: 192), .lapack)
+        XCTAssertEqual(distributedSVDPath(rows: 3072, cols: 3072, ranks: 2), .lapack)
+        XCTAssertEqual(distributedSVDPath(rows: 4096, cols: 4096, ranks: 64), .scalapack)
+        XCTAssertEqual(distributedSVDPath(rows: 0, cols: 10, ranks: 64), .lapack)
+        // k = n/4 needs blocks 7 times as tall as wide; k = n 16 times.
+        XCTAssertEqual(tsqrRankCount(rows: 50257, cols: 768, ranks: 2, rank: 192), 2)
+        XCTAssertEqual(tsqrRankCount(rows: 50257, cols: 768, ranks: 64, rank: 192), 9)
+        XCTAssertEqual(tsqrRankCount(rows: 50257, cols: 768, ranks: 64), 4)
+        XCTAssertEqual(tsqrRankCount(rows: 5375, cols: 768, ranks: 4, rank: 192), 0)
+        XCTAssertEqual(tsqrRankCount(rows: 5376, cols: 768, ranks: 4, rank: 192), 1)
+        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 768, ranks: 64, rank: 192), .tsqr)
+    }
+
     func testThinSVDDoubleAndCanonicalSigns() throws {
         let s = [4.0, 2, 1]
         let a = try KnownMatrix.withSpectrum(rows: 7, cols: 5, s + [0.5, 0.25], seed: 4).a
