@@ -8,7 +8,7 @@ import MPI
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Performance benchmarks (ratios against sgemm peak, bare LAPACK/MPI calls, np=1).",
-        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self])
+        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self, BenchTall.self])
 }
 
 /// Shared `--json` flag and MPI/BLAS setup for every benchmark.
@@ -132,5 +132,67 @@ struct BenchFactor: ParsableCommand {
             [$0.method, "\($0.shape[0])x\($0.shape[1])", fmt($0.seconds, 3), fmt($0.bareSeconds, 3), fmt($0.ratioToLAPACK, 3) + "x",
              "\($0.k)", fmt($0.randomizedSeconds, 4), fmt($0.speedup, 1) + "x", fmt($0.extraErrorPercent, 3) + "%"]
         }))
+    } }
+}
+
+/// `squeeze bench tall`: distributed SVDs (TSQR `tallSVD`, ScaLAPACK) against LAPACK on rank 0.
+struct BenchTall: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tall",
+        abstract: "TSQR tallSVD and ScaLAPACK psgesvd on all ranks vs LAPACK sgesdd (LQ and QR paths) on rank 0 (power-law matrices).",
+        discussion: """
+        Run under mpirun, e.g. `mpirun -np 2 -x OPENBLAS_NUM_THREADS=1 squeeze bench tall`: LAPACK runs on \
+        rank 0 with the BLAS threads of all ranks on its node (the other ranks sleep), TSQR and ScaLAPACK on \
+        all ranks. Each figure is the best of --repeats runs.
+        """)
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Comma-separated ROWSxCOLS shapes.") var shapes = "50257x768"
+    @Option(help: "Truncation rank k as a fraction of min(rows, cols).") var rankRatio = 0.25
+    @Option(help: "Runs per method; the best is kept.") var repeats = 2
+    @Option(help: "Runs of ScaLAPACK (default: --repeats); one can take minutes.") var scalapackRepeats: Int?
+    @Option(help: "BLAS threads for LAPACK on rank 0 (default: the BLAS threads of all ranks on its node).")
+    var lapackThreads: Int?
+    @Flag(help: "Skip TSQR.") var noTsqr = false
+    @Flag(help: "Skip ScaLAPACK.") var noScalapack = false
+
+    func run() throws { try guarded {
+        let world = try options.setUp()
+        var o = TallBenchOptions()
+        o.shapes = try shapes.split(separator: ",").map { text in
+            let parts = text.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, parts.allSatisfy({ $0 >= 1 }) else {
+                throw ValidationError("--shapes takes ROWSxCOLS[,ROWSxCOLS...], got '\(text)'")
+            }
+            return parts
+        }
+        guard rankRatio > 0, rankRatio <= 1 else { throw ValidationError("--rank-ratio must be in (0, 1], got \(rankRatio)") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be >= 1, got \(repeats)") }
+        if let r = scalapackRepeats, r < 1 { throw ValidationError("--scalapack-repeats must be >= 1, got \(r)") }
+        if let t = lapackThreads, t < 1 { throw ValidationError("--lapack-threads must be >= 1, got \(t)") }
+        o.rankRatio = rankRatio
+        o.repeats = repeats
+        o.scalapackRepeats = scalapackRepeats
+        o.lapackThreads = lapackThreads
+        o.tsqr = !noTsqr
+        o.scalapack = !noScalapack
+        let rows = try runTallBench(comm: world, options: o)
+        if options.json { Console.print(try jsonLine(rows)); return }
+        let seconds = { (x: Double?) in x.map { fmt($0, 2) } ?? "-" }
+        let ratio = { (x: Double?) in x.map { fmt($0, 2) + "x" } ?? "-" }
+        let percent = { (x: Double?) in x.map { fmt($0, 4) + "%" } ?? "-" }
+        Console.print(table(["shape", "k", "ranks x threads", "LAPACK (s)", "LAPACK QR path (s)", "TSQR (s)", "ScaLAPACK (s)",
+                             "LAPACK/TSQR", "QR path/TSQR", "LAPACK/ScaLAPACK", "E-Y error", "TSQR vs E-Y", "TSQR vs LAPACK error",
+                             "ScaLAPACK vs LAPACK error", "load"], rows.map {
+            ["\($0.shape[0])x\($0.shape[1])", "\($0.k)", "\($0.ranks) x \($0.threadsPerRank) (LAPACK: 1 x \($0.lapackThreads))",
+             seconds($0.lapackSeconds), seconds($0.lapackQRPathSeconds), seconds($0.tsqrSeconds), seconds($0.scalapackSeconds),
+             ratio($0.lapackOverTSQR), ratio($0.lapackQRPathOverTSQR), ratio($0.lapackOverScaLAPACK), fmt($0.eckartYoungError, 4),
+             percent($0.tsqrOverEckartYoungPercent), percent($0.tsqrErrorDifferencePercent), percent($0.scalapackErrorDifferencePercent),
+             "\(fmt($0.loadBefore, 1))-\(fmt($0.loadAfter, 1))"]
+        }))
+        for r in rows {
+            guard let p = r.tsqrProfile else { continue }
+            Console.print("TSQR phases on rank 0, \(r.shape[0])x\(r.shape[1]): local QR \(fmt(p.localQR, 2)) s, gather R \(fmt(p.gatherR, 2)) s, "
+                          + "small SVD \(fmt(p.smallSVD, 2)) s, apply Q \(fmt(p.applyQ, 2)) s, gather U \(fmt(p.gatherU, 2)) s")
+        }
     } }
 }
