@@ -21,7 +21,8 @@ public final class CompressionJob {
         public var teacher: URL?
         /// Weights type of the output (nil: as the input).
         public var dtype: SafeTensorsDType?
-        public var scalapackMinElements = 20_000_000
+        /// Force ScaLAPACK for matrices of at least this many elements (nil: the planner decides).
+        public var scalapackMinElements: Int?
         public var distillScale = 1.0
         public var resume = false
         public var sharedFS = true

@@ -51,8 +51,8 @@ extension Compressor {
         // Dense, sparse and low-rank layers (and wte): SVD of the dense weight.
         let svdNames = names.filter { form($0) != "kronecker" }
         let svdBefore = svdNames.map { n in before[names.firstIndex(of: n)!] }
-        let big = svdNames.enumerated().filter { comm.size > 1 && svdBefore[$0.offset].count >= scalapackMinElements }.map(\.offset)
-        let small = svdNames.indices.filter { !big.contains($0) }
+        let paths = svdNames.indices.map { svdPath(svdBefore[$0], rule: spec.rule, rank: ranks?[svdNames[$0]]) }
+        let small = svdNames.indices.filter { paths[$0] == .lapack }
         var factors: [Int: [Tensor]] = [:]
         let costs = small.map { i -> Double in let s = svdBefore[i].shape; return Double(s[0] * s[1]) * Double(min(s[0], s[1])) }
         let smallResults = try distributedCompute(costs: costs, comm: comm) { j in
@@ -64,12 +64,23 @@ extension Compressor {
             return [f.w0, f.w1]
         }
         for (j, i) in small.enumerated() { factors[i] = smallResults[j] }
-        for i in big {
-            // Collective ScaLAPACK SVD on a BLACS grid over all ranks (wte-sized matrices).
+        for i in svdNames.indices where paths[i] != .lapack {
+            // Collective SVDs over all ranks, one matrix after another: TSQR for tall (or wide)
+            // matrices such as wte, ScaLAPACK when asked for (--scalapack-min).
             let w = svdBefore[i]
-            let svd = try scalapackSVD(w, rows: w.shape[0], cols: w.shape[1], broadcastResult: true)!
-            let sv = svd.S.map(Double.init)
-            let r = ranks?[svdNames[i]] ?? LowRank.rank(for: spec.rule, rows: w.shape[0], cols: w.shape[1], singularValues: sv)
+            let (m, n) = (w.shape[0], w.shape[1])
+            let known = ranks?[svdNames[i]] ?? (LowRank.needsSpectrum(spec.rule) ? nil : LowRank.rank(for: spec.rule, rows: m, cols: n, singularValues: []))
+            let svd: SVD
+            if paths[i] == .scalapack {
+                svd = try scalapackSVD(w, rows: m, cols: n, broadcastResult: true)!
+            } else if m >= n {
+                svd = try tallSVD(w, rank: known, comm: comm)
+            } else {
+                // A wide matrix: TSQR of Wᵀ = V S Uᵀ.
+                let t = try tallSVD(try w.transposed(), rank: known, comm: comm)
+                svd = SVD(U: try t.Vt.transposed(), S: t.S, Vt: try t.U.transposed())
+            }
+            let r = known ?? LowRank.rank(for: spec.rule, rows: m, cols: n, singularValues: svd.S.map(Double.init))
             let f = svd.balancedFactors(rank: r)
             factors[i] = [f.left, f.right]
         }
@@ -107,4 +118,14 @@ extension Compressor {
         return reports
     }
 
+    /// How the SVD of `w` runs: `--scalapack-min` sends matrices at least that large to ScaLAPACK;
+    /// otherwise the measured planner (`distributedSVDPath`) picks TSQR over the ranks for tall or
+    /// wide matrices (the embedding) and LAPACK as one of the jobs spread over ranks for the rest.
+    func svdPath(_ w: Tensor, rule: LowRank.RankRule, rank given: Int?) -> SVDPath {
+        guard comm.size > 1 else { return .lapack }
+        let (m, n) = (w.shape[0], w.shape[1])
+        if let min = scalapackMinElements, w.count >= min { return .scalapack }
+        let k = given ?? (LowRank.needsSpectrum(rule) ? nil : LowRank.rank(for: rule, rows: m, cols: n, singularValues: []))
+        return tsqrRankCount(rows: m, cols: n, ranks: comm.size, rank: k) >= 2 ? .tsqr : .lapack
+    }
 }

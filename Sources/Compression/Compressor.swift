@@ -28,7 +28,9 @@ public final class Compressor {
     public var calibration = Recipe.Calibration()
     public var seed: UInt64 = 0
     /// Matrices with at least this many elements use ScaLAPACK when there are several ranks.
-    public var scalapackMinElements = 20_000_000
+    /// Matrices with at least this many elements use ScaLAPACK when there are several ranks (nil:
+    /// the measured planner decides; see `svdPath`).
+    public var scalapackMinElements: Int?
 
     public init(model: GPT2, comm: Communicator) {
         self.model = model

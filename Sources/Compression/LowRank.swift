@@ -48,7 +48,8 @@ public enum LowRank {
         let m = w.shape[0], n = w.shape[1]
         guard r >= 1 && r <= min(m, n) else { throw CompressionError.value("lowrank.rank", "must be between 1 and \(min(m, n)), got \(r)") }
         let randomized = Double(r) < randomizedBelow * Double(min(m, n)) && min(m, n) > 64
-        let full = randomized ? nil : try w.svd()
+        // A tall row-major matrix goes through LAPACK's QR path (about 3x faster than its LQ path).
+        let full = randomized ? nil : try (m > n ? w.svdColumnMajor() : w.svd())
         let svd = try full?.truncated(to: r) ?? w.randomizedSVD(rank: r, seed: seed)
         let f = svd.balancedFactors(rank: r)
         return (f.left, f.right, truncationError(frobenius: w, kept: svd.S, all: full?.S))

@@ -17,7 +17,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Text for distillation and calibration (UTF-8 file or directory of .txt).") var data: String?
     @Option(help: "Teacher model directory (default: the input model).") var teacher: String?
     @Option(help: "Save weights as f32, f16 or bf16 (default: as the input).") var dtype: String?
-    @Option(help: "Matrices with at least this many elements are factorised with ScaLAPACK when there are several ranks.") var scalapackMin = 20_000_000
+    @Option(help: "Factorise matrices with at least this many elements with ScaLAPACK when there are several ranks (default: a measured planner picks TSQR, ScaLAPACK or LAPACK).") var scalapackMin: Int?
     @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
     @Flag(help: "Print the memory each stage needs (per rank and per node) and exit.") var dryRun = false
     @OptionGroup var loop: LoopOptions
