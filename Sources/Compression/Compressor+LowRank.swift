@@ -24,6 +24,12 @@ extension Compressor {
 
         // Kronecker layers: low rank on the factors (small SVDs, done everywhere).
         let kronNames = names.filter { form($0) == "kronecker" }
+        if !kronNames.isEmpty, spec.sparseResidual != nil {
+            throw CompressionError.layer(kronNames[0], "is Kronecker-factored: low rank applies to its factors, which take no sparse_residual (\(at))")
+        }
+        if !kronNames.isEmpty, spec.progressive > 1 {
+            throw CompressionError.layer(kronNames[0], "is Kronecker-factored: low rank of its factors is one-shot, not progressive (\(at))")
+        }
         for n in kronNames {
             let lin = layer(n)
             let comp = lin.components[0] as! KroneckerComponent

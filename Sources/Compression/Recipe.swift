@@ -77,6 +77,7 @@ public struct Recipe {
         public static func == (a: PruneSpec, b: PruneSpec) -> Bool {
             a.sparsity == b.sparsity && a.method == b.method && a.scope == b.scope && a.schedule == b.schedule && a.targets == b.targets
                 && a.nm?.n == b.nm?.n && a.nm?.m == b.nm?.m && a.initial == b.initial && a.frequency == b.frequency && a.end == b.end
+                && a.blockSize == b.blockSize && a.percdamp == b.percdamp
         }
     }
 

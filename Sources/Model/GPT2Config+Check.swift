@@ -66,17 +66,3 @@ extension GPT2Config {
         }
     }
 }
-
-extension JSONValue: CustomStringConvertible {
-    /// Compact JSON text (for messages).
-    public var description: String {
-        switch self {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .number(let d): return d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : "\(d)"
-        case .string(let s): return "\"\(s)\""
-        case .array(let a): return "[" + a.map(\.description).joined(separator: ", ") + "]"
-        case .object(let o): return "{" + o.keys.sorted().map { "\"\($0)\": \(o[$0]!)" }.joined(separator: ", ") + "}"
-        }
-    }
-}

@@ -1,5 +1,5 @@
 /// A small, fast, seedable generator (xoshiro256**), identical on every platform and rank.
-public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatable {
+public struct RandomGenerator: RandomNumberGenerator, Sendable {
     public private(set) var state: (UInt64, UInt64, UInt64, UInt64)
 
     /// Seeds the four state words from `seed` with splitmix64.
@@ -14,14 +14,6 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
         }
         state = (splitmix(), splitmix(), splitmix(), splitmix())
     }
-
-    /// Restores a generator from its four state words (checkpoints).
-    public init(state words: [UInt64]) {
-        state = (words[0], words[1], words[2], words[3])
-    }
-
-    /// The four state words (for checkpoints).
-    public var stateWords: [UInt64] { [state.0, state.1, state.2, state.3] }
 
     public mutating func next() -> UInt64 {
         let result = rotl(state.1 &* 5, 7) &* 9
@@ -50,13 +42,6 @@ public struct RandomGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
         return Float((-2 * _log(u1)).squareRoot() * _cos(2 * Double.pi * u2))
     }
 
-    public static func == (a: RandomGenerator, b: RandomGenerator) -> Bool { a.stateWords == b.stateWords }
-
-    public init(from decoder: Decoder) throws {
-        let words = try [UInt64](from: decoder)
-        self.init(state: words)
-    }
-    public func encode(to encoder: Encoder) throws { try stateWords.encode(to: encoder) }
 }
 
 /// Fills `count` floats with N(0, std²) draws of a generator seeded with `seed` (the same values

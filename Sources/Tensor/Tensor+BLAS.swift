@@ -74,42 +74,4 @@ extension Tensor {
         return Tensor(uncheckedShape: a.shape, data: out)
     }
 
-    /// Frobenius norm, accumulated in Double.
-    public var frobeniusNorm: Float {
-        var s = 0.0
-        data.withUnsafeBufferPointer { p in for x in p { s += Double(x) * Double(x) } }
-        return Float(s.squareRoot())
-    }
-
-    /// Largest absolute element.
-    public var maxAbs: Float { data.reduce(0) { Swift.max($0, abs($1)) } }
-}
-
-/// True when every element pair satisfies `|a - b| <= atol + rtol * |b|` (shapes must match).
-public func allClose(_ a: Tensor, _ b: Tensor, rtol: Float = 1e-5, atol: Float = 1e-6) -> Bool {
-    guard a.shape == b.shape else { return false }
-    return allClose(a.data, b.data, rtol: rtol, atol: atol)
-}
-
-/// Element-wise `|a - b| <= atol + rtol * |b|` over two equally long arrays.
-public func allClose(_ a: [Float], _ b: [Float], rtol: Float = 1e-5, atol: Float = 1e-6) -> Bool {
-    guard a.count == b.count else { return false }
-    for i in a.indices where !(abs(a[i] - b[i]) <= atol + rtol * abs(b[i])) { return false }
-    return true
-}
-
-/// Max over elements of `|a - b| / max(|b|, floor)`: the relative error used by the tests.
-public func maxRelativeError(_ a: [Float], _ b: [Float], floor: Float = 1e-6) -> Float {
-    precondition(a.count == b.count, "maxRelativeError: \(a.count) vs \(b.count) elements")
-    var worst: Float = 0
-    for i in a.indices { worst = max(worst, abs(a[i] - b[i]) / max(abs(b[i]), floor)) }
-    return worst
-}
-
-/// Max absolute element-wise difference.
-public func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
-    precondition(a.count == b.count, "maxAbsDifference: \(a.count) vs \(b.count) elements")
-    var worst: Float = 0
-    for i in a.indices { worst = max(worst, abs(a[i] - b[i])) }
-    return worst
 }

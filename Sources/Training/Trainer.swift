@@ -25,7 +25,7 @@ public final class Trainer {
     public let comm: Communicator
     public let optimizer: AdamW
     public private(set) var history: [StepLog] = []
-    /// Called before each step with the step index; returns true if it changed masks or weights.
+    /// Called before each step with the step index (gradual pruning changes masks here).
     public var beforeStep: [(Int) throws -> Void] = []
     /// Where checkpoints go (nil: none).
     public var checkpoint: Checkpoint?
