@@ -36,27 +36,29 @@ let package = Package(
         .systemLibrary(name: "CScaLAPACK",
                        providers: [.apt(["libscalapack-openmpi-dev"])]),
 
+        // The one place that writes to the terminal (rank-0 results and progress, warnings, errors).
+        .target(name: "Reporting", swiftSettings: checkedSettings),
         .target(name: "MPI", dependencies: ["CMPI"], swiftSettings: checkedSettings),
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
         // The inner loops: GPT-2 layer kernels (forward/backward pairs), losses, fast math, parallel loops.
         .target(name: "Kernels", dependencies: ["Tensor"], swiftSettings: numericSettings),
         .target(name: "Model", dependencies: ["Tensor", "Kernels"], swiftSettings: checkedSettings),
         .target(name: "Distributed",
-                dependencies: ["MPI", "Tensor", "Model", "CScaLAPACK", "CMPI"],
+                dependencies: ["MPI", "Reporting", "Tensor", "Model", "CScaLAPACK", "CMPI"],
                 swiftSettings: checkedSettings),
-        .target(name: "Training", dependencies: ["MPI", "Tensor", "Kernels", "Model", "Distributed"],
+        .target(name: "Training", dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Distributed"],
                 swiftSettings: checkedSettings),
         .target(name: "Compression",
-                dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Distributed",
+                dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Distributed",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: checkedSettings),
         .target(name: "Benchmarks",
-                dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI"],
+                dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI"],
                 swiftSettings: checkedSettings),
         .executableTarget(
             name: "squeeze",
             dependencies: [
-                "MPI", "Tensor", "Model", "Training", "Compression", "Distributed", "Benchmarks",
+                "MPI", "Reporting", "Tensor", "Model", "Training", "Compression", "Distributed", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checkedSettings),
@@ -66,7 +68,7 @@ let package = Package(
         .target(name: "FuzzTargets", dependencies: ["Model", "Compression"], swiftSettings: checkedSettings),
 
         .testTarget(name: "SqueezeTests",
-                    dependencies: ["MPI", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
+                    dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
                                    "FuzzTargets"],
                     swiftSettings: checkedSettings),
     ],

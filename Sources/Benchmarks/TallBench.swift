@@ -1,3 +1,4 @@
+import Reporting
 import COpenBLAS
 import Distributed
 import Foundation

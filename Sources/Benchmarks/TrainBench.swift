@@ -1,3 +1,4 @@
+import Reporting
 import CMPI
 import Foundation
 import Distributed

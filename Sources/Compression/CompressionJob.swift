@@ -26,6 +26,8 @@ public final class CompressionJob {
         public var distillScale = 1.0
         public var resume = false
         public var sharedFS = true
+        /// Where token files are cached (the executable passes `TokenDataset.cacheDirectory(environment:)`).
+        public var tokenCache = TokenDataset.cacheDirectory(environment: [:])
         public var overlap = true
         public var shardOptimizer = true
         public var jsonLines = false
@@ -140,7 +142,8 @@ public final class CompressionJob {
         if let data = o.data {
             let tok = try loadTokenizer(o.model, for: student, comm: comm, sharedFS: o.sharedFS)
             (runner.train, runner.valid) = try TokenDataset.trainAndValidation(data: data, valid: o.valid, validFraction: o.validFraction,
-                                                                               tokenizer: tok, tokenizerDirectory: o.model, comm: comm, sharedFS: o.sharedFS)
+                                                                               tokenizer: tok, tokenizerDirectory: o.model, comm: comm,
+                                                                               cacheDirectory: o.tokenCache, sharedFS: o.sharedFS)
         }
         // Every rank must start from the same files (no shared filesystem: a stale copy on a host).
         let recipeBytes = FileManager.default.contents(atPath: o.recipe.path) ?? Data()

@@ -1,3 +1,4 @@
+import Reporting
 import MPI
 import Tensor
 #if canImport(Glibc)
@@ -6,10 +7,11 @@ import Glibc
 
 /// Per-rank BLAS threading: cores on this node divided by ranks on this node, but never more than
 /// the CPUs this process may run on (mpirun binds each rank to one core by default for np <= 2).
-/// OPENBLAS_NUM_THREADS, when set, wins. Returns the thread count in use.
+/// `requested` (the executable passes OPENBLAS_NUM_THREADS), when given, wins. Returns the thread
+/// count in use.
 @discardableResult
-public func configureThreads(comm: Communicator = .world) throws -> Int {
-    if let env = getenv("OPENBLAS_NUM_THREADS"), let n = Int(String(cString: env)), n > 0 {
+public func configureThreads(comm: Communicator = .world, requested: Int? = nil) throws -> Int {
+    if let n = requested {
         if let allowed = allowedCPUs(), allowed < n {
             Console.warning("OPENBLAS_NUM_THREADS=\(n) but this rank may only run on \(allowed) CPU(s); add --bind-to none to mpirun")
         }

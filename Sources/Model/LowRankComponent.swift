@@ -86,7 +86,8 @@ public final class LowRankComponent: WeightComponent {
     }
 
     public func denseWeight(params: ParameterSet) -> Tensor {
-        try! params.tensor(w0Name).matmul(params.tensor(w1Name), transposeOther: true)
+        do { return try params.tensor(w0Name).matmul(params.tensor(w1Name), transposeOther: true) }
+        catch { preconditionFailure("\(w0Name) x \(w1Name)ᵀ: factor shapes are fixed at construction: \(error)") }
     }
 
     public var counts: (stored: Int, nonZero: Int) {

@@ -101,15 +101,15 @@ public final class ParameterSet: @unchecked Sendable {
     public func grad(_ name: String) -> UnsafeMutablePointer<Float> { grads.baseAddress! + slot(name).offset }
 
     /// A copy of a parameter as a tensor.
-    public func tensor(_ name: String) -> Tensor {
-        let s = slot(name)
-        return try! Tensor(shape: s.shape, data: Array(UnsafeBufferPointer(start: values.baseAddress! + s.offset, count: s.count)))
-    }
+    public func tensor(_ name: String) -> Tensor { copy(name, from: values) }
 
     /// A copy of a parameter's gradient as a tensor.
-    public func gradTensor(_ name: String) -> Tensor {
+    public func gradTensor(_ name: String) -> Tensor { copy(name, from: grads) }
+
+    private func copy(_ name: String, from buffer: UnsafeMutableBufferPointer<Float>) -> Tensor {
         let s = slot(name)
-        return try! Tensor(shape: s.shape, data: Array(UnsafeBufferPointer(start: grads.baseAddress! + s.offset, count: s.count)))
+        do { return try Tensor(shape: s.shape, data: Array(UnsafeBufferPointer(start: buffer.baseAddress! + s.offset, count: s.count))) }
+        catch { preconditionFailure("parameter \(name): a slot's count is its shape's product: \(error)") }
     }
 
     /// Overwrites a parameter's values (shapes must agree).

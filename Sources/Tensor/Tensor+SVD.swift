@@ -43,7 +43,8 @@ public struct SVD: Sendable {
         us.data.withUnsafeMutableBufferPointer { p in
             for i in 0..<U.shape[0] { for j in 0..<k { p[i * k + j] *= S[j] } }
         }
-        return try! us.matmul(Vt)
+        do { return try us.matmul(Vt) }
+        catch { fatalError("SVD.reconstructed: U is [m, k] and Vt [k, n] by construction: \(error)") }
     }
 }
 

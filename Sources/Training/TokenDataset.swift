@@ -1,3 +1,4 @@
+import Reporting
 import Foundation
 import Model
 import MPI
@@ -36,7 +37,7 @@ public struct TokenDataset: @unchecked Sendable {
     /// Loads or builds the token file for `url`. Rank 0 tokenises (or reads its cache) and sends
     /// the ids to the first rank of every node; the ranks of a node share one copy (an MPI-3
     /// shared window). Only rank 0 needs the tokenizer and the files.
-    public static func load(_ url: URL, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL? = nil,
+    public static func load(_ url: URL, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL,
                             sharedFS: Bool = true) throws -> TokenDataset {
         var failure = ""
         var tokens: [UInt16] = []
@@ -85,14 +86,13 @@ public struct TokenDataset: @unchecked Sendable {
         return try files.map(read).joined(separator: "<|endoftext|>")
     }
 
-    static func cacheURL(for url: URL, textHash: UInt64, cacheDirectory: URL?) -> URL {
-        let dir = cacheDirectory ?? defaultCacheDirectory()
-        return dir.appendingPathComponent("\(url.deletingPathExtension().lastPathComponent)-\(String(textHash, radix: 16)).tokens")
+    static func cacheURL(for url: URL, textHash: UInt64, cacheDirectory: URL) -> URL {
+        cacheDirectory.appendingPathComponent("\(url.deletingPathExtension().lastPathComponent)-\(String(textHash, radix: 16)).tokens")
     }
 
+    /// Where token files are cached, given the process environment (the executable reads it):
     /// `$SQUEEZE_CACHE`, else `$XDG_CACHE_HOME/squeeze`, else `~/.cache/squeeze`.
-    public static func defaultCacheDirectory() -> URL {
-        let env = ProcessInfo.processInfo.environment
+    public static func cacheDirectory(environment env: [String: String]) -> URL {
         if let d = env["SQUEEZE_CACHE"] { return URL(fileURLWithPath: d) }
         if let x = env["XDG_CACHE_HOME"] { return URL(fileURLWithPath: x).appendingPathComponent("squeeze") }
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/squeeze")
@@ -100,7 +100,7 @@ public struct TokenDataset: @unchecked Sendable {
 
     static let magic = Array("SQZTOK1\n".utf8)
 
-    static func loadOrBuild(_ url: URL, tokenizer: GPT2Tokenizer, fingerprint tokHash: UInt64, cacheDirectory: URL?) throws -> [UInt16] {
+    static func loadOrBuild(_ url: URL, tokenizer: GPT2Tokenizer, fingerprint tokHash: UInt64, cacheDirectory: URL) throws -> [UInt16] {
         let text = try readText(url)
         let textHash = fnv1a(Array(text.utf8))
         let cache = cacheURL(for: url, textHash: textHash, cacheDirectory: cacheDirectory)
@@ -130,9 +130,11 @@ public struct TokenDataset: @unchecked Sendable {
     /// Training and validation streams: `valid` when given, else the last `validFraction` of
     /// `data` (see `load`).
     public static func trainAndValidation(data: URL, valid: URL?, validFraction: Double, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL,
-                                          comm: Communicator, sharedFS: Bool = true) throws -> (train: TokenDataset, valid: TokenDataset) {
-        let all = try load(data, tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: sharedFS)
-        if let valid { return (all, try load(valid, tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: sharedFS)) }
+                                          comm: Communicator, cacheDirectory: URL, sharedFS: Bool = true) throws -> (train: TokenDataset, valid: TokenDataset) {
+        let all = try load(data, tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, cacheDirectory: cacheDirectory, sharedFS: sharedFS)
+        if let valid {
+            return (all, try load(valid, tokenizer: tokenizer, tokenizerDirectory: tokenizerDirectory, comm: comm, cacheDirectory: cacheDirectory, sharedFS: sharedFS))
+        }
         guard validFraction > 0 && validFraction < 0.5 else { throw TrainingError.config("the validation fraction must be in (0, 0.5), got \(validFraction)") }
         return all.split(validationFraction: validFraction)
     }

@@ -1,3 +1,4 @@
+import Reporting
 import Kernels
 import Foundation
 import Model

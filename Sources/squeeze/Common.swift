@@ -1,8 +1,10 @@
+import Reporting
 import ArgumentParser
 import Distributed
 import Foundation
 import Model
 import MPI
+import Training
 
 /// Initialises MPI, tells the console which rank prints, and sets BLAS threads per rank.
 func startMPI(quiet: Bool = false) throws -> Communicator {
@@ -10,9 +12,13 @@ func startMPI(quiet: Bool = false) throws -> Communicator {
     Console.rank = world.rank
     Console.worldSize = world.size
     Console.quiet = quiet
-    try configureThreads(comm: world)
+    let env = ProcessInfo.processInfo.environment
+    try configureThreads(comm: world, requested: env["OPENBLAS_NUM_THREADS"].flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil })
     return world
 }
+
+/// The token cache directory from this process's environment (`SQUEEZE_CACHE`, `XDG_CACHE_HOME`).
+func tokenCacheDirectory() -> URL { TokenDataset.cacheDirectory(environment: ProcessInfo.processInfo.environment) }
 
 /// The weight type of a `--dtype` option: f32, f16 or bf16.
 func weightDType(_ text: String) throws -> SafeTensorsDType {

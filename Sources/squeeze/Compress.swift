@@ -1,3 +1,4 @@
+import Reporting
 import ArgumentParser
 import Compression
 import Distributed
@@ -34,6 +35,7 @@ struct Compress: ParsableCommand {
         o.distillScale = distillScale
         o.resume = loop.resume
         o.sharedFS = !loop.noSharedFs
+        o.tokenCache = tokenCacheDirectory()
         o.overlap = !loop.noOverlap
         o.shardOptimizer = !loop.noShardOptimizer
         o.jsonLines = loop.json

@@ -1,3 +1,4 @@
+import Reporting
 import ArgumentParser
 import Foundation
 import Model
@@ -35,7 +36,8 @@ struct Eval: ParsableCommand {
         guard estimate.fits else { throw CLIError("the evaluation does not fit in this node's memory:\n\(estimate.describe())\ntry --batch 1 or a shorter --context") }
         let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
         let tok = try loadTokenizer(fileURL(model), for: m, comm: world, sharedFS: !noSharedFs)
-        let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world, sharedFS: !noSharedFs)
+        let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world,
+                                       cacheDirectory: tokenCacheDirectory(), sharedFS: !noSharedFs)
         try verifySameInputs([("model \(model)", m.contentHash), ("data \(data)", ds.contentHash)], comm: world)
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }

@@ -1,3 +1,4 @@
+import Reporting
 import ArgumentParser
 import Foundation
 import Model
@@ -22,7 +23,8 @@ struct LoopOptions: ParsableArguments {
     func datasets(data: String, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator) throws -> (TokenDataset, TokenDataset) {
         guard validFraction > 0 && validFraction < 0.5 else { throw ValidationError("--valid-fraction must be in (0, 0.5)") }
         return try TokenDataset.trainAndValidation(data: fileURL(data), valid: valid.map(fileURL), validFraction: validFraction, tokenizer: tokenizer,
-                                                   tokenizerDirectory: tokenizerDirectory, comm: comm, sharedFS: !noSharedFs)
+                                                   tokenizerDirectory: tokenizerDirectory, comm: comm, cacheDirectory: tokenCacheDirectory(),
+                                                   sharedFS: !noSharedFs)
     }
 }
 
