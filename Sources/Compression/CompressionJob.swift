@@ -109,6 +109,15 @@ public final class CompressionJob {
         return plan
     }
 
+    /// Which rank factorises which layer, by which path, with estimated seconds (from the config
+    /// and the recipe; one LAPACK SVD timed on this rank calibrates the estimates).
+    public func factorisationPlan() throws -> FactorisationPlan {
+        let recipe = try Recipe.load(options.recipe)
+        let (config, _) = try GPT2.parameterFloats(directory: options.model)
+        return try FactorisationPlan.make(recipe: recipe, config: config, ranks: comm.size, scalapackMinElements: options.scalapackMinElements,
+                                          secondsPerUnit: try FactorisationPlan.calibrate())
+    }
+
     /// Runs the whole job (collective).
     public func run() throws -> Summary {
         let o = options

@@ -29,7 +29,7 @@ extension Compressor {
                 throw CompressionError.layer(lin.name, "shape [\(lin.inFeatures), \(lin.outFeatures)] does not factor as [\(f.m1)·m2, \(f.n1)·n2] (\(at).factors)")
             }
         }
-        let costs = lins.map { Double($0.inFeatures * $0.outFeatures) * Double(min($0.inFeatures, $0.outFeatures)) }
+        let costs = lins.map { FactorisationPlan.kroneckerUnits($0.inFeatures, $0.outFeatures) }
         let seed = self.seed
         let extra = spec.scale ? 1 : 0
         let results = try distributedCompute(costs: costs, comm: comm) { j in

@@ -60,7 +60,7 @@ extension Compressor {
         let paths = svdNames.indices.map { svdPath(svdBefore[$0], rule: spec.rule, rank: ranks?[svdNames[$0]]) }
         let small = svdNames.indices.filter { paths[$0] == .lapack }
         var factors: [Int: [Tensor]] = [:]
-        let costs = small.map { i -> Double in let s = svdBefore[i].shape; return Double(s[0] * s[1]) * Double(min(s[0], s[1])) }
+        let costs = small.map { i -> Double in let s = svdBefore[i].shape; return FactorisationPlan.lapackUnits(s[0], s[1]) }
         let smallResults = try distributedCompute(costs: costs, comm: comm) { j in
             let i = small[j]
             let w = svdBefore[i]
@@ -116,7 +116,9 @@ extension Compressor {
                 label = "lowrank factors (A rank \(c.factorRankA ?? 0), B rank \(c.factorRankB ?? 0))"
             } else {
                 let r = (layer(n).components[0] as? LowRankComponent)?.rank ?? 0
+                let path = svdNames.firstIndex(of: n).map { paths[$0] } ?? .lapack
                 label = "lowrank r=\(r)" + (spec.sparseResidual.map { " + \(String(format: "%.1f", $0 * 100))% sparse" } ?? "")
+                    + (path == .lapack ? "" : " (\(path.rawValue))")
             }
             reports.append(LayerReport(stage: stage, layer: n, method: label, paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
                                        relativeError: relativeError(before[k], denseWeight(n))))
@@ -128,10 +130,16 @@ extension Compressor {
     /// otherwise the measured planner (`distributedSVDPath`) picks TSQR over the ranks for tall or
     /// wide matrices (the embedding) and LAPACK as one of the jobs spread over ranks for the rest.
     func svdPath(_ w: Tensor, rule: LowRank.RankRule, rank given: Int?) -> SVDPath {
-        guard comm.size > 1 else { return .lapack }
         let (m, n) = (w.shape[0], w.shape[1])
-        if let min = scalapackMinElements, w.count >= min { return .scalapack }
         let k = given ?? (LowRank.needsSpectrum(rule) ? nil : LowRank.rank(for: rule, rows: m, cols: n, singularValues: []))
-        return tsqrRankCount(rows: m, cols: n, ranks: comm.size, rank: k) >= 2 ? .tsqr : .lapack
+        return Self.svdPath(rows: m, cols: n, count: w.count, rank: k, ranks: comm.size, scalapackMinElements: scalapackMinElements)
+    }
+
+    /// The path for a `rows x cols` matrix of `count` elements truncated to `rank` (nil: unknown
+    /// before its spectrum) on `ranks` ranks (also used by `FactorisationPlan`).
+    static func svdPath(rows m: Int, cols n: Int, count: Int, rank k: Int?, ranks: Int, scalapackMinElements: Int?) -> SVDPath {
+        guard ranks > 1 else { return .lapack }
+        if let min = scalapackMinElements, count >= min { return .scalapack }
+        return tsqrRankCount(rows: m, cols: n, ranks: ranks, rank: k) >= 2 ? .tsqr : .lapack
     }
 }

@@ -116,7 +116,7 @@ public struct DistillSettings: Equatable, Sendable {
     }
 
     /// Every setting, in the order recipes document them.
-    nonisolated(unsafe) public static let keys: [Key] = [
+    public static let keys: [Key] = [
         int("steps", \.steps, min: 1, "optimizer steps"),
         int("batch", \.batch, min: 1, "global batch in sequences (split over ranks)"),
         int("seq", \.seq, min: 2, "sequence length in tokens"),

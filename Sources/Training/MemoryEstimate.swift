@@ -96,7 +96,7 @@ public struct MemoryEstimate: Codable, Sendable {
         if candidates.isEmpty { var mb = local; while mb >= 1 { candidates.append(mb); mb = mb == 1 ? 0 : (mb + 1) / 2 } }
         var last: MemoryEstimate?
         for mb in candidates {
-            var e = distillation(student: student, studentFloats: studentFloats, teacher: teacher, settings: settings, microBatch: mb, ranks: ranks,
+            let e = distillation(student: student, studentFloats: studentFloats, teacher: teacher, settings: settings, microBatch: mb, ranks: ranks,
                                  ranksPerNode: ranksPerNode, shardOptimizer: shardOptimizer, recompute: recompute, tokens: tokens,
                                  loaded: loaded, available: available)
             if e.fits { return (mb, e) }

@@ -20,7 +20,7 @@ struct Compress: ParsableCommand {
     @Option(help: "Save weights as f32, f16 or bf16 (default: as the input).") var dtype: String?
     @Option(help: "Factorise matrices with at least this many elements with ScaLAPACK when there are several ranks (default: a measured planner picks TSQR, ScaLAPACK or LAPACK).") var scalapackMin: Int?
     @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
-    @Flag(help: "Print the memory each stage needs (per rank and per node) and exit.") var dryRun = false
+    @Flag(help: "Print the memory each stage needs (per rank and per node) and the factorisation plan (which rank does which layer, by which path, estimated seconds, makespan against the ideal), then exit.") var dryRun = false
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
@@ -44,12 +44,16 @@ struct Compress: ParsableCommand {
         let job = try CompressionJob(options: o, comm: world)
         if dryRun {
             let plan = try job.memoryPlan()
+            let factorisation = try job.factorisationPlan()
             if loop.json {
                 struct Stage: Encodable { let stage: String; let per_rank_bytes: Int; let per_node_bytes: Int; let available_bytes: Int?; let fits: Bool }
-                Console.print(try jsonLine(plan.map { Stage(stage: $0.stage, per_rank_bytes: $0.estimate.perRank, per_node_bytes: $0.estimate.perNode,
-                                                            available_bytes: $0.estimate.available, fits: $0.estimate.fits) }))
+                struct DryRun: Encodable { let memory: [Stage]; let factorisation: FactorisationPlan }
+                Console.print(try jsonLine(DryRun(memory: plan.map { Stage(stage: $0.stage, per_rank_bytes: $0.estimate.perRank, per_node_bytes: $0.estimate.perNode,
+                                                                            available_bytes: $0.estimate.available, fits: $0.estimate.fits) },
+                                                  factorisation: factorisation)))
             } else {
                 for (stage, e) in plan { Console.print("\(stage): \(e.describe())\n") }
+                Console.print(factorisation.describe())
             }
             return
         }

@@ -82,4 +82,17 @@ timeout 300 "${remote[@]}" "$SQUEEZE" "${args[@]}" --out "$WORK/remote" > "$WORK
 mpirun -np 2 "$SQUEEZE" "${args[@]}" --out "$WORK/local" > "$WORK/local.log" 2>&1 || fail "local training"
 a=$(grep '"step":6' "$WORK/remote.log" | json_field loss); b=$(grep '"step":6' "$WORK/local.log" | json_field loss)
 python3 -c "import sys; sys.exit(0 if abs($a - $b) <= 1e-6 * abs($b) else 1)" || fail "loss across hosts $a vs local $b"
-echo "ok: ranks on ${NODES[*]} (${hosts[*]}; network and UTS namespaces, TCP); all-reduce correct; 6-step loss $a equals two local ranks' $b"
+# A real compression across the hosts against the same job on two local ranks.
+cat > "$WORK/r.yaml" <<'YAML'
+stages:
+  - prune: {sparsity: 0.5, schedule: cubic, frequency: 2, end: 0.5, targets: ["h.*.mlp.*"]}
+    distill: {steps: 4, batch: 4, seq: 16, lr: 1.0e-3, micro_batch: 1}
+  - lowrank: {targets: ["wte", "h.*.attn.*"], rank_ratio: 0.5}
+    distill: {steps: 2, batch: 4, seq: 16, lr: 1.0e-3, micro_batch: 1}
+YAML
+cargs=(compress --model "$TINY" --recipe "$WORK/r.yaml" --data "$TEXT" --scalapack-min 100000 --json)
+timeout 300 "${remote[@]}" "$SQUEEZE" "${cargs[@]}" --out "$WORK/c-remote" > "$WORK/c-remote.log" 2>&1 || { tail -n 40 "$WORK/c-remote.log"; fail "compress across hosts"; }
+mpirun -np 2 "$SQUEEZE" "${cargs[@]}" --out "$WORK/c-local" > "$WORK/c-local.log" 2>&1 || { tail -n 40 "$WORK/c-local.log"; fail "local compress"; }
+grep -q '"layer":"wte","method":"lowrank r=8 (scalapack)"' "$WORK/c-remote.log" || fail "the embedding's SVD did not take ScaLAPACK across hosts"
+same=$(python3 "$ROOT/scripts/tests/lib/compare_weights.py" "$WORK/c-remote" "$WORK/c-local" 1e-5) || fail "compress across hosts differs from two local ranks: $same"
+echo "ok: ranks on ${NODES[*]} (${hosts[*]}; network and UTS namespaces, TCP); all-reduce correct; 6-step loss $a equals two local ranks' $b; compress across hosts = local ($same)"

@@ -1,0 +1,174 @@
+import Distributed
+import Foundation
+import Model
+import Tensor
+
+/// Which rank factorises which layer, by which path, and for about how long: the plan the
+/// compressor will follow (`planJobs` over the same costs, `svdPath`'s choices), made from the
+/// config and the recipe alone, before anything is loaded. `squeeze compress --dry-run` prints it.
+///
+/// Seconds are estimates: `secondsPerUnit` (measured on this rank by `calibrate()`: one LAPACK SVD
+/// of a 384 x 384 matrix) times each job's cost in units of m·n·min(m, n), with the ratios measured
+/// by `squeeze bench tall` (`SVDPlan`'s table): LAPACK's QR path on tall matrices ≈ 0.4x its LQ
+/// path; TSQR ≈ 0.15·(m/P)·n² on each rank plus P·n³ for the SVD of the stacked R; ScaLAPACK's
+/// `p?gesvd` ≈ 20x LAPACK, divided by the ranks. Kronecker jobs (the SVD of the rearranged
+/// weight for each candidate factor shape) and SparseGPT (the inverse Hessian's Cholesky and the
+/// column sweep) use the costs the compressor spreads them by.
+public struct FactorisationPlan: Sendable, Encodable {
+    /// One factorisation job.
+    public struct Job: Sendable, Encodable {
+        public let stage: Int
+        public let layer: String
+        public let method: String
+        /// The matrix factorised ([in, out]; [V, C] for wte).
+        public let rows: Int, cols: Int
+        public let path: SVDPath
+        /// The rank that runs it (nil: all ranks together, one collective job after another).
+        public let owner: Int?
+        /// Estimated seconds on its rank(s), and on one rank alone (for the ideal).
+        public let seconds: Double, singleRankSeconds: Double
+    }
+
+    public let ranks: Int
+    public let jobs: [Job]
+    public let secondsPerUnit: Double
+
+    private enum CodingKeys: String, CodingKey { case ranks, jobs, makespan, ideal }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(ranks, forKey: .ranks)
+        try c.encode(jobs, forKey: .jobs)
+        try c.encode(makespan, forKey: .makespan)
+        try c.encode(ideal, forKey: .ideal)
+    }
+
+    /// Seconds until the last rank finishes: per stage, the busiest rank's own jobs, then the
+    /// collective ones (which every rank waits for).
+    public var makespan: Double {
+        Set(jobs.map(\.stage)).reduce(0) { total, stage in
+            let js = jobs.filter { $0.stage == stage }
+            var load = [Double](repeating: 0, count: ranks)
+            for j in js { if let o = j.owner { load[o] += j.seconds } }
+            return total + (load.max() ?? 0) + js.filter { $0.owner == nil }.reduce(0) { $0 + $1.seconds }
+        }
+    }
+
+    /// The same work on one rank, divided by the ranks: the bound no plan beats.
+    public var ideal: Double { jobs.reduce(0) { $0 + $1.singleRankSeconds } / Double(ranks) }
+
+    /// Seconds per m·n·min(m, n) of a LAPACK SVD on this rank (with its BLAS threads).
+    public static func calibrate() throws -> Double {
+        let n = 384
+        var g = RandomGenerator(seed: 7)
+        let w = try Tensor(shape: [n, n], data: (0..<(n * n)).map { _ in g.nextGaussian() })
+        _ = try w.svd()   // warm-up (threads, pages)
+        let start = DispatchTime.now().uptimeNanoseconds
+        _ = try w.svd()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return seconds / pow(Double(n), 3)
+    }
+
+    /// The compressible layers of a config with their [in, out] shapes, in model order.
+    public static func layerShapes(_ c: GPT2Config) -> [(name: String, rows: Int, cols: Int)] {
+        var out = [("wte", c.vocabSize, c.nEmbd)]
+        for l in 0..<c.nLayer {
+            out += [("h.\(l).attn.c_attn", c.nEmbd, 3 * c.nEmbd), ("h.\(l).attn.c_proj", c.nEmbd, c.nEmbd),
+                    ("h.\(l).mlp.c_fc", c.nEmbd, c.nInner), ("h.\(l).mlp.c_proj", c.nInner, c.nEmbd)]
+        }
+        return out
+    }
+
+    /// The plan for `recipe` on a model of shape `config` over `ranks` ranks.
+    public static func make(recipe: Recipe, config: GPT2Config, ranks: Int, scalapackMinElements: Int?,
+                            secondsPerUnit c: Double) throws -> FactorisationPlan {
+        let shapes = layerShapes(config)
+        var kroneckerLayers = Set<String>()
+        var jobs: [Job] = []
+        func targets(_ patterns: [String], at: String) throws -> [(name: String, rows: Int, cols: Int)] {
+            let stripped = patterns.map { $0.hasSuffix(".weight") ? String($0.dropLast(7)) : $0 }
+            for (raw, p) in zip(patterns, stripped) where !shapes.contains(where: { globMatch(p, $0.name) }) {
+                throw CompressionError.recipe("\(at): target '\(raw)' matches no layer")
+            }
+            return shapes.filter { s in stripped.contains { globMatch($0, s.name) } }
+        }
+        /// Spreads per-rank jobs by cost as `distributedCompute` does.
+        func spread(_ stage: Int, _ method: String, _ ls: [(name: String, rows: Int, cols: Int)], cost: ((rows: Int, cols: Int)) -> Double,
+                    repeats: Int = 1) {
+            let owners = planJobs(costs: ls.map { cost(($0.rows, $0.cols)) }, ranks: ranks)
+            for (l, o) in zip(ls, owners) {
+                let s = Double(repeats) * c * cost((l.rows, l.cols))
+                jobs.append(Job(stage: stage, layer: l.name, method: method, rows: l.rows, cols: l.cols, path: .lapack, owner: o,
+                                seconds: s, singleRankSeconds: s))
+            }
+        }
+        for st in recipe.stages {
+            let at = "stages[\(st.index)]"
+            switch st.method {
+            case .prune(let p) where p.method == .sparsegpt:
+                spread(st.index, "sparsegpt", try targets(p.targets, at: at), cost: { sparseGPTUnits($0.rows, $0.cols) })
+            case .prune, .distillOnly:
+                continue
+            case .kronecker(let k):
+                let ls = try targets(k.targets, at: at)
+                kroneckerLayers.formUnion(ls.map(\.name))
+                spread(st.index, "kronecker", ls, cost: { kroneckerUnits($0.rows, $0.cols) }, repeats: k.progressive)
+            case .lowrank(let spec):
+                let ls = try targets(spec.targets, at: at).filter { !kroneckerLayers.contains($0.name) }   // factors of Kronecker layers: tiny, every rank
+                var local: [(name: String, rows: Int, cols: Int)] = []
+                for l in ls {
+                    let k = LowRank.needsSpectrum(spec.rule) ? nil : LowRank.rank(for: spec.rule, rows: l.rows, cols: l.cols, singularValues: [])
+                    let path = Compressor.svdPath(rows: l.rows, cols: l.cols, count: l.rows * l.cols, rank: k, ranks: ranks,
+                                                  scalapackMinElements: scalapackMinElements)
+                    let one = Double(spec.progressive) * c * lapackUnits(l.rows, l.cols)
+                    switch path {
+                    case .lapack: local.append(l)
+                    case .tsqr:
+                        let p = Double(tsqrRankCount(rows: l.rows, cols: l.cols, ranks: ranks, rank: k))
+                        let (long, short) = (Double(max(l.rows, l.cols)), Double(min(l.rows, l.cols)))
+                        let s = Double(spec.progressive) * c * (0.15 * long / p * short * short + p * short * short * short)
+                        jobs.append(Job(stage: st.index, layer: l.name, method: "lowrank", rows: l.rows, cols: l.cols, path: .tsqr, owner: nil,
+                                        seconds: s, singleRankSeconds: one))
+                    case .scalapack:
+                        jobs.append(Job(stage: st.index, layer: l.name, method: "lowrank", rows: l.rows, cols: l.cols, path: .scalapack, owner: nil,
+                                        seconds: 20 * one / Double(ranks), singleRankSeconds: one))
+                    }
+                }
+                spread(st.index, "lowrank", local, cost: { lapackUnits($0.rows, $0.cols) }, repeats: spec.progressive)
+            }
+        }
+        return FactorisationPlan(ranks: ranks, jobs: jobs, secondsPerUnit: c)
+    }
+
+    /// The cost of a LAPACK SVD in units: m·n·min(m, n), 0.4x for tall or wide matrices (the QR path).
+    public static func lapackUnits(_ m: Int, _ n: Int) -> Double {
+        let u = Double(m) * Double(n) * Double(min(m, n))
+        return max(m, n) >= 2 * min(m, n) ? 0.4 * u : u
+    }
+
+    /// The cost of a Kronecker factorisation of an [m, n] weight: one SVD of its rearrangement
+    /// per candidate factor shape, about m·n·min(m, n) in all.
+    public static func kroneckerUnits(_ m: Int, _ n: Int) -> Double { Double(m) * Double(n) * Double(min(m, n)) }
+
+    /// The cost of SparseGPT on an [in, out] weight: the inverse Hessian's Cholesky (in³) and the
+    /// column sweep (in²·out), a quarter of an SVD's unit each.
+    public static func sparseGPTUnits(_ m: Int, _ n: Int) -> Double { Double(m) * Double(m) * Double(m + n) / 4 }
+
+    /// The plan as a table: one line per job, then the makespan against the ideal.
+    public func describe() -> String {
+        guard !jobs.isEmpty else { return "factorisation plan: nothing to factorise (pruning and distillation only)" }
+        func row(_ cells: [String]) -> String {
+            "  " + zip(cells, [5, 18, 10, 11, 10, 7]).map { pad($0, $1) }.joined(separator: "  ") + "  " + cells[6]
+        }
+        var lines = ["factorisation plan over \(ranks) rank(s) (estimates from a LAPACK SVD timed on this rank):",
+                     row(["stage", "layer", "method", "matrix", "path", "rank", "est. seconds"])]
+        for j in jobs {
+            lines.append(row(["\(j.stage + 1)", j.layer, j.method, "\(j.rows)x\(j.cols)", j.path.rawValue, j.owner.map { "\($0)" } ?? "all",
+                              String(format: "%.2f", j.seconds)]))
+        }
+        lines.append(String(format: "  makespan %.2f s; ideal %.2f s (the one-rank time / %d ranks); makespan / ideal %.2f",
+                            makespan, ideal, ranks, ideal > 0 ? makespan / ideal : 1))
+        return lines.joined(separator: "\n")
+    }
+
+    private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+}
