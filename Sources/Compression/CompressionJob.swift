@@ -50,9 +50,14 @@ public final class CompressionJob {
         public let paramsBefore: Int, paramsAfter: Int, nonzeroBefore: Int, nonzeroAfter: Int, bytes: Int
         public let stagePerplexity: [Double]
         public let seconds: Double
+        /// Bytes this rank moved through collectives over the whole job (`Communicator.trafficBytes`).
+        public let bytesCommunicated: Int
+        /// Seconds in the compression methods alone (no loading, distillation or writing).
+        public let compressionSeconds: Double
         enum CodingKeys: String, CodingKey {
             case layers, paramsBefore = "params_before", paramsAfter = "params_after", nonzeroBefore = "nonzero_before"
             case nonzeroAfter = "nonzero_after", bytes, stagePerplexity = "stage_perplexity", seconds
+            case bytesCommunicated = "bytes_communicated", compressionSeconds = "compression_seconds"
         }
     }
 
@@ -182,7 +187,8 @@ public final class CompressionJob {
         return Summary(layers: runner.reports, paramsBefore: before.params, paramsAfter: student.params.parameterCount,
                        nonzeroBefore: before.nonzero, nonzeroAfter: student.nonzeroCount, bytes: bytes,
                        stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },
-                       seconds: Date().timeIntervalSince(t0))
+                       seconds: Date().timeIntervalSince(t0), bytesCommunicated: Communicator.trafficBytes,
+                       compressionSeconds: runner.compressionSeconds)
     }
 
     /// What the job needs to know of the input model.

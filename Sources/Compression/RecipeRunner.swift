@@ -31,6 +31,8 @@ public final class RecipeRunner {
     /// Multiplies every stage's distillation steps (and warmup), e.g. 0.1 for a quick run.
     public var distillScale = 1.0
     public private(set) var reports: [LayerReport] = []
+    /// Wall seconds spent in the compression methods (factorisations, masks), distillation excluded.
+    public private(set) var compressionSeconds = 0.0
     public private(set) var history: [StepLog] = []
     /// Rank schedule of the progressive stage under way (layer -> ranks), kept in checkpoints so a
     /// resumed run lowers the ranks exactly as the interrupted one would have.
@@ -141,7 +143,7 @@ public final class RecipeRunner {
                     var ranks: [String: Int] = [:]
                     for n in names { ranks[n] = schedule[n]![k] }
                     Console.status("\(label): progressive step \(k + 1)/\(l.progressive)")
-                    reports += try compressor.lowrank(l, stage: st.index, ranks: ranks)
+                    reports += try timed { try compressor.lowrank(l, stage: st.index, ranks: ranks) }
                 }
                 if var d = st.distill.map(scaled) {
                     d.steps = max(1, d.steps / l.progressive)
@@ -158,7 +160,7 @@ public final class RecipeRunner {
                 let budget = 1 - (1 - k.budget) * Double(step + 1) / Double(k.progressive)
                 if !skipCompress {
                     Console.status("\(label): progressive step \(step + 1)/\(k.progressive), budget \(String(format: "%.3f", budget))")
-                    reports += try compressor.kronecker(k, stage: st.index, budget: budget)
+                    reports += try timed { try compressor.kronecker(k, stage: st.index, budget: budget) }
                 }
                 if var d = st.distill.map(scaled) {
                     d.steps = max(1, d.steps / k.progressive)
@@ -170,9 +172,9 @@ public final class RecipeRunner {
             if !(resume && pos.distilling), st.method.name != "distill" {
                 Console.status("\(label): compressing")
                 switch st.method {
-                case .prune(let p): reports += try compressor.prune(p, stage: st.index)
-                case .kronecker(let k): reports += try compressor.kronecker(k, stage: st.index)
-                case .lowrank(let l): reports += try compressor.lowrank(l, stage: st.index)
+                case .prune(let p): reports += try timed { try compressor.prune(p, stage: st.index) }
+                case .kronecker(let k): reports += try timed { try compressor.kronecker(k, stage: st.index) }
+                case .lowrank(let l): reports += try timed { try compressor.lowrank(l, stage: st.index) }
                 case .distillOnly: break
                 }
             }
@@ -182,6 +184,13 @@ public final class RecipeRunner {
 
     /// Prune OFA: magnitude masks grow on the cubic schedule every `frequency` steps until
     /// fraction `end` of the steps, then stay fixed while distillation continues.
+    /// Runs one compression call, adding its wall time to `compressionSeconds`.
+    private func timed<T>(_ body: () throws -> T) rethrows -> T {
+        let t0 = Runtime.wtime()
+        defer { compressionSeconds += Runtime.wtime() - t0 }
+        return try body()
+    }
+
     func runGradualPrune(_ st: Recipe.Stage, _ p: Recipe.PruneSpec, resume: Bool, label: String) throws {
         let d = scaled(st.distill!)
         let names = try compressor.resolve(p.targets, at: "stages[\(st.index)].prune")

@@ -1,4 +1,5 @@
 import CMPI
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,6 +14,20 @@ public final class Communicator: @unchecked Sendable {
     /// Number of processes in the communicator.
     public let size: Int
     private let owned: Bool
+
+    /// Bytes this process has moved through the collectives of every communicator, counted as
+    /// the α-β model's bandwidth-optimal algorithms move them per rank: all-reduce 2(P−1)/P·n,
+    /// reduce-scatter and all-gather (P−1)/P·n of the whole buffer, gather (P−1)/P·n, broadcast
+    /// and send n (n the buffer's bytes). Traffic inside ScaLAPACK (BLACS) is not counted.
+    public static var trafficBytes: Int { traffic.load(ordering: .relaxed) }
+    private static let traffic = Atomic<Int>(0)
+
+    /// Adds one collective's bytes (`fraction` of `bytes`, see `trafficBytes`).
+    private func count(_ bytes: Int, _ fraction: Double = 1) {
+        guard size > 1 else { return }
+        Self.traffic.add(Int(Double(bytes) * fraction), ordering: .relaxed)
+    }
+    private var ring: Double { Double(size - 1) / Double(size) }
 
     /// The world communicator; MPI is initialised (MPI_Init_thread, funneled) the first time.
     public static let world: Communicator = {
@@ -81,6 +96,7 @@ public final class Communicator: @unchecked Sendable {
     public func broadcast<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, root: Int = 0) throws {
         try checkRoot(root, "broadcast")
         try checkSameCount(buffer.count, "broadcast")
+        count(buffer.count * MemoryLayout<T>.stride)
         try chunked(buffer.count) { offset, n in
             try check(MPI_Bcast(buffer.baseAddress.map { UnsafeMutableRawPointer($0 + offset) }, n, T.mpiType, Int32(root), handle), "MPI_Bcast")
         }
@@ -118,6 +134,7 @@ public final class Communicator: @unchecked Sendable {
     /// `allreduce` without the count check: for hot loops whose layout is already known to agree.
     public func allreduceUnchecked<T: MPIScalar>(_ buffer: UnsafeMutableBufferPointer<T>, op: ReduceOp = .sum) throws {
         guard size > 1 else { return }
+        count(buffer.count * MemoryLayout<T>.stride, 2 * ring)
         try chunked(buffer.count) { offset, n in
             try check(MPI_Allreduce(squeeze_in_place(), UnsafeMutableRawPointer(buffer.baseAddress! + offset), n, T.mpiType, op.handle, handle), "MPI_Allreduce")
         }
@@ -143,6 +160,7 @@ public final class Communicator: @unchecked Sendable {
             guard buffer.count <= Int(Int32.max) else {
                 throw MPIError.usage("iallreduce", reason: "buffer of \(buffer.count) elements exceeds MPI's 32-bit count; use smaller buckets")
             }
+            count(buffer.count * MemoryLayout<T>.stride, 2 * ring)
             try check(MPI_Iallreduce(squeeze_in_place(), buffer.baseAddress, Int32(buffer.count), T.mpiType, op.handle, handle, &request), "MPI_Iallreduce")
         }
         return Request(request)
@@ -160,6 +178,7 @@ public final class Communicator: @unchecked Sendable {
         guard counts.count == size, counts.allSatisfy({ $0 >= 0 && $0 <= Int(Int32.max) }) else {
             throw MPIError.usage("ireduceScatter", reason: "need one count per rank, each fitting MPI's 32-bit count")
         }
+        count(counts.reduce(0, +) * MemoryLayout<T>.stride, ring)
         let c32 = UnsafeMutableBufferPointer<Int32>.allocate(capacity: size)
         for (i, c) in counts.enumerated() { c32[i] = Int32(c) }
         var request: MPI_Request? = squeeze_request_null()
@@ -183,6 +202,7 @@ public final class Communicator: @unchecked Sendable {
         let c32 = counts.map { Int32($0) }
         var displs = [Int32](repeating: 0, count: size)
         for r in 1..<size { displs[r] = displs[r - 1] + c32[r - 1] }
+        count(buffer.count * MemoryLayout<T>.stride, ring)
         try check(MPI_Allgatherv(squeeze_in_place(), 0, T.mpiType, buffer.baseAddress, c32, displs, T.mpiType, handle), "MPI_Allgatherv")
     }
 
@@ -197,6 +217,7 @@ public final class Communicator: @unchecked Sendable {
         let c32 = counts.map { Int32($0) }
         var displs = [Int32](repeating: 0, count: size)
         for r in 1..<size { displs[r] = displs[r - 1] + c32[r - 1] }
+        count(counts.reduce(0, +) * MemoryLayout<T>.stride, ring)
         try check(MPI_Gatherv(part.baseAddress, Int32(part.count), T.mpiType, rank == root ? into : nil, c32, displs, T.mpiType,
                               Int32(root), handle), "MPI_Gatherv")
     }
@@ -209,6 +230,7 @@ public final class Communicator: @unchecked Sendable {
         guard local.count * size <= Int(Int32.max) else {
             throw MPIError.usage("allgather", reason: "total of \(local.count * size) elements exceeds MPI's 32-bit count")
         }
+        count(out.count * MemoryLayout<T>.stride, ring)
         try local.withUnsafeBufferPointer { s in
             try out.withUnsafeMutableBufferPointer { r in
                 try check(MPI_Allgather(s.baseAddress, Int32(local.count), T.mpiType, r.baseAddress, Int32(local.count), T.mpiType, handle), "MPI_Allgather")
@@ -229,6 +251,7 @@ public final class Communicator: @unchecked Sendable {
         var displs = [Int32](repeating: 0, count: size)
         for r in 1..<max(size, 1) where r < size { displs[r] = displs[r - 1] + counts[r - 1] }
         var flat = [T](repeating: 0, count: total)
+        count(total * MemoryLayout<T>.stride, ring)
         try local.withUnsafeBufferPointer { s in
             try flat.withUnsafeMutableBufferPointer { r in
                 try check(MPI_Allgatherv(s.baseAddress, Int32(local.count), T.mpiType, r.baseAddress, counts, displs, T.mpiType, handle), "MPI_Allgatherv")
@@ -242,6 +265,7 @@ public final class Communicator: @unchecked Sendable {
         try checkPeer(dest, "send")
         guard data.count <= Int(Int32.max) else { throw MPIError.usage("send", reason: "message too large") }
         try data.withUnsafeBufferPointer { p in
+            count(p.count * MemoryLayout<T>.stride)
             try check(MPI_Send(p.baseAddress, Int32(p.count), T.mpiType, Int32(dest), Int32(tag), handle), "MPI_Send to rank \(dest)")
         }
     }

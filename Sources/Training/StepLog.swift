@@ -13,6 +13,8 @@ public struct StepLog: Codable, Equatable, Sendable {
     public var lr: Double
     public var gradNorm: Double
     public var tokensPerSecond: Double
+    /// Bytes this rank moved through collectives during the step (`Communicator.trafficBytes`).
+    public var bytesCommunicated: Int?
     /// Validation perplexity, when evaluated at this step.
     public var validPerplexity: Double?
     /// The intermediate-layer terms (means, unweighted), when distilled.

@@ -128,7 +128,7 @@ public final class Trainer {
             guard !sync.bucketsStale(for: student) else {
                 throw TrainingError.config("\(label): the student's layer forms changed during distillation (start a new trainer)")
             }
-            let t0 = Runtime.wtime()
+            let t0 = Runtime.wtime(), bytes0 = Communicator.trafficBytes
             let lr = schedule.at(step)
             let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[mine])
             student.params.zeroGrads()
@@ -191,7 +191,8 @@ public final class Trainer {
             let kdMean = sums[0] / Double(globalTokens), ceMean = sums[1] / Double(globalTokens)
             let ceWeight = (teacher != nil) ? Double(1 - settings.alpha) : 1
             var log = StepLog(step: step + 1, loss: kdMean + ceWeight * ceMean, kd: kdMean, ce: ceMean, lr: Double(lr),
-                              gradNorm: norm, tokensPerSecond: Double(globalTokens) / dt, validPerplexity: nil)
+                              gradNorm: norm, tokensPerSecond: Double(globalTokens) / dt,
+                              bytesCommunicated: Communicator.trafficBytes - bytes0, validPerplexity: nil)
             if let intermediate {
                 let (h, a) = intermediate.means(hiddenSum: sums[2], attentionSum: sums[3], globalTokens: globalTokens)
                 if settings.hidden > 0 { log.hidden = h }
