@@ -100,6 +100,29 @@ final class MultiRankCommunicatorTests: MultiRankTestCase {
         XCTAssertEqual(floatMax, Float(n - 1) - 0.25)
     }
 
+    /// The traffic counter follows the α-β model's per-rank volumes, collective by collective.
+    func testTrafficBytesFollowTheModel() throws {
+        guard let world = requireWorld() else { return }
+        let n = Double(world.size), ring = (n - 1) / n
+        func moved(_ body: () throws -> Void) rethrows -> Int {
+            let before = Communicator.trafficBytes
+            try body()
+            return Communicator.trafficBytes - before
+        }
+        var floats = [Float](repeating: 1, count: 12_000)
+        XCTAssertEqual(try moved { try world.allreduce(&floats) }, Int(48_000 * 2 * ring))
+        XCTAssertEqual(try moved { try floats.withUnsafeMutableBufferPointer { try world.broadcast($0, root: 0) } }, 48_000)
+        XCTAssertEqual(try moved { _ = try world.allgather([Double](repeating: 0, count: 100)) }, Int(Double(800 * world.size) * ring))
+        let counts = [Int](repeating: 1000, count: world.size)
+        var send = [Float](repeating: 1, count: 1000 * world.size), recv = [Float](repeating: 0, count: 1000)
+        let rs = try moved {
+            try send.withUnsafeBufferPointer { s in try recv.withUnsafeMutableBufferPointer { r in
+                try world.ireduceScatter(send: s.baseAddress!, recv: r.baseAddress!, counts: counts).wait() } }
+        }
+        XCTAssertEqual(rs, Int(Double(4000 * world.size) * ring))
+        XCTAssertEqual(recv, [Float](repeating: Float(world.size), count: 1000))
+    }
+
     func testBroadcastFromEveryRoot() throws {
         guard let world = requireWorld() else { return }
         let n = world.size, r = world.rank
