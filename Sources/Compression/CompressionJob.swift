@@ -36,6 +36,9 @@ public final class CompressionJob {
         public var recompute = false
         /// Stop (checkpointed, as if interrupted) after this many distillation steps in total.
         public var stopAfterDistillSteps: Int?
+        /// `--dry-run` for a job of this many ranks (and ranks per node) instead of this one's.
+        public var planRanks: Int?
+        public var planRanksPerNode: Int?
 
         public init(model: URL, recipe: URL, out: URL) {
             self.model = model
@@ -78,6 +81,14 @@ public final class CompressionJob {
     /// The checkpoint of this output directory.
     public var checkpoint: Checkpoint { Checkpoint(directory: options.out.appendingPathComponent("checkpoint")) }
 
+    /// The ranks (and ranks per node) the plans are for: this job's, or `planRanks`'s.
+    func planShape() throws -> (ranks: Int, perNode: Int) {
+        let local = comm.size > 1 ? try comm.splitShared().size : 1
+        guard let n = options.planRanks else { return (comm.size, local) }
+        guard n >= 1, (options.planRanksPerNode ?? 1) >= 1 else { throw CompressionError.recipe("--plan-ranks and --plan-ranks-per-node must be >= 1") }
+        return (n, min(n, options.planRanksPerNode ?? local))
+    }
+
     /// The memory each stage will need, from the config and weights headers alone (nothing big
     /// is loaded): one estimate for the compression of the input model, one per distillation.
     /// Throws, with the numbers and what would help, when a stage cannot fit on this node.
@@ -86,7 +97,7 @@ public final class CompressionJob {
         let recipe = try Recipe.load(o.recipe)
         let (config, floats) = try GPT2.parameterFloats(directory: o.model)
         let teacher = try GPT2.parameterFloats(directory: o.teacher ?? o.model)
-        let ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
+        let (ranks, ranksPerNode) = try planShape()
         let tokens = o.data.map { textBytes($0) / 4 } ?? 0   // about 4 bytes of English per GPT-2 token
         var plan: [(String, MemoryEstimate)] = []
         // One-shot compression: the model, the dense copies of the layers being factorised, and
@@ -97,13 +108,13 @@ public final class CompressionJob {
         oneShot.add("working copies of the layers being compressed", 4 * floats)
         if recipe.stages.contains(where: { if case .prune(let p) = $0.method { return p.method != .magnitude }; return false }) {
             oneShot.add("calibration Hessians and streams", 8 * (3 * config.nEmbd * config.nEmbd + config.nInner * config.nInner)
-                        + 4 * recipe.calibration.samples * recipe.calibration.seq * config.nEmbd / max(comm.size, 1)
+                        + 4 * recipe.calibration.samples * recipe.calibration.seq * config.nEmbd / max(ranks, 1)
                         + GPT2.inferenceBytes(config: config, rows: recipe.calibration.seq))
         }
         plan.append(("one-shot compression", oneShot))
         for st in recipe.stages {
             guard let d = st.distill?.scaled(by: o.distillScale) else { continue }
-            let (_, e) = try MemoryEstimate.microBatch(settings: d, student: config, studentFloats: floats, teacher: teacher, ranks: comm.size,
+            let (_, e) = try MemoryEstimate.microBatch(settings: d, student: config, studentFloats: floats, teacher: teacher, ranks: ranks,
                                                        ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
                                                        tokens: tokens, loaded: false)
             plan.append(("stage \(st.index + 1) distillation", e))
@@ -119,7 +130,7 @@ public final class CompressionJob {
     public func factorisationPlan() throws -> FactorisationPlan {
         let recipe = try Recipe.load(options.recipe)
         let (config, _) = try GPT2.parameterFloats(directory: options.model)
-        return try FactorisationPlan.make(recipe: recipe, config: config, ranks: comm.size, scalapackMinElements: options.scalapackMinElements,
+        return try FactorisationPlan.make(recipe: recipe, config: config, ranks: try planShape().ranks, scalapackMinElements: options.scalapackMinElements,
                                           secondsPerUnit: try FactorisationPlan.calibrate())
     }
 

@@ -21,6 +21,8 @@ struct Compress: ParsableCommand {
     @Option(help: "Factorise matrices with at least this many elements with ScaLAPACK when there are several ranks (default: a measured planner picks TSQR, ScaLAPACK or LAPACK).") var scalapackMin: Int?
     @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
     @Flag(help: "Print the memory each stage needs (per rank and per node) and the factorisation plan (which rank does which layer, by which path, estimated seconds, makespan against the ideal), then exit.") var dryRun = false
+    @Option(help: "With --dry-run: plan for a job of this many ranks (a cluster job) instead of this one.") var planRanks: Int?
+    @Option(help: "With --dry-run --plan-ranks: ranks per node (default: as this job).") var planRanksPerNode: Int?
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
@@ -41,6 +43,9 @@ struct Compress: ParsableCommand {
         o.jsonLines = loop.json
         o.printProfile = loop.profile
         o.recompute = loop.recompute
+        guard dryRun || (planRanks == nil && planRanksPerNode == nil) else { throw ValidationError("--plan-ranks and --plan-ranks-per-node need --dry-run") }
+        o.planRanks = planRanks
+        o.planRanksPerNode = planRanksPerNode
         let job = try CompressionJob(options: o, comm: world)
         if dryRun {
             let plan = try job.memoryPlan()
