@@ -16,6 +16,9 @@
 #
 #   scripts/bench/memory.sh [SHAPE ...]      (default: gpt2 gpt2-medium gpt2-large gpt2-xl)
 #   SKIP="sparsegpt kronecker" scripts/bench/memory.sh gpt2-xl     (leave measurements out)
+#   TARGETS='["h.0.*", "h.1.*"]' ... compresses only those layers in the one-shot methods (their time
+#   then covers those layers; the model and calibration still load and run whole)
+#   APPEND=1 ... adds to runs/memory/results.jsonl instead of starting it again
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$SQUEEZE_ROOT"
@@ -29,7 +32,7 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/squeeze-memory.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 RESULTS=$OUT/results.jsonl
-: > "$RESULTS"
+[[ -n ${APPEND:-} ]] || : > "$RESULTS"
 TEXT=data/corpus/train.txt
 SKIP=${SKIP:-}
 
@@ -44,15 +47,15 @@ measure() {
         tail -5 "$WORK/err.log" >&2
         line="{\"exit_status\": $status}"
     fi
-    python3 -c "import json,sys; d=json.loads(sys.argv[3]); d.update(shape=sys.argv[1], what=sys.argv[2]); print(json.dumps(d))" \
-        "$shape" "$what" "$line" | tee -a "$RESULTS"
+    python3 -c "import json,sys; d=json.loads(sys.argv[3]); d.update(shape=sys.argv[1], what=sys.argv[2], targets=sys.argv[4]); print(json.dumps(d))" \
+        "$shape" "$what" "$line" "$LINEARS" | tee -a "$RESULTS"
 }
 
 recipe() {  # recipe NAME YAML-STAGE: a one-stage recipe file
     printf 'name: %s\ncalibration: {samples: 16, seq: 256}\nstages:\n  - %s\n' "$1" "$2" > "$WORK/$1.yaml"
     echo "$WORK/$1.yaml"
 }
-LINEARS='["h.*.attn.*", "h.*.mlp.*"]'
+LINEARS=${TARGETS:-'["h.*.attn.*", "h.*.mlp.*"]'}
 recipe magnitude "prune: {sparsity: 0.5, method: magnitude, targets: $LINEARS}" > /dev/null
 recipe sparsegpt "prune: {sparsity: 0.5, method: sparsegpt, targets: $LINEARS}" > /dev/null
 recipe lowrank "lowrank: {budget: 0.5, targets: $LINEARS}" > /dev/null
@@ -84,7 +87,9 @@ whats = list(dict.fromkeys(r["what"] for r in rows))
 def cell(r):
     if r is None: return ""
     if r.get("exit_status"): return f"failed ({r['exit_status']})"
-    return f"{r['peak_rss_mb'] / 1024:.2f} / {r['node_peak_mb'] / 1024:.2f} GiB, {r['seconds']:.0f} s"
+    part = "" if r.get("targets", "").startswith('["h.*.attn.*"') or r["what"] not in ("magnitude", "sparsegpt", "lowrank", "kronecker") \
+        else f" ({r['targets']})"
+    return f"{r['peak_rss_mb'] / 1024:.2f} / {r['node_peak_mb'] / 1024:.2f} GiB, {r['seconds']:.0f} s{part}"
 lines = ["| measurement | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
 for w in whats:
     lines.append(f"| {w} | " + " | ".join(cell(next((r for r in rows if r["shape"] == s and r["what"] == w), None)) for s in shapes) + " |")
