@@ -39,6 +39,8 @@ public final class CompressionJob {
         /// `--dry-run` for a job of this many ranks (and ranks per node) instead of this one's.
         public var planRanks: Int?
         public var planRanksPerNode: Int?
+        /// `--dry-run` for nodes with this many bytes available instead of this one's MemAvailable.
+        public var planNodeMemory: Int?
 
         public init(model: URL, recipe: URL, out: URL) {
             self.model = model
@@ -92,7 +94,8 @@ public final class CompressionJob {
     /// The memory each stage will need, from the config and weights headers alone (nothing big
     /// is loaded): one estimate for the compression of the input model, one per distillation.
     /// Throws, with the numbers and what would help, when a stage cannot fit on this node.
-    public func memoryPlan() throws -> [(stage: String, estimate: MemoryEstimate)] {
+    /// With `refuse: false` (a dry run) a stage that does not fit is returned, not thrown.
+    public func memoryPlan(refuse: Bool = true) throws -> [(stage: String, estimate: MemoryEstimate)] {
         let o = options
         let recipe = try Recipe.load(o.recipe)
         let (config, floats) = try GPT2.parameterFloats(directory: o.model)
@@ -102,7 +105,8 @@ public final class CompressionJob {
         var plan: [(String, MemoryEstimate)] = []
         // One-shot compression: the model, the dense copies of the layers being factorised, and
         // calibration Hessians (Double, in² per block linear).
-        var oneShot = MemoryEstimate(ranksPerNode: ranksPerNode)
+        let available = o.planNodeMemory ?? MemoryEstimate.availableBytes()
+        var oneShot = MemoryEstimate(ranksPerNode: ranksPerNode, available: available)
         oneShot.add("process (runtime, MPI, BLAS)", MemoryEstimate.processOverhead)
         oneShot.add("model weights", 4 * floats)
         oneShot.add("working copies of the layers being compressed", 4 * floats)
@@ -114,12 +118,19 @@ public final class CompressionJob {
         plan.append(("one-shot compression", oneShot))
         for st in recipe.stages {
             guard let d = st.distill?.scaled(by: o.distillScale) else { continue }
-            let (_, e) = try MemoryEstimate.microBatch(settings: d, student: config, studentFloats: floats, teacher: teacher, ranks: ranks,
-                                                       ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
-                                                       tokens: tokens, loaded: false)
+            let e: MemoryEstimate
+            do {
+                e = try MemoryEstimate.microBatch(settings: d, student: config, studentFloats: floats, teacher: teacher, ranks: ranks,
+                                                  ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
+                                                  tokens: tokens, loaded: false, available: available).estimate
+            } catch where !refuse {
+                e = MemoryEstimate.distillation(student: config, studentFloats: floats, teacher: teacher, settings: d, microBatch: d.microBatch ?? 1,
+                                                ranks: ranks, ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
+                                                tokens: tokens, loaded: false, available: available)
+            }
             plan.append(("stage \(st.index + 1) distillation", e))
         }
-        if let big = plan.first(where: { !$0.1.fits }) {
+        if refuse, let big = plan.first(where: { !$0.1.fits }) {
             throw CompressionError.recipe("\(big.0) does not fit in this node's memory:\n\(big.1.describe())\ntry more ranks or nodes, or --recompute")
         }
         return plan

@@ -23,6 +23,7 @@ struct Compress: ParsableCommand {
     @Flag(help: "Print the memory each stage needs (per rank and per node) and the factorisation plan (which rank does which layer, by which path, estimated seconds, makespan against the ideal), then exit.") var dryRun = false
     @Option(help: "With --dry-run: plan for a job of this many ranks (a cluster job) instead of this one.") var planRanks: Int?
     @Option(help: "With --dry-run --plan-ranks: ranks per node (default: as this job).") var planRanksPerNode: Int?
+    @Option(help: "With --dry-run: GiB available per node (default: this node's MemAvailable).") var planNodeMemory: Double?
     @OptionGroup var loop: LoopOptions
 
     func run() throws { try guarded {
@@ -43,12 +44,18 @@ struct Compress: ParsableCommand {
         o.jsonLines = loop.json
         o.printProfile = loop.profile
         o.recompute = loop.recompute
-        guard dryRun || (planRanks == nil && planRanksPerNode == nil) else { throw ValidationError("--plan-ranks and --plan-ranks-per-node need --dry-run") }
+        guard dryRun || (planRanks == nil && planRanksPerNode == nil && planNodeMemory == nil) else {
+            throw ValidationError("--plan-ranks, --plan-ranks-per-node and --plan-node-memory need --dry-run")
+        }
+        o.planNodeMemory = try planNodeMemory.map { g in
+            guard g > 0 else { throw ValidationError("--plan-node-memory must be > 0 GiB") }
+            return Int(g * 1024 * 1024 * 1024)
+        }
         o.planRanks = planRanks
         o.planRanksPerNode = planRanksPerNode
         let job = try CompressionJob(options: o, comm: world)
         if dryRun {
-            let plan = try job.memoryPlan()
+            let plan = try job.memoryPlan(refuse: false)
             let factorisation = try job.factorisationPlan()
             if loop.json {
                 struct Stage: Encodable { let stage: String; let per_rank_bytes: Int; let per_node_bytes: Int; let available_bytes: Int?; let fits: Bool }
@@ -60,6 +67,7 @@ struct Compress: ParsableCommand {
                 for (stage, e) in plan { Console.print("\(stage): \(e.describe())\n") }
                 Console.print(factorisation.describe())
             }
+            if let big = plan.first(where: { !$0.estimate.fits }) { throw CLIError("\(big.stage) would not fit in 90% of a node's available memory (see above)") }
             return
         }
         job.interruptRequested = SignalFlag.consume
