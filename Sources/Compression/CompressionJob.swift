@@ -141,8 +141,12 @@ public final class CompressionJob {
     public func factorisationPlan() throws -> FactorisationPlan {
         let recipe = try Recipe.load(options.recipe)
         let (config, _) = try GPT2.parameterFloats(directory: options.model)
-        return try FactorisationPlan.make(recipe: recipe, config: config, ranks: try planShape().ranks, scalapackMinElements: options.scalapackMinElements,
-                                          secondsPerUnit: try FactorisationPlan.calibrate())
+        func plan(_ c: Double) throws -> FactorisationPlan {
+            try FactorisationPlan.make(recipe: recipe, config: config, ranks: try planShape().ranks, scalapackMinElements: options.scalapackMinElements,
+                                       secondsPerUnit: c)
+        }
+        let jobs = try plan(0)
+        return jobs.jobs.isEmpty ? jobs : try plan(try FactorisationPlan.calibrate())   // time an SVD only when there is work
     }
 
     /// Runs the whole job (collective).
