@@ -37,6 +37,26 @@ final class MultiRankTrainingTests: MultiRankTestCase {
         }
     }
 
+    /// The same with the intermediate-layer terms (hidden-state MSE, attention KL): their sums are
+    /// reduced over ranks like the logit terms, so the losses and weights agree too.
+    func testIntermediateDistillationDoesNotDependOnRankCount() throws {
+        guard let world = requireWorld() else { return }
+        var results: [Int: (losses: [Double], hidden: [Double], weights: [Float])] = [:]
+        for n in Set([1, world.size]).sorted() {
+            if let sub = try world.split(color: world.rank < n ? 0 : nil) {
+                let (model, log) = try TrainerFixture.run(comm: sub, steps: 10, intermediate: true)
+                results[n] = (log.map(\.loss), log.compactMap(\.hidden), Array(model.params.values))
+            }
+            try world.barrier()
+        }
+        guard world.rank == 0, let base = results[1], let many = results[world.size] else { return }
+        XCTAssertEqual(base.hidden.count, 10, "every step logs the hidden-state term")
+        XCTAssertGreaterThan(base.hidden[0], 0, "the perturbed student's hidden states differ from the teacher's")
+        for (a, b) in zip(many.losses, base.losses) { XCTAssertLessThanOrEqual(abs(a - b) / b, 1e-4, "np=\(world.size) loss \(a) vs np=1 \(b)") }
+        for (a, b) in zip(many.hidden, base.hidden) { XCTAssertLessThanOrEqual(abs(a - b) / b, 1e-4, "np=\(world.size) hidden \(a) vs np=1 \(b)") }
+        XCTAssertLessThanOrEqual(maxAbsDifference(many.weights, base.weights), 1e-5)
+    }
+
     /// A sharded checkpoint (moments gathered to rank 0 in flat order) resumes exactly on the same
     /// ranks, and on one rank up to summation order.
     func testShardedCheckpointResumes() throws {

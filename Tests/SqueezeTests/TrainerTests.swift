@@ -21,8 +21,9 @@ enum TrainerFixture {
     }
 
     /// Distils a fresh copy of the tiny model (a perturbed student, the original as teacher) on `comm`.
+    /// `intermediate` adds the per-block hidden-state MSE and the attention KL (weight 1 each).
     static func run(comm: Communicator, steps: Int = 20, stopAfter: Int? = nil, resumeFrom: Checkpoint? = nil,
-                    checkpoint: Checkpoint? = nil, shardOptimizer: Bool = true) throws -> (GPT2, [StepLog]) {
+                    checkpoint: Checkpoint? = nil, shardOptimizer: Bool = true, intermediate: Bool = false) throws -> (GPT2, [StepLog]) {
         let teacher = try GPT2.load(directory: Fixtures.tinyGPT2)
         let student = try GPT2.load(directory: resumeFrom?.modelDirectory ?? Fixtures.tinyGPT2)
         if resumeFrom == nil {
@@ -33,7 +34,9 @@ enum TrainerFixture {
         }
         let data = try tokens()
         let (train, valid) = data.split(validationFraction: 0.2)
-        let t = try Trainer(student: student, teacher: teacher, settings: settings(steps: steps), train: train, valid: valid, comm: comm,
+        var s = settings(steps: steps)
+        if intermediate { s.hidden = 1; s.attention = 1 }
+        let t = try Trainer(student: student, teacher: teacher, settings: s, train: train, valid: valid, comm: comm,
                             shardOptimizer: shardOptimizer)
         t.checkpoint = checkpoint
         t.stopAfterStep = stopAfter
