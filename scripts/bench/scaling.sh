@@ -19,6 +19,9 @@
 #
 #   scripts/bench/scaling.sh [--json] [--model DIR] [--points "1x1 1x2 2x1 4x1"] [--steps N] [--no-scalapack]
 #
+# On a cluster: MPIRUN_ARGS="--hostfile hosts --map-by ppr:1:socket" scripts/bench/scaling.sh --points
+# "1x16 2x16 4x16 8x16" (inside an allocation; see cluster/README.md). peak_rss_mb then covers the
+# ranks on the launching node only.
 # The default model is a distilgpt2-shaped random one (squeeze init, cached in runs/scaling/).
 # Writes docs/scaling-results.md (table) and docs/scaling.svg (speedup plot); with --json prints
 # one JSON line per point: {"bench", "np", "threads", "seconds", "bytes", "peak_rss_mb", ...}.
@@ -74,7 +77,7 @@ point() {
     local mem status=0
     # The command's own output goes to out.jsonl; peakmem.py's JSON line is the last of stdout.
     mem=$(OPENBLAS_NUM_THREADS=$threads python3 scripts/bench/peakmem.py -- /bin/bash -c 'out=$1; shift; exec "$@" > "$out"' _ "$WORK/out.jsonl" \
-          mpirun --bind-to none -np "$np" -x OPENBLAS_NUM_THREADS \
+          mpirun --bind-to none ${MPIRUN_ARGS:-} -np "$np" -x OPENBLAS_NUM_THREADS \
           "$SQUEEZE" compress --model "$MODEL" --recipe "$recipe" --out "$WORK/out" "${data[@]}" --json "$@" 2> "$WORK/err.log" | tail -1) || status=$?
     if ((status != 0)); then tail -5 "$WORK/err.log" >&2; echo "scaling.sh: $bench np=$np x $threads failed" >&2; exit 1; fi
     python3 - "$bench" "$np" "$threads" "$mem" "$WORK/out.jsonl" >> "$RESULTS" <<'PY'
