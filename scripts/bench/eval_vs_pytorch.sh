@@ -29,6 +29,6 @@ sq, mem = json.loads(open(f"{out}/squeeze.json").read().splitlines()[-1]), json.
 pt_wall = pt["wall_s"]
 sq_tps, pt_tps = sq["tokens"] / mem["seconds"], pt["scored_tokens"] / pt_wall
 print(f"squeeze eval : {sq['tokens']:,} tokens, perplexity {sq['perplexity']:.4f}, whole process {mem['seconds']:.2f} s = {sq_tps:.1f} tokens/s, peak {mem['peak_rss_mb']:,} MB")
-print(f"PyTorch      : {pt['scored_tokens']:,} tokens, perplexity {pt['perplexity']:.4f}, whole process {pt_wall:.2f} s = {pt_tps:.1f} tokens/s, peak {pt["peak_rss_bytes"] / 2**20:,.0f} MB")
+print(f"PyTorch      : {pt['scored_tokens']:,} tokens, perplexity {pt['perplexity']:.4f}, whole process {pt_wall:.2f} s = {pt_tps:.1f} tokens/s, peak {pt['peak_rss_bytes'] / 2**20:,.0f} MB")
 print(f"squeeze / PyTorch tokens/s: {sq_tps / pt_tps:.2f}x")
 PY
