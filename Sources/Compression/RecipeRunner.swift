@@ -196,11 +196,13 @@ public final class RecipeRunner {
         let names = try compressor.resolve(p.targets, at: "stages[\(st.index)].prune")
         // The final sparsity lands on a step that runs (the last one at the latest).
         let pruneSteps = max(0, min(d.steps - 1, Int((p.end * Double(d.steps)).rounded())))
+        // --distill-scale compresses the whole schedule: the pruning interval scales with the steps.
+        let frequency = max(1, Int((Double(p.frequency) * distillScale).rounded()))
         let before = names.map { compressor.storedParameters($0) }
         let dense = names.map { compressor.denseWeight($0) }
         var lastSparsity = -1.0
         let hook: (Int) throws -> Void = { [unowned self] step in
-            guard step <= pruneSteps, step % p.frequency == 0 || step == pruneSteps else { return }
+            guard step <= pruneSteps, step % frequency == 0 || step == pruneSteps else { return }
             let s = Pruning.cubicSparsity(step: step, steps: pruneSteps, initial: p.initial, final: p.sparsity)
             guard s != lastSparsity else { return }
             lastSparsity = s

@@ -16,7 +16,8 @@ Methods (each followed by logit knowledge distillation unless said otherwise):
   magnitude-50-kd    torch.nn.utils.prune.l1_unstructured, 50% of every block linear
                      (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj), per matrix; masks fixed
   prune-ofa-50       the same masks grown while distilling (Prune OFA / Zhu & Gupta):
-                     s_t = s_f + (s_i - s_f)(1 - t/T_p)^3, s_i = 0, s_f = 0.5, every 10 steps,
+                     s_t = s_f + (s_i - s_f)(1 - t/T_p)^3, s_i = 0, s_f = 0.5, every 10 steps
+                     (scaled with --scale/--steps like squeeze --distill-scale),
                      T_p = round(0.6 * steps), then fixed (as recipes/prune-ofa.yaml)
   nm24-kd            2:4 magnitude masks: in every group of 4 consecutive INPUT features of each
                      output keep the 2 largest |w| (HF Conv1D weights are [in, out], so groups
@@ -132,6 +133,7 @@ def distill_settings(method, args):
     d.setdefault("micro_batch", 4)
     d.setdefault("warmup", max(1, d["steps"] // 20))
     d["recipe"] = f"recipes/{recipe}"
+    d["recipe_steps"] = d["steps"]
     if args.steps is not None:
         d["steps"] = args.steps
         d["warmup"] = min(d["warmup"], args.steps)
@@ -509,11 +511,13 @@ def run_method(method, args, teacher, data, teacher_ppl):
         prune_block_linears(student, 0.5)
     elif method == "prune-ofa-50":
         prune_steps = max(0, min(d["steps"] - 1, round(OFA["end"] * d["steps"])))
+        # --scale compresses the whole schedule, as squeeze's --distill-scale: the interval too.
+        frequency = max(1, round(OFA["frequency"] * d["steps"] / d["recipe_steps"]))
         state = {"last": -1.0}
-        info["schedule"] = dict(OFA, prune_steps=prune_steps)
+        info["schedule"] = dict(OFA, prune_steps=prune_steps, frequency=frequency)
 
         def hook(step):
-            if step > prune_steps or not (step % OFA["frequency"] == 0 or step == prune_steps):
+            if step > prune_steps or not (step % frequency == 0 or step == prune_steps):
                 return
             s = OFA["final"] + (OFA["initial"] - OFA["final"]) * (1 - (step / prune_steps if prune_steps else 1)) ** 3
             if s != state["last"]:
