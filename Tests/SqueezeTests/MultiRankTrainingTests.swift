@@ -54,7 +54,10 @@ final class MultiRankTrainingTests: MultiRankTestCase {
         XCTAssertGreaterThan(base.hidden[0], 0, "the perturbed student's hidden states differ from the teacher's")
         for (a, b) in zip(many.losses, base.losses) { XCTAssertLessThanOrEqual(abs(a - b) / b, 1e-4, "np=\(world.size) loss \(a) vs np=1 \(b)") }
         for (a, b) in zip(many.hidden, base.hidden) { XCTAssertLessThanOrEqual(abs(a - b) / b, 1e-4, "np=\(world.size) hidden \(a) vs np=1 \(b)") }
-        XCTAssertLessThanOrEqual(maxAbsDifference(many.weights, base.weights), 1e-5)
+        // AdamW moves every weight by about lr (3e-3) per step whatever its gradient's size, so an
+        // element whose tiny gradient rounds differently on N ranks moves differently: the weights
+        // agree to a fraction of one step, while the losses and hidden terms above agree to 1e-4.
+        XCTAssertLessThanOrEqual(maxAbsDifference(many.weights, base.weights), 1e-3)
     }
 
     /// A sharded checkpoint (moments gathered to rank 0 in flat order) resumes exactly on the same
