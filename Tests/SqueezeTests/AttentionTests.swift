@@ -77,7 +77,9 @@ final class AttentionTests: XCTestCase {
         // Float32 with a 1.2e-7-accurate exp and per-block rescaling: a few 1e-5 relative is expected.
         assertRelativeClose(out, ref.out.map(Float.init), rtol: 1e-4, "attention output")
         assertRelativeClose(lse, ref.lse.map(Float.init), rtol: 1e-5, "log-sum-exp")
-        assertRelativeClose(dqkv, ref.dqkv.map(Float.init), rtol: 1e-4, "dq, dk, dv")
+        // The gradients add T float32 products per element, rounded differently by OpenBLAS's
+        // Haswell and SKYLAKEX kernels around them: 1.04e-4 seen on Haswell; a wrong term is O(1).
+        assertRelativeClose(dqkv, ref.dqkv.map(Float.init), rtol: 3e-4, "dq, dk, dv")
     }
 
     /// Queries at positions 140..<150 against a cache of 150 keys equal the full pass's last rows.
