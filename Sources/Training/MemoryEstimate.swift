@@ -61,14 +61,15 @@ public struct MemoryEstimate: Codable, Sendable {
     /// With `loaded`, only what a trainer allocates on top of models and data already in memory.
     public static func distillation(student: GPT2Config, studentFloats: Int, teacher: (config: GPT2Config, floats: Int)?,
                                     settings: DistillSettings, microBatch: Int, ranks: Int, ranksPerNode: Int, shardOptimizer: Bool,
-                                    recompute: Bool, tokens: Int, loaded: Bool = false, available: Int? = availableBytes()) -> MemoryEstimate {
+                                    recompute: Bool, tokens: Int, loaded: Bool = false, gradientsAllocated: Bool = false,
+                                    available: Int? = availableBytes()) -> MemoryEstimate {
         var e = MemoryEstimate(ranksPerNode: ranksPerNode, available: available)
         let rows = microBatch * settings.seq
         if !loaded {
             e.add("process (runtime, MPI, BLAS)", processOverhead)
             e.add("student weights", 4 * studentFloats)
         }
-        e.add("student gradients", 4 * studentFloats)
+        if !gradientsAllocated { e.add("student gradients", 4 * studentFloats) }   // an earlier stage's stay allocated
         e.add("AdamW moments" + (shardOptimizer && ranks > 1 ? " (1/\(ranks) shard)" : ""), 8 * studentFloats / (shardOptimizer ? max(ranks, 1) : 1))
         e.add("activations (micro-batch \(microBatch) x \(settings.seq)\(recompute ? ", recompute" : ""))",
               GPT2.trainingActivationBytes(config: student, B: microBatch, T: settings.seq, recompute: recompute))
@@ -90,7 +91,8 @@ public struct MemoryEstimate: Codable, Sendable {
     /// smallest does not fit.
     public static func microBatch(settings: DistillSettings, student: GPT2Config, studentFloats: Int, teacher: (config: GPT2Config, floats: Int)?,
                                   ranks: Int, ranksPerNode: Int, shardOptimizer: Bool, recompute: Bool, tokens: Int,
-                                  loaded: Bool, available: Int? = availableBytes()) throws -> (microBatch: Int, estimate: MemoryEstimate) {
+                                  loaded: Bool, gradientsAllocated: Bool = false,
+                                  available: Int? = availableBytes()) throws -> (microBatch: Int, estimate: MemoryEstimate) {
         let local = max(1, (settings.batch + ranks - 1) / ranks)
         var candidates = settings.microBatch.map { [$0] } ?? []
         if candidates.isEmpty { var mb = local; while mb >= 1 { candidates.append(mb); mb = mb == 1 ? 0 : (mb + 1) / 2 } }
@@ -98,7 +100,7 @@ public struct MemoryEstimate: Codable, Sendable {
         for mb in candidates {
             let e = distillation(student: student, studentFloats: studentFloats, teacher: teacher, settings: settings, microBatch: mb, ranks: ranks,
                                  ranksPerNode: ranksPerNode, shardOptimizer: shardOptimizer, recompute: recompute, tokens: tokens,
-                                 loaded: loaded, available: available)
+                                 loaded: loaded, gradientsAllocated: gradientsAllocated, available: available)
             if e.fits { return (mb, e) }
             last = e
         }

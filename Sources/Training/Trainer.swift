@@ -72,6 +72,18 @@ public final class Trainer {
         if let t = teacher, t.config.vocabSize != student.config.vocabSize {
             throw TrainingError.config("teacher vocabulary (\(t.config.vocabSize)) differs from the student's (\(student.config.vocabSize))")
         }
+        // What the step will allocate on top of the models and data already in memory, against
+        // what the node has, before any of it (gradients, AdamW's moments, buffers) is allocated:
+        // the micro-batch (unless given) is the largest that fits.
+        let ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
+        let choice = try MemoryEstimate.microBatch(settings: settings, student: student.config, studentFloats: student.params.count,
+                                                   teacher: (settings.alpha > 0 ? teacher : nil).map { ($0.config, $0.params.count) },
+                                                   ranks: comm.size, ranksPerNode: ranksPerNode, shardOptimizer: shardOptimizer && comm.size > 1,
+                                                   recompute: student.recompute, tokens: train.count, loaded: true,
+                                                   gradientsAllocated: student.params.hasGradients)
+        // Every rank takes the smallest choice, so the micro-batches (and the sums) agree.
+        self.microBatch = try comm.allreduce(choice.microBatch, op: .min)
+        self.memory = choice.estimate
         self.student = student
         self.teacher = settings.alpha > 0 ? teacher : nil
         self.settings = settings
@@ -83,16 +95,6 @@ public final class Trainer {
         self.overlapAllreduce = overlap
         self.shardOptimizer = shardOptimizer && comm.size > 1
         self.optimizer = AdamW(ranges: sync.ownedRanges, beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
-        // What the step will allocate on top of the models and data already in memory, against
-        // what the node has: the micro-batch (unless given) is the largest that fits.
-        let ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
-        let choice = try MemoryEstimate.microBatch(settings: settings, student: student.config, studentFloats: student.params.count,
-                                                   teacher: self.teacher.map { ($0.config, $0.params.count) }, ranks: comm.size,
-                                                   ranksPerNode: ranksPerNode, shardOptimizer: self.shardOptimizer,
-                                                   recompute: student.recompute, tokens: train.count, loaded: true)
-        // Every rank takes the smallest choice, so the micro-batches (and the sums) agree.
-        self.microBatch = try comm.allreduce(choice.microBatch, op: .min)
-        self.memory = choice.estimate
         self.schedule = LRSchedule(lr: settings.lr, warmup: settings.warmupSteps, total: settings.steps, minRatio: settings.minLRRatio)
     }
 
