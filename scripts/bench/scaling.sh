@@ -18,6 +18,8 @@
 # largest rank (scripts/bench/peakmem.py).
 #
 #   scripts/bench/scaling.sh [--json] [--model DIR] [--points "1x1 1x2 2x1 4x1"] [--steps N] [--no-scalapack]
+#                            [--benches "factorize-lowrank ..."] [--append]
+# (factorize-scalapack runs at np = 2 only: one ScaLAPACK SVD of wte takes minutes.)
 #
 # On a cluster: MPIRUN_ARGS="--hostfile hosts --map-by ppr:1:socket" scripts/bench/scaling.sh --points
 # "1x16 2x16 4x16 8x16" (inside an allocation; see cluster/README.md). peak_rss_mb then covers the
@@ -28,7 +30,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cd "$SQUEEZE_ROOT"
-JSON=0 MODEL="" POINTS="1x1 1x2 2x1 4x1" STEPS=4 SCALAPACK=1
+JSON=0 MODEL="" POINTS="1x1 1x2 2x1 4x1" STEPS=4 SCALAPACK=1 APPEND=0
+BENCHES="factorize-lowrank factorize-kronecker factorize-scalapack distill"
 while (($#)); do
     case $1 in
         --json) JSON=1 ;;
@@ -36,6 +39,8 @@ while (($#)); do
         --points) POINTS=$2; shift ;;
         --steps) STEPS=$2; shift ;;
         --no-scalapack) SCALAPACK=0 ;;
+        --benches) BENCHES=$2; shift ;;
+        --append) APPEND=1 ;;
         *) echo "scaling.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -67,7 +72,7 @@ stages:
   - distill: {steps: $STEPS, batch: 8, seq: 256, micro_batch: 1, eval_tokens: 256}
 YAML
 RESULTS=$OUT/results.jsonl
-: > "$RESULTS"
+((APPEND)) || : > "$RESULTS"
 # point BENCH NP THREADS [extra compress args]: one measurement, appended to $RESULTS.
 point() {
     local bench=$1 np=$2 threads=$3; shift 3
@@ -97,11 +102,11 @@ print(json.dumps({"bench": bench, "np": np_, "threads": threads, "seconds": roun
 PY
     tail -1 "$RESULTS" >&2
 }
-for bench in factorize-lowrank factorize-kronecker factorize-scalapack distill; do
+for bench in $BENCHES; do
     for p in $POINTS; do
         np=${p%x*} threads=${p#*x}
         if [[ $bench == factorize-scalapack ]]; then
-            ((SCALAPACK && np >= 2)) || continue
+            ((SCALAPACK && np == 2)) || continue
             point "$bench" "$np" "$threads" --scalapack-min 20000000
         else
             point "$bench" "$np" "$threads"
