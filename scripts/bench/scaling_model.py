@@ -104,12 +104,25 @@ out += ["## One-shot factorisation makespan (low rank 0.25 of every block linear
         "machine's core. The makespan stops falling once the largest single job (wte's TSQR with the",
         "SVD of its stacked R on one rank, or one MLP matrix) dominates.", "",
         "| model | " + " | ".join(f"np={n}" for n in RANKS) + " |", "|---|" + "---|" * len(RANKS)]
+# Each dry run times its own SVD, and on a shared machine one timing can be far off: every plan is
+# rescaled to the median calibration, read back from its h.0.attn.c_proj job (a square C x C LAPACK
+# job of C³ units).
+plans = {}
+for shape in SHAPES:
+    C = json.load(open(os.path.join(root, "assets", "configs", shape + ".json")))["n_embd"]
+    for n in RANKS:
+        f = dry_run(shape, "lowrank", n)["factorisation"]
+        proj = next(j for j in f["jobs"] if j["layer"] == "h.0.attn.c_proj")
+        plans[shape, n] = (f, proj["single_rank_seconds"] / C ** 3)
+c_ref = sorted(c for _, c in plans.values())[len(plans) // 2]
+out.insert(len(out) - 2, f"Calibration: {c_ref * 1e12:.3f} ps per m·n·min(m, n) unit (the median of the {len(plans)} dry runs' timed SVDs).")
+out.insert(len(out) - 2, "")
 for shape in SHAPES:
     cells = []
     for n in RANKS:
-        f = dry_run(shape, "lowrank", n)["factorisation"]
+        f, c = plans[shape, n]
         wte = next(j for j in f["jobs"] if j["layer"] == "wte")
-        cells.append(f"{f['makespan']:.1f} s" + (f" (wte {wte['path']})" if n in (1, 16, 256) else ""))
+        cells.append(f"{f['makespan'] * c_ref / c:.1f} s" + (f" (wte {wte['path']})" if n in (1, 16, 256) else ""))
     out.append(f"| {shape} | " + " | ".join(cells) + " |")
 out.append("")
 text = "\n".join(out) + "\n"
