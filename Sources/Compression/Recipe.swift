@@ -4,7 +4,7 @@ import Training
 import Yams
 
 /// A compression recipe: stages run in order, each compressing some layers and optionally
-/// distilling after (see ../shared/DESIGN.md §1):
+/// distilling after (README "Recipes" lists every key):
 ///
 /// ```yaml
 /// stages:
