@@ -42,16 +42,23 @@ public final class Compressor {
 
     /// Names matched by the glob patterns, in model order; a pattern matching nothing is an error.
     public func resolve(_ patterns: [String], at: String) throws -> [String] {
+        try Self.resolve(patterns, in: layerNames, at: at)
+    }
+
+    /// The names of `names` matched by the glob patterns (a trailing ".weight" ignored), in the
+    /// order of `names`; a pattern matching nothing is an error naming it (also used by
+    /// `FactorisationPlan`, which has layer names but no model).
+    static func resolve(_ patterns: [String], in names: [String], at: String) throws -> [String] {
         var chosen = Set<String>()
         for raw in patterns {
             let p = raw.hasSuffix(".weight") ? String(raw.dropLast(7)) : raw
-            let hits = layerNames.filter { globMatch(p, $0) }
+            let hits = names.filter { globMatch(p, $0) }
             guard !hits.isEmpty else {
                 throw CompressionError.recipe("\(at): target '\(raw)' matches no layer (names look like wte, h.0.attn.c_attn, h.0.attn.c_proj, h.0.mlp.c_fc, h.0.mlp.c_proj; '*' matches anything)")
             }
             chosen.formUnion(hits)
         }
-        return layerNames.filter { chosen.contains($0) }
+        return names.filter { chosen.contains($0) }
     }
 
     /// The layer called `name` (resolved names always exist).

@@ -88,11 +88,8 @@ public struct FactorisationPlan: Sendable, Encodable {
         var kroneckerLayers = Set<String>()
         var jobs: [Job] = []
         func targets(_ patterns: [String], at: String) throws -> [(name: String, rows: Int, cols: Int)] {
-            let stripped = patterns.map { $0.hasSuffix(".weight") ? String($0.dropLast(7)) : $0 }
-            for (raw, p) in zip(patterns, stripped) where !shapes.contains(where: { globMatch(p, $0.name) }) {
-                throw CompressionError.recipe("\(at): target '\(raw)' matches no layer")
-            }
-            return shapes.filter { s in stripped.contains { globMatch($0, s.name) } }
+            let chosen = Set(try Compressor.resolve(patterns, in: shapes.map(\.name), at: at))
+            return shapes.filter { chosen.contains($0.name) }
         }
         /// Spreads per-rank jobs by cost as `distributedCompute` does.
         func spread(_ stage: Int, _ method: String, _ ls: [(name: String, rows: Int, cols: Int)], cost: ((rows: Int, cols: Int)) -> Double,
