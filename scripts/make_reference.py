@@ -81,6 +81,14 @@ E. ``Tests/Fixtures/reference/tokenizer.json`` -- {"cases": [{"text", "ids",
    identical ids and identical decodes for every case.  "roundtrip" is
    ``decode(ids) == text`` (byte-level decode, no clean-up of spaces, special
    tokens kept).
+E2. ``Tests/Fixtures/reference/tokenizer-json/`` -- a model directory's
+   tokenizer as transformers 5 saves it: only ``tokenizer.json`` (+
+   tokenizer_config.json), written by ``GPT2Tokenizer.save_pretrained`` (the
+   Rust ``tokenizers`` library).  To keep it small (about 60 kB) it is GPT-2's
+   BPE cut to its first 2000 merges: ids 0..255 are the byte tokens, 256..2255
+   the merges' results (GPT-2 numbers merged tokens in merge order), 2256
+   "<|endoftext|>".  ``cases.json`` holds {"cases": [{"text", "ids"}]}: the ids
+   that saved tokenizer, reloaded by transformers, gives for E's texts.
 F. ``Tests/Fixtures/reference/eval.json`` -- perplexity of model A (FLOAT64) on
    the opening of "Pride and Prejudice" (public domain, inline below), using
    the HF perplexity-guide sliding window with max_length = n_positions = 32
@@ -534,6 +542,37 @@ TOKENIZER_CASES = [
 ]
 
 
+def write_tokenizer_json():
+    with open(VOCAB, encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(MERGES, encoding="utf-8") as f:
+        merges = [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#version")][:2000]
+    small = {tok: i for tok, i in vocab.items() if i < 256}
+    for i, m in enumerate(merges):
+        merged = m.replace(" ", "")
+        assert vocab[merged] == 256 + i, (m, vocab[merged])  # GPT-2 numbers merges in order
+        small[merged] = 256 + i
+    small["<|endoftext|>"] = 256 + len(merges)
+    d = os.path.join(DIR_REF, "tokenizer-json")
+    fresh_dir(d)
+    work = os.path.join(d, "_source")
+    os.makedirs(work)
+    with open(os.path.join(work, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(small, f, ensure_ascii=False)
+    with open(os.path.join(work, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    GPT2Tokenizer(os.path.join(work, "vocab.json"), os.path.join(work, "merges.txt")).save_pretrained(d)
+    shutil.rmtree(work)
+    for extra in ("vocab.json", "merges.txt", "special_tokens_map.json"):
+        if os.path.exists(os.path.join(d, extra)):
+            os.remove(os.path.join(d, extra))
+    assert sorted(os.listdir(d)) == ["tokenizer.json", "tokenizer_config.json"], os.listdir(d)
+    reloaded = GPT2Tokenizer.from_pretrained(d)
+    cases = [{"text": t, "ids": reloaded.encode(t)} for t in TOKENIZER_CASES]
+    dump_json(os.path.join(d, "cases.json"), {"cases": cases})
+    print(f"  tokenizer.json: {len(small)} tokens, {len(merges)} merges, {len(cases)} cases")
+
+
 def write_tokenizer():
     slow = SlowGPT2Tokenizer(VOCAB, MERGES)
     fast = GPT2Tokenizer(VOCAB, MERGES)
@@ -853,7 +892,7 @@ def sanity(model_a, base_f16, step_input_ids, step_logits64):
 
 def main():
     ap = argparse.ArgumentParser(description="Write the reference fixtures (see the module docstring).")
-    ap.add_argument("--only", choices=["intermediate"],
+    ap.add_argument("--only", choices=["intermediate", "tokenizer-json"],
                     help="write only this fixture (H), from the committed tiny-gpt2, leaving the others untouched")
     args = ap.parse_args()
     versions = {"python": sys.version.split()[0], "torch": torch.__version__,
@@ -861,6 +900,12 @@ def main():
                 "safetensors": safetensors.__version__}
     print("versions:", versions)
     os.makedirs(DIR_REF, exist_ok=True)
+
+    if args.only == "tokenizer-json":
+        print("E2: tokenizer.json")
+        write_tokenizer_json()
+        print("OK")
+        return
 
     if args.only == "intermediate":
         with open(os.path.join(DIR_REF, "versions.json"), encoding="utf-8") as f:
@@ -886,6 +931,8 @@ def main():
     step_ids, step_logits64 = write_step(model_a)
     print("E: tokenizer")
     tok = write_tokenizer()
+    print("E2: tokenizer.json")
+    write_tokenizer_json()
     print("F: eval (float64)")
     write_eval(model_a, tok)
     print("G: generate")

@@ -69,13 +69,14 @@ public func layerNormBackward(dinp: UnsafeMutablePointer<Float>, dweight: Unsafe
 
 let geluScale = Float((2.0 / Double.pi).squareRoot())
 
-/// GELU, tanh approximation ("gelu_new"). out, inp: [count].
+/// GELU, tanh approximation ("gelu_new"). out, inp: [count]; `out` may be `inp`.
 public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, count: Int) {
     let k = geluScale
     parallelFor(count, minChunk: 4096) { r in
-        for i in r {
-            let x = inp[i]
-            out[i] = 0.5 * x * (1 + fastTanh(k * (x + 0.044715 * x * x * x)))
+        simdMap(out: out, inp: inp, range: r) { x in
+            // tanh(u) = 1 − 2 / (exp(2u) + 1), as fastTanh
+            let t = 1 - 2 / (fastExp(2 * (k * (x + 0.044715 * x * x * x))) + 1)
+            return 0.5 * x * (1 + t)
         }
     }
 }

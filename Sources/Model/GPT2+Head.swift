@@ -2,24 +2,32 @@ import Kernels
 import Tensor
 
 /// Chunk buffers of the fused LM head: student logits, teacher logits and their gradient for
-/// `rows` rows of the vocabulary at a time.
+/// `rows` rows of the vocabulary at a time, each allocated the first time it is needed (evaluation
+/// needs only the first).
 final class HeadScratch {
     let rows: Int, vocab: Int
-    let logits: UnsafeMutablePointer<Float>, teacherLogits: UnsafeMutablePointer<Float>, dlogits: UnsafeMutablePointer<Float>
+    private var buffers: [UnsafeMutablePointer<Float>?] = [nil, nil, nil]
 
     init(rows: Int, vocab: Int) {
         self.rows = rows
         self.vocab = vocab
-        let n = rows * vocab
-        logits = .allocate(capacity: 3 * n)
-        logits.initialize(repeating: 0, count: 3 * n)
-        teacherLogits = logits + n
-        dlogits = logits + 2 * n
     }
-    deinit { logits.deallocate() }
+    deinit { for b in buffers { b?.deallocate() } }
 
-    /// Rows per chunk: about 32 MB of logits per buffer, at least 16 rows.
-    static func rows(vocab: Int) -> Int { max(16, (32 << 20) / (4 * max(vocab, 1))) }
+    private func buffer(_ i: Int) -> UnsafeMutablePointer<Float> {
+        if let b = buffers[i] { return b }
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: rows * vocab)
+        b.initialize(repeating: 0, count: rows * vocab)
+        buffers[i] = b
+        return b
+    }
+    var logits: UnsafeMutablePointer<Float> { buffer(0) }
+    var teacherLogits: UnsafeMutablePointer<Float> { buffer(1) }
+    var dlogits: UnsafeMutablePointer<Float> { buffer(2) }
+
+    /// Rows per chunk: about 128 MB of logits per buffer (so the head's GEMM repacks the
+    /// [V, C] embedding once per 667 rows of GPT-2, not per 166), at least 16 rows.
+    static func rows(vocab: Int) -> Int { max(16, (128 << 20) / (4 * max(vocab, 1))) }
 }
 
 /// The LM head fused with its loss: logits are made, scored and turned into gradients chunk by

@@ -25,8 +25,9 @@ extension GPT2 {
         4 * InferenceWorkspace.floats(rows: rows, config: config)
     }
 
-    /// Bytes of the fused head's chunk buffers (student, teacher and gradient logits).
-    public static func headBytes(config: GPT2Config, rows: Int) -> Int {
-        4 * 3 * min(HeadScratch.rows(vocab: config.vocabSize), max(rows, 1)) * config.vocabSize
+    /// Bytes of the fused head's chunk buffers: student logits, plus teacher logits and their
+    /// gradient when distilling (`buffers` 3), student logits only when evaluating (1).
+    public static func headBytes(config: GPT2Config, rows: Int, buffers: Int) -> Int {
+        4 * buffers * min(HeadScratch.rows(vocab: config.vocabSize), max(rows, 1)) * config.vocabSize
     }
 }

@@ -1,7 +1,7 @@
 import Foundation
 
 // GPT-2 byte-level BPE tokenizer, bit-compatible with OpenAI's encoder.py and Hugging Face's
-// GPT2Tokenizer (slow and fast) for vocab.json + merges.txt.
+// GPT2Tokenizer (slow and fast) for vocab.json + merges.txt, or the fast tokenizer's tokenizer.json.
 //
 // Pipeline for `encode`:
 //  1. (allowSpecial) split the text on the literal "<|endoftext|>"; each occurrence becomes
@@ -24,8 +24,8 @@ import Foundation
 
 /// An error raised while loading tokenizer files or decoding token ids.
 public enum TokenizerError: Error, CustomStringConvertible {
-    /// The file does not exist.
-    case missingFile(URL)
+    /// The file does not exist (nor the alternative, if one is named).
+    case missingFile(URL, alternative: String? = nil)
     /// The file exists but could not be read.
     case unreadableFile(URL, reason: String)
     /// vocab.json is not a JSON object mapping token strings to non-negative integer ids, or
@@ -33,20 +33,24 @@ public enum TokenizerError: Error, CustomStringConvertible {
     case invalidVocab(URL, reason: String)
     /// A line of merges.txt (1-based line number, counting the `#version` header) is malformed.
     case malformedMerges(URL, line: Int, reason: String)
+    /// tokenizer.json is not a GPT-2 (byte-level BPE) tokenizer or is malformed.
+    case invalidTokenizerJSON(URL, reason: String)
     /// `decode` was given an id that is not in the vocabulary.
     case unknownTokenID(Int, vocabSize: Int)
 
     /// A human-readable description naming the file and the problem.
     public var description: String {
         switch self {
-        case .missingFile(let url):
-            return "tokenizer file not found: \(url.path)"
+        case .missingFile(let url, let alternative):
+            return "tokenizer file not found: \(url.path)" + (alternative.map { " (nor \($0) beside it)" } ?? "")
         case .unreadableFile(let url, let reason):
             return "cannot read tokenizer file \(url.path): \(reason)"
         case .invalidVocab(let url, let reason):
             return "invalid vocabulary \(url.path): \(reason)"
         case .malformedMerges(let url, let line, let reason):
             return "malformed merges file \(url.path), line \(line): \(reason)"
+        case .invalidTokenizerJSON(let url, let reason):
+            return "invalid tokenizer \(url.path): \(reason)"
         case .unknownTokenID(let id, let vocabSize):
             return "token id \(id) is not in the vocabulary (\(vocabSize) tokens)"
         }
@@ -100,16 +104,104 @@ public final class GPT2Tokenizer: @unchecked Sendable {
         try self.init(vocabData: vocabData, vocabURL: vocabURL, mergesData: { mergesData }, mergesURL: mergesURL)
     }
 
-    private init(vocabData: Data, vocabURL: URL, mergesData readMerges: () throws -> Data, mergesURL: URL) throws {
-        let unicodeToByte = Self.byteLevelDecoder()
-
-        // vocab.json
+    private convenience init(vocabData: Data, vocabURL: URL, mergesData readMerges: () throws -> Data, mergesURL: URL) throws {
         let vocab: [String: Int]
         do {
             vocab = try JSONDecoder().decode([String: Int].self, from: vocabData)
         } catch {
             throw TokenizerError.invalidVocab(vocabURL, reason: "expected a JSON object of token -> integer id (\(Self.describe(error)))")
         }
+        try self.init(vocab: vocab, vocabURL: vocabURL, mergeRules: { try Self.mergeRules(mergesTxt: readMerges(), url: mergesURL) },
+                      mergeError: { .malformedMerges(mergesURL, line: $0, reason: $1) })
+    }
+
+    /// Loads the `tokenizer.json` that Hugging Face's fast tokenizers write (transformers 5 writes
+    /// only this file): a byte-level BPE `model` with `vocab` (token -> id) and `merges` (pairs in
+    /// rank order, as `"left right"` strings or `["left", "right"]` arrays).
+    public convenience init(tokenizerJSON url: URL) throws {
+        try self.init(tokenizerJSONData: Self.readFile(url), url: url)
+    }
+
+    /// Builds a tokenizer from the bytes of a `tokenizer.json`; `url` names it in errors.
+    public convenience init(tokenizerJSONData data: Data, url: URL) throws {
+        func invalid(_ reason: String) -> TokenizerError { .invalidTokenizerJSON(url, reason: reason) }
+        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw invalid("not a JSON object")
+        }
+        guard let model = root["model"] as? [String: Any] else { throw invalid("no \"model\" object") }
+        guard (model["type"] as? String) == "BPE" else {
+            throw invalid("model.type is \(String(describing: model["type"] ?? "missing")), expected \"BPE\" (GPT-2's byte-level BPE)")
+        }
+        let byteLevel = { (node: Any?) -> Bool in
+            guard let node = node as? [String: Any] else { return false }
+            if node["type"] as? String == "ByteLevel" { return true }
+            return (node["pretokenizers"] as? [[String: Any]])?.contains { $0["type"] as? String == "ByteLevel" } ?? false
+        }
+        guard byteLevel(root["pre_tokenizer"]) else { throw invalid("pre_tokenizer is not ByteLevel (not a GPT-2 tokenizer)") }
+        guard let rawVocab = model["vocab"] as? [String: Any] else { throw invalid("model.vocab is not an object of token -> id") }
+        var vocab: [String: Int] = [:]
+        vocab.reserveCapacity(rawVocab.count)
+        for (token, value) in rawVocab {
+            guard let number = value as? NSNumber, let id = Int(exactly: number.doubleValue) else {
+                throw invalid("model.vocab[\(token.debugDescription)] is not an integer id")
+            }
+            vocab[token] = id
+        }
+        guard let rawMerges = model["merges"] as? [Any] else { throw invalid("model.merges is not an array") }
+        try self.init(vocab: vocab, vocabURL: url, mergeRules: {
+            try rawMerges.enumerated().map { index, entry in
+                if let text = entry as? String {
+                    let parts = text.split(separator: " ", omittingEmptySubsequences: false)
+                    if parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty { return MergeRule(left: String(parts[0]), right: String(parts[1]), index: index) }
+                } else if let pair = entry as? [String], pair.count == 2, !pair[0].isEmpty, !pair[1].isEmpty {
+                    return MergeRule(left: pair[0], right: pair[1], index: index)
+                }
+                throw invalid("model.merges[\(index)] is not a pair of tokens")
+            }
+        }, mergeError: { invalid("model.merges[\($0)]: \($1)") })
+    }
+
+    /// One BPE merge rule in rank order; `index` is the 1-based line of merges.txt or the
+    /// 0-based entry of tokenizer.json's `model.merges` (errors only).
+    private struct MergeRule {
+        let left: String, right: String, index: Int
+    }
+
+    /// merges.txt's rules: a `#version` header, then one `left right` pair per line.
+    private static func mergeRules(mergesTxt data: Data, url: URL) throws -> [MergeRule] {
+        var rules: [MergeRule] = []
+        rules.reserveCapacity(50_000)
+        var lineNumber = 0
+        let bytes = [UInt8](data)
+        var lineStart = 0
+        while lineStart < bytes.count {
+            var lineEnd = lineStart
+            while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
+            lineNumber += 1
+            var end = lineEnd
+            if end > lineStart && bytes[end - 1] == 0x0D { end -= 1 }
+            let line = bytes[lineStart..<end]
+            lineStart = lineEnd + 1
+            if line.isEmpty || line.starts(with: "#version".utf8) { continue }
+            let parts = line.split(separator: 0x20, omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw TokenizerError.malformedMerges(url, line: lineNumber,
+                    reason: "expected two tokens separated by one space, got \(String(decoding: line.prefix(200), as: UTF8.self).debugDescription)")
+            }
+            guard let leftText = String(bytes: parts[0], encoding: .utf8),
+                  let rightText = String(bytes: parts[1], encoding: .utf8) else {
+                throw TokenizerError.malformedMerges(url, line: lineNumber, reason: "not valid UTF-8")
+            }
+            rules.append(MergeRule(left: leftText, right: rightText, index: lineNumber))
+        }
+        return rules
+    }
+
+    /// The shared construction: validates the vocabulary, then the merge rules (read only once the
+    /// vocabulary is valid, so errors keep that order). `mergeError(index, reason)` names a bad rule.
+    private init(vocab: [String: Int], vocabURL: URL, mergeRules: () throws -> [MergeRule],
+                 mergeError: (Int, String) -> TokenizerError) throws {
+        let unicodeToByte = Self.byteLevelDecoder()
         var bytesToID: [[UInt8]: Int32] = [:]
         bytesToID.reserveCapacity(vocab.count)
         var maxID = -1
@@ -146,39 +238,16 @@ public final class GPT2Tokenizer: @unchecked Sendable {
             throw TokenizerError.invalidVocab(vocabURL, reason: "missing the special token \(GPT2Tokenizer.endOfTextToken)")
         }
 
-        // merges.txt
-        let mergesData = try readMerges()
         var mergeTable: [UInt64: UInt64] = [:]
         mergeTable.reserveCapacity(50_000)
         var rank: UInt64 = 0
-        var lineNumber = 0
-        let bytes = [UInt8](mergesData)
-        var lineStart = 0
-        while lineStart < bytes.count {
-            var lineEnd = lineStart
-            while lineEnd < bytes.count && bytes[lineEnd] != 0x0A { lineEnd += 1 }
-            lineNumber += 1
-            var end = lineEnd
-            if end > lineStart && bytes[end - 1] == 0x0D { end -= 1 }
-            let line = bytes[lineStart..<end]
-            lineStart = lineEnd + 1
-            if line.isEmpty || line.starts(with: "#version".utf8) { continue }
-            let parts = line.split(separator: 0x20, omittingEmptySubsequences: false)
-            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-                throw TokenizerError.malformedMerges(mergesURL, line: lineNumber,
-                    reason: "expected two tokens separated by one space, got \(String(decoding: line.prefix(200), as: UTF8.self).debugDescription)")
-            }
-            guard let leftText = String(bytes: parts[0], encoding: .utf8),
-                  let rightText = String(bytes: parts[1], encoding: .utf8) else {
-                throw TokenizerError.malformedMerges(mergesURL, line: lineNumber, reason: "not valid UTF-8")
-            }
-            let left = Self.tokenBytes(leftText, unicodeToByte)
-            let right = Self.tokenBytes(rightText, unicodeToByte)
+        for rule in try mergeRules() {
+            let left = Self.tokenBytes(rule.left, unicodeToByte)
+            let right = Self.tokenBytes(rule.right, unicodeToByte)
             var ids: [Int32] = []
-            for (text, key) in [(leftText, left), (rightText, right), (leftText + rightText, left + right)] {
+            for (text, key) in [(rule.left, left), (rule.right, right), (rule.left + rule.right, left + right)] {
                 guard let id = bytesToID[key] else {
-                    throw TokenizerError.malformedMerges(mergesURL, line: lineNumber,
-                        reason: "token \(text.debugDescription) is not in \(vocabURL.lastPathComponent)")
+                    throw mergeError(rule.index, "token \(text.debugDescription) is not in \(vocabURL.lastPathComponent)")
                 }
                 ids.append(id)
             }
@@ -194,10 +263,24 @@ public final class GPT2Tokenizer: @unchecked Sendable {
         endOfTextID = Int(eot)
     }
 
-    /// Loads `vocab.json` and `merges.txt` from a model directory.
+    /// The tokenizer files of a model directory, in the order they are looked for: `vocab.json` +
+    /// `merges.txt` (what GPT-2's slow tokenizer and the Hub's gpt2 repositories carry), else
+    /// `tokenizer.json` (all transformers 5 writes).
+    public static func files(in directory: URL) -> [URL] {
+        let pair = ["vocab.json", "merges.txt"].map { directory.appendingPathComponent($0) }
+        let json = directory.appendingPathComponent("tokenizer.json")
+        if !FileManager.default.fileExists(atPath: pair[0].path) && FileManager.default.fileExists(atPath: json.path) { return [json] }
+        return pair
+    }
+
+    /// Loads the tokenizer of a model directory: `vocab.json` and `merges.txt`, else `tokenizer.json`.
     public convenience init(directory: URL) throws {
-        try self.init(vocabURL: directory.appendingPathComponent("vocab.json"),
-                      mergesURL: directory.appendingPathComponent("merges.txt"))
+        let files = Self.files(in: directory)
+        if files.count == 1 { try self.init(tokenizerJSON: files[0]); return }
+        guard FileManager.default.fileExists(atPath: files[0].path) else {
+            throw TokenizerError.missingFile(files[0], alternative: "tokenizer.json")
+        }
+        try self.init(vocabURL: files[0], mergesURL: files[1])
     }
 
     /// Token ids of `text`; a literal `<|endoftext|>` becomes `endOfTextID`.

@@ -73,7 +73,7 @@ public struct MemoryEstimate: Codable, Sendable {
         e.add("AdamW moments" + (shardOptimizer && ranks > 1 ? " (1/\(ranks) shard)" : ""), 8 * studentFloats / (shardOptimizer ? max(ranks, 1) : 1))
         e.add("activations (micro-batch \(microBatch) x \(settings.seq)\(recompute ? ", recompute" : ""))",
               GPT2.trainingActivationBytes(config: student, B: microBatch, T: settings.seq, recompute: recompute))
-        e.add("LM head chunks", GPT2.headBytes(config: student, rows: rows))
+        e.add("LM head chunks", GPT2.headBytes(config: student, rows: rows, buffers: teacher == nil ? 2 : 3))
         e.add("validation workspace", GPT2.inferenceBytes(config: student, rows: rows))
         if let t = teacher {
             if !loaded { e.add("teacher weights", 4 * t.floats, perNode: true) }
@@ -121,7 +121,7 @@ public struct MemoryEstimate: Codable, Sendable {
     public static func evaluationBatch(config: GPT2Config, context: Int, given: Int?) -> Int {
         if let given { return given }
         var b = 8
-        while b > 1 && GPT2.inferenceBytes(config: config, rows: b * context) + GPT2.headBytes(config: config, rows: b * context) / 3 > 768 << 20 { b /= 2 }
+        while b > 1 && GPT2.inferenceBytes(config: config, rows: b * context) + GPT2.headBytes(config: config, rows: b * context, buffers: 1) > 768 << 20 { b /= 2 }
         return b
     }
 
@@ -131,7 +131,7 @@ public struct MemoryEstimate: Codable, Sendable {
         e.add("process (runtime, MPI, BLAS)", processOverhead)
         e.add("weights", 4 * floats, perNode: true)
         e.add("inference workspace (\(rows) rows)", GPT2.inferenceBytes(config: config, rows: rows))
-        e.add("LM head chunks", GPT2.headBytes(config: config, rows: rows) / 3)
+        e.add("LM head chunks", GPT2.headBytes(config: config, rows: rows, buffers: 1))
         e.add("token data", 2 * tokens, perNode: true)
         return e
     }

@@ -147,11 +147,12 @@ public struct TokenDataset: @unchecked Sendable {
     }
 }
 
-/// Hash of a directory's vocab.json and merges.txt: token caches are valid for this tokenizer only.
+/// Hash of a directory's tokenizer files (vocab.json and merges.txt, else tokenizer.json): token
+/// caches are valid for this tokenizer only.
 public func tokenizerFingerprint(directory: URL) -> UInt64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for f in ["vocab.json", "merges.txt"] {
-        let bytes = FileManager.default.contents(atPath: directory.appendingPathComponent(f).path).map { [UInt8]($0) } ?? []
+    for f in GPT2Tokenizer.files(in: directory) {
+        let bytes = FileManager.default.contents(atPath: f.path).map { [UInt8]($0) } ?? []
         h = fnv1a(bytes, seed: h)
     }
     return h

@@ -10,7 +10,7 @@ struct Init: ParsableCommand {
         abstract: "Write a randomly initialised GPT-2 model directory from a config.json (e.g. assets/configs/gpt2-xl.json).")
     @Option(help: "config.json of the model (assets/configs/ holds distilgpt2, gpt2, gpt2-medium, gpt2-large and gpt2-xl).") var config: String
     @Option(help: "Output model directory.") var out: String
-    @Option(help: "Tokenizer directory with vocab.json and merges.txt (default: the config's directory, then ../gpt2 beside it).") var tokenizer: String?
+    @Option(help: "Tokenizer directory with vocab.json and merges.txt, or tokenizer.json (default: the config's directory, then ../gpt2 beside it).") var tokenizer: String?
     @Option(help: "Seed of the initialisation.") var seed: UInt64 = 1234
     @Option(help: "Save the weights as f32, f16 or bf16.") var dtype = "f32"
     @Option(help: "Shard the weights above this size, as save_pretrained does (e.g. 5GB, 500MB).") var maxShardSize = "5GB"
@@ -37,10 +37,10 @@ struct Init: ParsableCommand {
 func tokenizerDirectory(_ given: String?, configURL: URL) throws -> URL {
     let dir = configURL.deletingLastPathComponent()
     let candidates = given.map { [fileURL($0)] } ?? [dir, dir.deletingLastPathComponent().appendingPathComponent("gpt2")]
-    for c in candidates where ["vocab.json", "merges.txt"].allSatisfy({ FileManager.default.fileExists(atPath: c.appendingPathComponent($0).path) }) {
+    for c in candidates where GPT2Tokenizer.files(in: c).allSatisfy({ FileManager.default.fileExists(atPath: $0.path) }) {
         return c.standardizedFileURL
     }
-    throw ValidationError("no vocab.json and merges.txt in \(candidates.map(\.path).joined(separator: " or ")); pass --tokenizer DIR")
+    throw ValidationError("no vocab.json and merges.txt (or tokenizer.json) in \(candidates.map(\.path).joined(separator: " or ")); pass --tokenizer DIR")
 }
 
 /// "5GB", "500MB", "1.5GiB", "123456": bytes (decimal units as Hugging Face's max_shard_size).

@@ -34,7 +34,7 @@ struct Train: ParsableCommand {
         abstract: "Train a GPT-2 model on text (from a model directory or a new config), over all ranks.")
     @Option(help: "Start from this model directory.") var model: String?
     @Option(help: "Start from a new model with this config.json (random init).") var config: String?
-    @Option(help: "Tokenizer directory (vocab.json, merges.txt) for --config (default: the config's directory).") var tokenizer: String?
+    @Option(help: "Tokenizer directory (vocab.json and merges.txt, or tokenizer.json) for --config (default: the config's directory).") var tokenizer: String?
     @Option(help: "Training text (UTF-8 file or directory of .txt).") var data: String
     @Option(help: "Output model directory (checkpoints in OUT/checkpoint).") var out: String
     @Option(help: "Optimizer steps.") var steps = 1000

@@ -181,14 +181,14 @@ final class TokenizerTests: XCTestCase {
     func testMissingFile() throws {
         let dir = try makeTempDir()
         XCTAssertThrowsError(try GPT2Tokenizer(directory: dir)) { error in
-            guard case TokenizerError.missingFile(let url) = error else { return XCTFail("unexpected error \(error)") }
+            guard case TokenizerError.missingFile(let url, _) = error else { return XCTFail("unexpected error \(error)") }
             XCTAssertEqual(url.lastPathComponent, "vocab.json")
             XCTAssertTrue("\(error)".contains(dir.appendingPathComponent("vocab.json").path), "\(error)")
         }
         try FileManager.default.copyItem(at: Self.assetsDir.appendingPathComponent("vocab.json"),
                                          to: dir.appendingPathComponent("vocab.json"))
         XCTAssertThrowsError(try GPT2Tokenizer(directory: dir)) { error in
-            guard case TokenizerError.missingFile(let url) = error else { return XCTFail("unexpected error \(error)") }
+            guard case TokenizerError.missingFile(let url, _) = error else { return XCTFail("unexpected error \(error)") }
             XCTAssertEqual(url.lastPathComponent, "merges.txt")
             XCTAssertTrue("\(error)".contains("merges.txt"), "\(error)")
         }
@@ -235,6 +235,79 @@ final class TokenizerTests: XCTestCase {
                 XCTAssertEqual(url.lastPathComponent, "vocab.json")
                 XCTAssertTrue("\(error)".contains("vocab.json"), "\(error)")
             }
+        }
+    }
+
+    // MARK: - tokenizer.json (what transformers 5 saves)
+
+    static let tokenizerJSONDir = repoRoot.appendingPathComponent("Tests/Fixtures/reference/tokenizer-json")
+
+    struct IDCases: Decodable {
+        struct Case: Decodable { let text: String; let ids: [Int] }
+        let cases: [Case]
+    }
+
+    /// A directory with only tokenizer.json, written by transformers' save_pretrained (GPT-2's BPE cut
+    /// to 2000 merges), gives the ids transformers gives, whichever way the merges are spelled.
+    func testTokenizerJSONMatchesTransformers() throws {
+        let fixture = try JSONDecoder().decode(IDCases.self, from: Data(contentsOf: Self.tokenizerJSONDir.appendingPathComponent("cases.json")))
+        XCTAssertEqual(fixture.cases.count, 19)
+        let tok = try GPT2Tokenizer(directory: Self.tokenizerJSONDir)
+        XCTAssertEqual(tok.vocabSize, 2257)
+        XCTAssertEqual(tok.endOfTextID, 2256)
+        for c in fixture.cases {
+            XCTAssertEqual(tok.encode(c.text), c.ids, "ids of \(c.text.debugDescription)")
+            XCTAssertEqual(try tok.encode(tok.decode(c.ids)), c.ids, "decode then encode \(c.text.debugDescription)")
+        }
+        XCTAssertTrue(fixture.cases.contains { $0.ids.contains(2256) } && fixture.cases.contains { $0.ids.contains { $0 >= 2000 && $0 < 2256 } },
+                      "the cases use late merges and the special token")
+
+        // tokenizers < 0.20 wrote each merge as one "left right" string.
+        let url = Self.tokenizerJSONDir.appendingPathComponent("tokenizer.json")
+        var root = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        var model = try XCTUnwrap(root["model"] as? [String: Any])
+        model["merges"] = try XCTUnwrap(model["merges"] as? [[String]]).map { $0.joined(separator: " ") }
+        root["model"] = model
+        let old = try GPT2Tokenizer(tokenizerJSONData: JSONSerialization.data(withJSONObject: root), url: url)
+        for c in fixture.cases { XCTAssertEqual(old.encode(c.text), c.ids, "string merges: \(c.text.debugDescription)") }
+
+        // vocab.json + merges.txt win when both are present (they are what the Hub's gpt2 carries).
+        let dir = try makeTempDir()
+        for f in ["vocab.json", "merges.txt"] {
+            try FileManager.default.copyItem(at: Self.assetsDir.appendingPathComponent(f), to: dir.appendingPathComponent(f))
+        }
+        try FileManager.default.copyItem(at: url, to: dir.appendingPathComponent("tokenizer.json"))
+        XCTAssertEqual(try GPT2Tokenizer(directory: dir).vocabSize, 50257)
+    }
+
+    func testBadTokenizerJSONNamesFileAndEntry() throws {
+        let dir = try makeTempDir()
+        let url = dir.appendingPathComponent("tokenizer.json")
+        let byteVocab = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: Self.tokenizerJSONDir.appendingPathComponent("tokenizer.json"))) as? [String: Any])
+        let model = try XCTUnwrap(byteVocab["model"] as? [String: Any])
+        let vocab = try XCTUnwrap(model["vocab"] as? [String: Int])
+        func json(_ model: [String: Any], pre: Any = ["type": "ByteLevel"]) throws -> Data {
+            try JSONSerialization.data(withJSONObject: ["model": model, "pre_tokenizer": pre])
+        }
+        let cases: [(Data, String)] = [
+            (Data("{not json".utf8), "not a JSON object"),
+            (try json(["type": "WordPiece", "vocab": vocab, "merges": []]), "model.type"),
+            (try json(["type": "BPE", "vocab": vocab, "merges": []], pre: ["type": "Whitespace"]), "ByteLevel"),
+            (try json(["type": "BPE", "vocab": ["a": "x"], "merges": []]), "model.vocab[\"a\"]"),
+            (try json(["type": "BPE", "vocab": vocab, "merges": [["\u{120}", "t"], ["x"]]]), "model.merges[1]"),
+            (try json(["type": "BPE", "vocab": vocab, "merges": [["\u{120}", "t"], ["zzzq", "x"]]]), "model.merges[1]: token \"zzzq\""),
+        ]
+        for (data, expected) in cases {
+            try data.write(to: url)
+            XCTAssertThrowsError(try GPT2Tokenizer(directory: dir), expected) { error in
+                guard case TokenizerError.invalidTokenizerJSON(let u, _) = error else { return XCTFail("unexpected error \(error)") }
+                XCTAssertEqual(u.lastPathComponent, "tokenizer.json")
+                XCTAssertTrue("\(error)".contains(url.path) && "\(error)".contains(expected), "\(error)")
+            }
+        }
+        try FileManager.default.removeItem(at: url)
+        XCTAssertThrowsError(try GPT2Tokenizer(directory: dir)) { error in
+            XCTAssertTrue("\(error)".contains("vocab.json") && "\(error)".contains("tokenizer.json"), "\(error)")
         }
     }
 }
