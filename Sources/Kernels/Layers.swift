@@ -81,16 +81,28 @@ public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Flo
     }
 }
 
-/// GELU backward: dinp = gelu'(inp) * dout (written, not accumulated).
+/// GELU backward: dinp = gelu'(inp) * dout (written, not accumulated); `dinp` may be `dout`.
 public func geluBackward(dinp: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, dout: UnsafePointer<Float>, count: Int) {
     let k = geluScale
+    @inline(__always) func local(_ x: SIMD8<Float>) -> SIMD8<Float> {
+        let x2: SIMD8<Float> = x * x
+        let u: SIMD8<Float> = k * (x + 0.044715 * x2 * x)
+        let t: SIMD8<Float> = 1 - 2 / (fastExp(2 * u) + 1)   // fastTanh
+        let outer: SIMD8<Float> = 0.5 * (1 + t)
+        let inner: SIMD8<Float> = 0.5 * x * (1 - t * t) * k * (1 + 0.134145 * x2)
+        return outer + inner
+    }
     parallelFor(count, minChunk: 4096) { r in
-        for i in r {
-            let x = inp[i]
-            let x2 = x * x
-            let t = fastTanh(k * (x + 0.044715 * x2 * x))
-            let local = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 0.134145 * x2)
-            dinp[i] = local * dout[i]
+        var i = r.lowerBound
+        while i + 8 <= r.upperBound {
+            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMD8<Float>.self)
+            let d = UnsafeRawPointer(dout + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(dinp + i).storeBytes(of: local(x) * d, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < r.upperBound {
+            dinp[i] = local(SIMD8<Float>(repeating: inp[i]))[0] * dout[i]
+            i += 1
         }
     }
 }

@@ -40,4 +40,22 @@ final class FastMathTests: XCTestCase {
         geluForward(out: inp, inp: inp, count: n)
         for i in 0..<n { XCTAssertEqual(inp[i].bitPattern, out[i].bitPattern, "in place, element \(i)") }
     }
+
+    func testGeluBackwardInPlaceMatchesOutOfPlaceAndTheDerivative() {
+        let n = 4096 * 3 + 5
+        let inp = UnsafeMutablePointer<Float>.allocate(capacity: n), dout = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        let dinp = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { inp.deallocate(); dout.deallocate(); dinp.deallocate() }
+        for i in 0..<n { inp[i] = Float(i % 977) / 977 * 16 - 8; dout[i] = Float(i % 13) / 13 - 0.5 }
+        geluBackward(dinp: dinp, inp: inp, dout: dout, count: n)
+        let c = (2 / Double.pi).squareRoot()
+        for i in 0..<n {
+            let x = Double(inp[i])
+            let u = c * (x + 0.044715 * x * x * x), t = tanh(u)
+            let derivative = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+            XCTAssertEqual(Double(dinp[i]), derivative * Double(dout[i]), accuracy: 2e-6, "gelu'(\(x))")
+        }
+        geluBackward(dinp: dout, inp: inp, dout: dout, count: n)
+        for i in 0..<n { XCTAssertEqual(dout[i].bitPattern, dinp[i].bitPattern, "in place, element \(i)") }
+    }
 }
