@@ -14,7 +14,7 @@ import Model
 /// Multi-file inputs are the files' bytes joined by `separator`:
 /// - `config`: config.json [‖ model.safetensors] (no weights part: an empty weights file);
 /// - `tokenizer`: vocab.json [‖ merges.txt [‖ text to encode]] (missing parts: empty merges,
-///   `defaultText`).
+///   `defaultText`), or, for an input starting with `{"model"`, tokenizer.json [‖ text to encode].
 public enum FuzzTarget: String, CaseIterable, Sendable {
     /// `SafeTensorsFile(data:url:)`, then every accepted entry through `bytes`, `floats`/`tensor`
     /// or `integers`.
@@ -22,7 +22,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// `GPT2Config(data:url:)` and `GPT2.load(directory:config:weights:)`; a loaded model runs a
     /// forward pass of two tokens.
     case config
-    /// `GPT2Tokenizer(vocabData:mergesData:...)`, then encode/decode round trips of a short text.
+    /// `GPT2Tokenizer(vocabData:mergesData:...)` or `GPT2Tokenizer(tokenizerJSONData:url:)`, then
+    /// encode/decode round trips of a short text.
     case tokenizer
     /// `Recipe.parse(_:)`.
     case recipe
@@ -137,10 +138,18 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     static func tokenizer(_ data: Data) throws {
         let p = parts(data, maxParts: 3)
-        let tok = try GPT2Tokenizer(vocabData: p[0], mergesData: p.count > 1 ? p[1] : Data(),
+        let tok: GPT2Tokenizer
+        let textPart: Data?
+        if p[0].starts(with: Array("{\"model\"".utf8)) {
+            tok = try GPT2Tokenizer(tokenizerJSONData: p[0], url: directory.appendingPathComponent("tokenizer.json"))
+            textPart = p.count > 1 ? p[1] : nil
+        } else {
+            tok = try GPT2Tokenizer(vocabData: p[0], mergesData: p.count > 1 ? p[1] : Data(),
                                     vocabURL: directory.appendingPathComponent("vocab.json"),
                                     mergesURL: directory.appendingPathComponent("merges.txt"))
-        let text = p.count > 2 ? String(decoding: p[2], as: UTF8.self) : defaultText
+            textPart = p.count > 2 ? p[2] : nil
+        }
+        let text = textPart.map { String(decoding: $0, as: UTF8.self) } ?? defaultText
         for allowSpecial in [true, false] {
             let ids = tok.encode(text, allowSpecial: allowSpecial)
             invariant(text.utf8.isEmpty == ids.isEmpty, "\(ids.count) ids for \(text.utf8.count) bytes")

@@ -130,6 +130,14 @@ def main():
         v, m = small_tokenizer(count)
         seeds["tokenizer"][f"merges{count}"] = v + SEP + m
         seeds["tokenizer"][f"merges{count}-text"] = v + SEP + m + SEP + "Hello world, it's <|endoftext|> the  end\n".encode()
+    # tokenizer.json form (an input starting with '{"model"'): the same small BPE, merges as pairs
+    # (tokenizers >= 0.20) and as "left right" strings (older).
+    for count, pairs in ((50, True), (400, False)):
+        v, m = small_tokenizer(count)
+        merges = [l.split(" ") if pairs else l for l in m.decode().split("\n")[1:] if l]
+        doc = {"model": {"type": "BPE", "vocab": json.loads(v), "merges": merges}, "pre_tokenizer": {"type": "ByteLevel"}}
+        seeds["tokenizer"][f"json{count}-text"] = (json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+                                                   + SEP + "Hello world, it's <|endoftext|> the  end\n".encode())
     v, m = small_tokenizer(200)
     seeds["tokenizer"]["merges200-crlf-unicode"] = v + SEP + m.replace(b"\n", b"\r\n") + SEP + "naïve 日本語 🙂 'll 're".encode()
 
