@@ -49,6 +49,10 @@ public func fastExp(_ xIn: SIMD8<Float>) -> SIMD8<Float> {
     return y * unsafeBitCast((n &+ 127) &<< 23, to: SIMD8<Float>.self)
 }
 
+/// `fastTanh` on eight lanes at once (the same operations, so the same bits).
+@inline(__always)
+public func fastTanh(_ u: SIMD8<Float>) -> SIMD8<Float> { 1 - 2 / (fastExp(2 * u) + 1) }
+
 /// Applies `f` to `count` floats from `inp` into `out` eight at a time (then the tail one by one
 /// through the same function); `out` may be `inp` (an in-place map).
 @inline(__always)

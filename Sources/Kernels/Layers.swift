@@ -74,9 +74,7 @@ public func geluForward(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Flo
     let k = geluScale
     parallelFor(count, minChunk: 4096) { r in
         simdMap(out: out, inp: inp, range: r) { x in
-            // tanh(u) = 1 − 2 / (exp(2u) + 1), as fastTanh
-            let t = 1 - 2 / (fastExp(2 * (k * (x + 0.044715 * x * x * x))) + 1)
-            return 0.5 * x * (1 + t)
+            0.5 * x * (1 + fastTanh(k * (x + 0.044715 * x * x * x)))
         }
     }
 }
@@ -87,7 +85,7 @@ public func geluBackward(dinp: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
     @inline(__always) func local(_ x: SIMD8<Float>) -> SIMD8<Float> {
         let x2: SIMD8<Float> = x * x
         let u: SIMD8<Float> = k * (x + 0.044715 * x2 * x)
-        let t: SIMD8<Float> = 1 - 2 / (fastExp(2 * u) + 1)   // fastTanh
+        let t: SIMD8<Float> = fastTanh(u)
         let outer: SIMD8<Float> = 0.5 * (1 + t)
         let inner: SIMD8<Float> = 0.5 * x * (1 - t * t) * k * (1 + 0.134145 * x2)
         return outer + inner
