@@ -58,14 +58,23 @@ public func fastTanh(_ u: SIMD8<Float>) -> SIMD8<Float> { 1 - 2 / (fastExp(2 * u
 @inline(__always)
 public func simdMap(out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>, range r: Range<Int>,
                     _ f: (SIMD8<Float>) -> SIMD8<Float>) {
+    simdMap(out: out, inp, inp, range: r) { x, _ in f(x) }
+}
+
+/// out[i] = f(a[i], b[i]) eight at a time (then the tail one by one through the same function);
+/// `out` may be `a` or `b`.
+@inline(__always)
+public func simdMap(out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                    range r: Range<Int>, _ f: (SIMD8<Float>, SIMD8<Float>) -> SIMD8<Float>) {
     var i = r.lowerBound
     while i + 8 <= r.upperBound {
-        let v = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(out + i).storeBytes(of: f(v), as: SIMD8<Float>.self)
+        let x = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+        let y = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(out + i).storeBytes(of: f(x, y), as: SIMD8<Float>.self)
         i += 8
     }
     while i < r.upperBound {
-        out[i] = f(SIMD8<Float>(repeating: inp[i]))[0]
+        out[i] = f(SIMD8<Float>(repeating: a[i]), SIMD8<Float>(repeating: b[i]))[0]
         i += 1
     }
 }

@@ -91,17 +91,7 @@ public func geluBackward(dinp: UnsafeMutablePointer<Float>, inp: UnsafePointer<F
         return outer + inner
     }
     parallelFor(count, minChunk: 4096) { r in
-        var i = r.lowerBound
-        while i + 8 <= r.upperBound {
-            let x = UnsafeRawPointer(inp + i).loadUnaligned(as: SIMD8<Float>.self)
-            let d = UnsafeRawPointer(dout + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(dinp + i).storeBytes(of: local(x) * d, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < r.upperBound {
-            dinp[i] = local(SIMD8<Float>(repeating: inp[i]))[0] * dout[i]
-            i += 1
-        }
+        simdMap(out: dinp, inp, dout, range: r) { x, d in local(x) * d }
     }
 }
 
