@@ -6,6 +6,8 @@
 # inference tokens/s relative to the teacher, and the wall time of the run.
 #
 #   scripts/quality.sh [--scale X] [recipe.yaml ...]     (default: all recipes, scale 1)
+#   SKIP_DONE=1 scripts/quality.sh ...   keeps every run that already has its eval in runs/quality/
+#   (the control included), so an interrupted or piecewise series goes on where it stopped
 # Results: runs/quality/results.md (and .json).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
