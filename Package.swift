@@ -67,9 +67,12 @@ let package = Package(
         // A plain library here; only scripts/fuzz.sh compiles its libFuzzer entry points.
         .target(name: "FuzzTargets", dependencies: ["Model", "Compression"], swiftSettings: checkedSettings),
 
+        // Test support (as swift-numerics' _TestSupport): helpers only the tests use.
+        .target(name: "TestSupport", dependencies: ["Kernels", "Model", "Training"], path: "Tests/TestSupport",
+                 swiftSettings: checkedSettings),
         .testTarget(name: "SqueezeTests",
                     dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
-                                   "FuzzTargets"],
+                                   "FuzzTargets", "TestSupport"],
                     swiftSettings: checkedSettings),
     ],
     swiftLanguageModes: [.v5]

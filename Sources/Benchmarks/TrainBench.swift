@@ -57,7 +57,9 @@ public func runTrainBench(comm: Communicator, config: GPT2Config = distilGPT2Con
     s.steps = steps; s.batch = B; s.seq = T; s.lr = 1e-4; s.microBatch = B; s.evalTokens = 2
     var bytesPerStep = 0
     func measure(overlap: Bool, sharded: Bool = true) throws -> Double {
-        let t = try Trainer(student: student, teacher: teacher, settings: s, train: data, valid: nil, comm: comm, overlap: overlap, shardOptimizer: sharded)
+        var run = RunOptions()
+        (run.overlapAllreduce, run.shardOptimizer) = (overlap, sharded)
+        let t = try Trainer(student: student, teacher: teacher, settings: s, train: data, valid: nil, comm: comm, run: run)
         bytesPerStep = t.bytesPerStep
         Console.quiet = true
         let h = try t.run()

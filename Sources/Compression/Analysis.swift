@@ -65,11 +65,11 @@ public struct ModelAnalysis: Codable, Sendable {
     public static func of(_ model: GPT2) throws -> ModelAnalysis {
         let p = model.params
         var layers: [LayerStats] = []
-        layers.append(try .of(model.embedding.denseWeight(params: p), name: "wte.weight", form: model.embedding.form,
+        layers.append(try .of(model.embedding.denseWeight(params: p), name: "wte.weight", form: model.embedding.summary,
                               stored: model.embedding.counts.stored))
         layers.append(try .of(p.tensor("wpe.weight"), name: "wpe.weight", form: "dense", stored: p.slot("wpe.weight").count))
         for lin in model.linears {
-            layers.append(try .of(lin.denseWeight(params: p), name: lin.name + ".weight", form: lin.form, stored: lin.counts.stored))
+            layers.append(try .of(lin.denseWeight(params: p), name: lin.name + ".weight", form: lin.summary, stored: lin.counts.stored))
         }
         let blockLayers = layers.filter { $0.name.hasPrefix("h.") }
         let sumSR = blockLayers.reduce(0) { $0 + $1.stableRank }

@@ -23,19 +23,12 @@ public final class CompressionJob {
         public var dtype: SafeTensorsDType?
         /// Force ScaLAPACK for matrices of at least this many elements (nil: the planner decides).
         public var scalapackMinElements: Int?
-        public var distillScale = 1.0
         public var resume = false
         public var sharedFS = true
         /// Where token files are cached (the executable passes `TokenDataset.cacheDirectory(environment:)`).
         public var tokenCache = TokenDataset.cacheDirectory(environment: [:])
-        public var overlap = true
-        public var shardOptimizer = true
-        public var jsonLines = false
-        public var printProfile = false
-        /// Recompute block activations in backward (less memory, about one more forward).
-        public var recompute = false
-        /// Stop (checkpointed, as if interrupted) after this many distillation steps in total.
-        public var stopAfterDistillSteps: Int?
+        /// How the job runs, passed on to every stage's trainer.
+        public var run = RunOptions()
         /// `--dry-run` for a job of this many ranks (and ranks per node) instead of this one's.
         public var planRanks: Int?
         public var planRanksPerNode: Int?
@@ -68,14 +61,12 @@ public final class CompressionJob {
 
     public let options: Options
     public let comm: Communicator
-    /// Polled at every distillation step (the executable connects it to SIGINT/SIGTERM).
-    public var interruptRequested: () -> Bool = { false }
 
     public init(options: Options, comm: Communicator) throws {
         guard options.out.standardizedFileURL != options.model.standardizedFileURL else {
             throw CompressionError.recipe("the output directory must differ from the input model")
         }
-        guard options.distillScale > 0 else { throw CompressionError.recipe("the distillation scale must be > 0, got \(options.distillScale)") }
+        guard options.run.distillScale > 0 else { throw CompressionError.recipe("the distillation scale must be > 0, got \(options.run.distillScale)") }
         self.options = options
         self.comm = comm
     }
@@ -98,8 +89,9 @@ public final class CompressionJob {
     public func memoryPlan(refuse: Bool = true) throws -> [(stage: String, estimate: MemoryEstimate)] {
         let o = options
         let recipe = try Recipe.load(o.recipe)
-        let (config, floats) = try GPT2.parameterFloats(directory: o.model)
-        let teacher = try GPT2.parameterFloats(directory: o.teacher ?? o.model)
+        let student = try GPT2.forms(directory: o.model)
+        let teacher = try GPT2.forms(directory: o.teacher ?? o.model)
+        let config = student.config
         let (ranks, ranksPerNode) = try planShape()
         let tokens = o.data.map { textBytes($0) / 4 } ?? 0   // about 4 bytes of English per GPT-2 token
         var plan: [(String, MemoryEstimate)] = []
@@ -108,25 +100,23 @@ public final class CompressionJob {
         let available = o.planNodeMemory ?? MemoryEstimate.availableBytes()
         var oneShot = MemoryEstimate(ranksPerNode: ranksPerNode, available: available)
         oneShot.add("process (runtime, MPI, BLAS)", MemoryEstimate.processOverhead)
-        oneShot.add("model weights", 4 * floats)
-        oneShot.add("working copies of the layers being compressed", 4 * floats)
+        oneShot.add("model weights", 4 * student.parameterFloats)
+        oneShot.add("working copies of the layers being compressed", 4 * student.parameterFloats)
         if recipe.stages.contains(where: { if case .prune(let p) = $0.method { return p.method != .magnitude }; return false }) {
             oneShot.add("calibration Hessians and streams", 8 * (3 * config.nEmbd * config.nEmbd + config.nInner * config.nInner)
                         + 4 * recipe.calibration.samples * recipe.calibration.seq * config.nEmbd / max(ranks, 1)
-                        + GPT2.inferenceBytes(config: config, rows: recipe.calibration.seq))
+                        + student.inferenceBytes(rows: recipe.calibration.seq))
         }
         plan.append(("one-shot compression", oneShot))
+        // Each distillation with the forms the stages before it (and its own) leave, as far as
+        // they are known before running (`plannedForms`).
         for st in recipe.stages {
-            guard let d = st.distill?.scaled(by: o.distillScale) else { continue }
+            guard let d = st.distill?.scaled(by: o.run.distillScale) else { continue }
+            var job = MemoryEstimate.DistillationJob(student: try plannedForms(student, recipe: recipe, through: st.index), teacher: teacher, settings: d)
+            (job.ranks, job.ranksPerNode, job.shardOptimizer, job.recompute, job.tokens) = (ranks, ranksPerNode, o.run.shardOptimizer, o.run.recompute, tokens)
             let e: MemoryEstimate
-            do {
-                e = try MemoryEstimate.microBatch(settings: d, student: config, studentFloats: floats, teacher: teacher, ranks: ranks,
-                                                  ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
-                                                  tokens: tokens, loaded: false, available: available).estimate
-            } catch where !refuse {
-                e = MemoryEstimate.distillation(student: config, studentFloats: floats, teacher: teacher, settings: d, microBatch: d.microBatch ?? 1,
-                                                ranks: ranks, ranksPerNode: ranksPerNode, shardOptimizer: o.shardOptimizer, recompute: o.recompute,
-                                                tokens: tokens, loaded: false, available: available)
+            do { e = try MemoryEstimate.microBatch(job, available: available).estimate } catch where !refuse {
+                e = MemoryEstimate.distillation(job, microBatch: d.microBatch ?? 1, available: available)
             }
             plan.append(("stage \(st.index + 1) distillation", e))
         }
@@ -140,7 +130,7 @@ public final class CompressionJob {
     /// and the recipe; one LAPACK SVD timed on this rank calibrates the estimates).
     public func factorisationPlan() throws -> FactorisationPlan {
         let recipe = try Recipe.load(options.recipe)
-        let (config, _) = try GPT2.parameterFloats(directory: options.model)
+        let config = try GPT2.forms(directory: options.model).config
         func plan(_ c: Double) throws -> FactorisationPlan {
             try FactorisationPlan.make(recipe: recipe, config: config, ranks: try planShape().ranks, scalapackMinElements: options.scalapackMinElements,
                                        secondsPerUnit: c)
@@ -165,19 +155,11 @@ public final class CompressionJob {
             return (figures, try GPT2.load(directory: cp.modelDirectory, comm: comm, sharedFS: o.sharedFS))
         }()
         student.sourceDirectory = o.model
-        student.recompute = o.recompute
         let distills = recipe.stages.contains { $0.distill != nil }
         // The teacher never changes: one copy per node.
         let teacher = distills ? try GPT2.load(directory: o.teacher ?? o.model, comm: comm, sharedFS: o.sharedFS, readOnly: true) : nil
-        let runner = RecipeRunner(recipe: recipe, student: student, teacher: teacher, comm: comm)
+        let runner = RecipeRunner(recipe: recipe, student: student, teacher: teacher, comm: comm, options: o.run)
         runner.compressor.scalapackMinElements = o.scalapackMinElements
-        runner.distillScale = o.distillScale
-        runner.jsonLines = o.jsonLines
-        runner.overlapAllreduce = o.overlap
-        runner.shardOptimizer = o.shardOptimizer
-        runner.interruptRequested = interruptRequested
-        runner.printProfile = o.printProfile
-        runner.stopAfterDistillSteps = o.stopAfterDistillSteps
         runner.checkpoint = distills ? cp : nil
         if let data = o.data {
             let tok = try loadTokenizer(o.model, for: student, comm: comm, sharedFS: o.sharedFS)
@@ -208,8 +190,7 @@ public final class CompressionJob {
                 runner.checkpoint?.remove()
             } catch { failure = "\(error)" }
         }
-        try comm.broadcast(&failure, root: 0)
-        if !failure.isEmpty { throw CompressionError.recipe(failure) }
+        if let f = try comm.firstFailure(failure.isEmpty ? nil : failure) { throw CompressionError.output(f.message(on: comm.rank, doing: "write \(o.out.path)")) }
         return Summary(layers: runner.reports, paramsBefore: before.params, paramsAfter: student.params.parameterCount,
                        nonzeroBefore: before.nonzero, nonzeroAfter: student.nonzeroCount, bytes: bytes,
                        stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },

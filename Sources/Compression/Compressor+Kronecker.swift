@@ -20,10 +20,12 @@ extension Compressor {
         let lins = names.map { layer($0) }
         let budget = stepBudget ?? spec.budget
         let refactor = stepBudget != nil
-        for lin in lins where lin.form.contains("kronecker") && !refactor { throw CompressionError.layer(lin.name, "is already Kronecker-factored") }
+        for lin in lins where lin.components.contains(where: { $0 is KroneckerStructured }) && !refactor {
+            throw CompressionError.layer(lin.name, "is already Kronecker-factored")
+        }
         let before = lins.map { $0.denseWeight(params: model.params) }
         let paramsBefore = names.map { storedParameters($0) }
-        let current = lins.map { $0.components.first as? KroneckerComponent }
+        let current = lins.map { $0.single as? KroneckerStructured }
         if let f = spec.factors {
             for lin in lins where lin.inFeatures % f.m1 != 0 || lin.outFeatures % f.n1 != 0 {
                 throw CompressionError.layer(lin.name, "shape [\(lin.inFeatures), \(lin.outFeatures)] does not factor as [\(f.m1)·m2, \(f.n1)·n2] (\(at).factors)")
@@ -70,12 +72,8 @@ extension Compressor {
         }
         try model.rebuildParameters(from: tensors)
         return names.enumerated().map { k, n in
-            let comp = lins[k].components[0] as! KroneckerComponent
-            let s = comp.shape
-            return LayerReport(stage: stage, layer: n, method: "kronecker [\(s.m1)x\(s.n1)]⊗[\(s.m2)x\(s.n2)] x\(comp.terms)"
-                                + (spec.initialisation == .select ? " select" : "") + (spec.scale ? " scaled" : ""),
-                               paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
-                               relativeError: relativeError(before[k], denseWeight(n)))
+            LayerReport(stage: stage, layer: n, method: lins[k].summary + (spec.initialisation == .select ? " select" : ""),
+                        paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n), relativeError: relativeError(before[k], denseWeight(n)))
         }
     }
 }

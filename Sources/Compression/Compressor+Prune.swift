@@ -14,8 +14,8 @@ extension Compressor {
     public func prune(_ spec: Recipe.PruneSpec, sparsity: Double? = nil, stage: Int, names given: [String]? = nil) throws -> [LayerReport] {
         let at = "stages[\(stage)].prune"
         let names = try given ?? resolve(spec.targets, at: at)
-        for n in names where !["dense", "sparse"].contains(form(n)) {
-            throw CompressionError.layer(n, "is \(form(n)); prune applies to dense or already-sparse layers (put pruning before low rank or Kronecker stages)")
+        for n in names where layer(n).maskable == nil {
+            throw CompressionError.layer(n, "is \(layer(n).summary); prune applies to dense or already-sparse layers (put pruning before low rank or Kronecker stages)")
         }
         if spec.method != .magnitude, let n = names.first(where: { !layer($0).multipliesActivations }) {
             throw CompressionError.layer(n, "\(spec.method.rawValue) needs the layer's inputs; only magnitude pruning applies to a lookup table")
@@ -50,8 +50,8 @@ extension Compressor {
     /// Sets masks (and SparseGPT's updated weights) on the layers' dense components and applies them.
     func install(masks: [String: [Float]], weights: [String: Tensor]) throws {
         for (name, mask) in masks {
-            guard let d = layer(name).components.first as? DenseComponent else { throw CompressionError.layer(name, "has no dense weight to prune") }
-            d.mask = mask
+            guard let d = layer(name).maskable else { throw CompressionError.layer(name, "has no dense weight to prune") }
+            d.mask = BitMask(mask)
             if let w = weights[name] { try model.params.set(d.weightName, w) }
         }
         model.applyMasks()
@@ -79,11 +79,11 @@ extension Compressor {
         let seq = min(calibration.seq, model.config.nPositions), C = model.config.nEmbd
         let wanted = Set(names)
         let model = self.model
-        let workspace = InferenceWorkspace(rows: seq, config: model.config)
+        let workspace = InferenceWorkspace(rows: seq, forms: model.forms)
         // Residual streams [windows, seq, C] and a scratch copy for the collecting pass.
         var streams = [Float](repeating: 0, count: batches.count * seq * C), scratch = [Float](repeating: 0, count: seq * C)
         streams.withUnsafeMutableBufferPointer { x in
-            for (w, ids) in batches.enumerated() { model.embed(ids: ids, B: 1, T: seq, into: x.baseAddress! + w * seq * C) }
+            for (w, ids) in batches.enumerated() { model.embed(ids: ids, B: 1, T: seq, into: x.baseAddress! + w * seq * C, workspace: workspace) }
         }
         func advance(_ l: Int) throws {
             try streams.withUnsafeMutableBufferPointer { x in

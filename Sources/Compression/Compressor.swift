@@ -18,8 +18,9 @@ public struct LayerReport: Codable, Sendable, Equatable {
 }
 
 /// Applies one-shot compression methods to a model's layers. Every rank holds the same model;
-/// per-layer jobs are spread over ranks by cost and their results broadcast (`distributedCompute`),
-/// the token embedding's SVD runs on ScaLAPACK when it is large and there are several ranks.
+/// per-layer jobs are spread over ranks by cost and their results broadcast (`distributedCompute`);
+/// tall matrices (the token embedding) take a TSQR over all ranks, ScaLAPACK only when
+/// `scalapackMinElements` asks for it (see `svdPath`).
 public final class Compressor {
     public let model: GPT2
     public let comm: Communicator
@@ -27,7 +28,6 @@ public final class Compressor {
     public var calibrationTokens: [UInt16] = []
     public var calibration = Recipe.Calibration()
     public var seed: UInt64 = 0
-    /// Matrices with at least this many elements use ScaLAPACK when there are several ranks.
     /// Matrices with at least this many elements use ScaLAPACK when there are several ranks (nil:
     /// the measured planner decides; see `svdPath`).
     public var scalapackMinElements: Int?
@@ -70,12 +70,10 @@ public final class Compressor {
     /// Stored non-zero parameters of a layer's weight (bias excluded).
     public func storedParameters(_ name: String) -> Int { layer(name).counts.nonZero }
 
-    func form(_ name: String) -> String { layer(name).form }
-
     /// Current rank of a layer (min(in, out) unless low rank), for progressive schedules.
     public func currentRank(_ name: String) -> Int {
         let l = layer(name)
-        return (l.components.first as? LowRankComponent)?.rank ?? min(l.inFeatures, l.outFeatures)
+        return (l.single as? RankedForm)?.rank ?? min(l.inFeatures, l.outFeatures)
     }
 
     func relativeError(_ before: Tensor, _ after: Tensor) -> Double {

@@ -119,16 +119,47 @@ public enum NearestKronecker {
     /// factors (a learnable scale); the errors come from R's singular values. The
     /// `maxCandidates` shapes with the most terms are compared.
     public static func autoShapeAndTerms(_ w: Tensor, budget: Int, perTermExtra: Int = 0, maxCandidates: Int = 12) throws -> (KroneckerShape, Int, Double) {
-        let fits = candidateShapes(rows: w.shape[0], cols: w.shape[1])
-            .filter { min($0.m1, $0.n1, $0.m2, $0.n2) >= 2 }
-            .map { s -> (KroneckerShape, Int) in (s, min(budget / (parameters(s, terms: 1) + perTermExtra), min(s.m1 * s.n1, s.m2 * s.n2))) }
-            .filter { $0.1 >= 1 }
-            .sorted { $0.1 > $1.1 || ($0.1 == $1.1 && parameters($0.0, terms: 1) < parameters($1.0, terms: 1)) }
+        let fits = autoCandidates(rows: w.shape[0], cols: w.shape[1], terms: nil, budget: budget, perTermExtra: perTermExtra, maxCandidates: maxCandidates)
         guard !fits.isEmpty else {
             throw CompressionError.value("kronecker.terms", "no factor shape of \(w.shape) with factors of at least 2 x 2 fits \(budget) parameters")
         }
+        return try leastError(w, fits)
+    }
+
+    /// `factors: auto`: among the divisor pairs whose `terms`-term factorisation fits `budget`
+    /// parameters, the one with the least error. Errors come from R's singular values (LAPACK
+    /// values-only SVD); the `maxCandidates` shapes using the most of the budget are compared.
+    public static func autoShape(_ w: Tensor, terms: Int, budget: Int, maxCandidates: Int = 8) throws -> (KroneckerShape, Double) {
+        let fits = autoCandidates(rows: w.shape[0], cols: w.shape[1], terms: terms, budget: budget, perTermExtra: 0, maxCandidates: maxCandidates)
+        guard !fits.isEmpty else {
+            throw CompressionError.value("kronecker.factors", "no factor shape of \(w.shape) fits \(budget) parameters with \(terms) term(s)")
+        }
+        let best = try leastError(w, fits)
+        return (best.0, best.2)
+    }
+
+    /// The (shape, terms) candidates `factors: auto` (given `terms`) or `terms: auto` (nil)
+    /// compares for a [rows, cols] weight: from the weight's shape and the budget alone, so a
+    /// plan can list them before any weight is read.
+    public static func autoCandidates(rows: Int, cols: Int, terms: Int?, budget: Int, perTermExtra: Int, maxCandidates: Int) -> [(KroneckerShape, Int)] {
+        let all = candidateShapes(rows: rows, cols: cols)
+        guard let terms else {
+            return Array(all.filter { min($0.m1, $0.n1, $0.m2, $0.n2) >= 2 }
+                .map { s -> (KroneckerShape, Int) in (s, min(budget / (parameters(s, terms: 1) + perTermExtra), min(s.m1 * s.n1, s.m2 * s.n2))) }
+                .filter { $0.1 >= 1 }
+                .sorted { $0.1 > $1.1 || ($0.1 == $1.1 && parameters($0.0, terms: 1) < parameters($1.0, terms: 1)) }
+                .prefix(maxCandidates))
+        }
+        return Array(all.filter { parameters($0, terms: terms) <= budget && terms <= min($0.m1 * $0.n1, $0.m2 * $0.n2) }
+            .sorted { parameters($0, terms: terms) > parameters($1, terms: terms) }
+            .prefix(maxCandidates).map { ($0, terms) })
+    }
+
+    /// The candidate of least error ‖W − Σ_{i≤k} A_i ⊗ B_i‖_F = sqrt(Σ_{i>k} σ_i²), from the
+    /// singular values of R(W) for each shape.
+    static func leastError(_ w: Tensor, _ candidates: [(KroneckerShape, Int)]) throws -> (KroneckerShape, Int, Double) {
         var best: (KroneckerShape, Int, Double)?
-        for (s, k) in fits.prefix(maxCandidates) {
+        for (s, k) in candidates {
             let sigma = try rearrange(w, s).singularValuesDouble()
             let err = sigma.dropFirst(k).reduce(0.0) { $0 + $1 * $1 }.squareRoot()
             if best == nil || err < best!.2 { best = (s, k, err) }
@@ -151,23 +182,4 @@ public enum NearestKronecker {
 
     /// Parameters of `terms` Kronecker terms of this shape.
     public static func parameters(_ s: KroneckerShape, terms: Int) -> Int { terms * (s.m1 * s.n1 + s.m2 * s.n2) }
-
-    /// `factors: auto`: among the divisor pairs whose `terms`-term factorisation fits `budget`
-    /// parameters, the one with the least error. Errors come from R's singular values (LAPACK
-    /// values-only SVD); the `maxCandidates` shapes using the most of the budget are compared.
-    public static func autoShape(_ w: Tensor, terms: Int, budget: Int, maxCandidates: Int = 8) throws -> (KroneckerShape, Double) {
-        let fits = candidateShapes(rows: w.shape[0], cols: w.shape[1])
-            .filter { parameters($0, terms: terms) <= budget && terms <= min($0.m1 * $0.n1, $0.m2 * $0.n2) }
-            .sorted { parameters($0, terms: terms) > parameters($1, terms: terms) }
-        guard !fits.isEmpty else {
-            throw CompressionError.value("kronecker.factors", "no factor shape of \(w.shape) fits \(budget) parameters with \(terms) term(s)")
-        }
-        var best: (KroneckerShape, Double)?
-        for s in fits.prefix(maxCandidates) {
-            let sigma = try rearrange(w, s).singularValuesDouble()
-            let err = sigma.dropFirst(terms).reduce(0.0) { $0 + $1 * $1 }.squareRoot()
-            if best == nil || err < best!.1 { best = (s, err) }
-        }
-        return best!
-    }
 }

@@ -169,20 +169,3 @@ public func sparseGPT(weight w: [Float], rows inDim: Int, cols outDim: Int, hess
     } }
     return (out, m)
 }
-
-/// Something in a compression request or computation was wrong; names the key or layer.
-public enum CompressionError: Error, CustomStringConvertible {
-    case value(String, String)
-    case recipe(String)
-    case numerical(String)
-    case layer(String, String)
-
-    public var description: String {
-        switch self {
-        case let .value(what, detail): return "\(what): \(detail)"
-        case let .recipe(s): return "recipe: \(s)"
-        case let .numerical(s): return s
-        case let .layer(name, detail): return "layer \(name): \(detail)"
-        }
-    }
-}

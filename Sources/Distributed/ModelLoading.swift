@@ -20,8 +20,7 @@ extension GPT2 {
                 weights = [UInt8](f.weights)
             } catch { failure = "\(error)" }
         }
-        try comm.broadcast(&failure, root: 0)
-        if !failure.isEmpty { throw DistributedError.inputs(comm.rank == 0 ? failure : "rank 0 could not read the model: \(failure)") }
+        if let f = try comm.firstFailure(failure.isEmpty ? nil : failure) { throw DistributedError.inputs(f.message(on: comm.rank, doing: "read the model")) }
         try comm.broadcast(&config, root: 0)
         try comm.broadcast(&weights, root: 0)
         return try load(directory: dir, config: Data(config), weights: Data(weights), allowNonFinite: allowNonFinite)

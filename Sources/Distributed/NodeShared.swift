@@ -16,8 +16,8 @@ extension GPT2 {
         // Headers first, agreed on by the node, so no rank enters the window's allocation alone.
         var headers: (Data, WeightFiles)?
         do { headers = (try readConfig(directory: directory), try WeightFiles.open(directory: directory)) } catch { failure = "\(error)" }
-        if try node.allreduce(failure.isEmpty ? 0 : 1, op: .max) != 0 {
-            throw DistributedError.inputs(failure.isEmpty ? "another rank of this node could not read \(directory.path)" : failure)
+        if let f = try node.firstFailure(failure.isEmpty ? nil : failure) {
+            throw DistributedError.inputs(f.message(on: node.rank, doing: "read \(directory.path)"))
         }
         do {
             let (config, weights) = headers!
@@ -30,10 +30,10 @@ extension GPT2 {
             }
         } catch { failure = "\(error)" }
         // The leader filled the window (or failed): everyone on the node learns which.
-        try node.broadcast(&failure, root: 0)
-        guard failure.isEmpty, let model else {
-            throw DistributedError.inputs(node.rank == 0 ? failure : "the first rank of this node could not load \(directory.path): \(failure)")
+        if let f = try node.firstFailure(failure.isEmpty ? nil : failure) {
+            throw DistributedError.inputs(f.message(on: node.rank, doing: "load \(directory.path) into this node's shared memory"))
         }
+        guard let model else { throw DistributedError.inputs("\(directory.path): not loaded") }
         return model
     }
 }

@@ -19,15 +19,8 @@ public enum SVDPlan {
     /// n = 768, the other ranks waiting; it grows with P) outweighs what TSQR saves.
     public static let tsqrAspectBase = 4.0
     public static let tsqrAspectPerKept = 12.0
-    /// ScaLAPACK only from this many ranks: an extrapolation, not a measurement (below).
-    public static let scalapackMinRanks = 64
 }
 
-/// The SVD method for a `rows x cols` matrix truncated to `rank` (nil: all min(rows, cols)),
-/// when `ranks` ranks are free for it: `.tsqr` (on `tsqrRankCount(...)` of them, possibly one)
-/// when the matrix is tall or wide enough, else `.scalapack` from `SVDPlan.scalapackMinRanks`
-/// ranks, else `.lapack` on one rank.
-///
 /// Measured with `squeeze bench tall` (see its JSON) on a shared 2-core VM (Xeon with AVX-512,
 /// OpenBLAS 0.3.21 with its SKYLAKEX kernels, 1-minute load average 3-8 from other users, so
 /// single figures move by up to 30%), power-law matrices, wall-clock seconds, best of 2 runs
@@ -59,14 +52,9 @@ public enum SVDPlan {
 /// only for k columns, `sgeqrt`). ScaLAPACK's `psgesvd` (QR iteration, the singular vectors
 /// updated by BLAS-1 rotations) was 13-30x slower than `sgesdd` (divide and conquer) on one
 /// rank for every shape measured. Even scaling perfectly from those 2-rank figures it would need
-/// about 30-60 ranks to break even, hence `SVDPlan.scalapackMinRanks` = 64 for matrices not tall
-/// enough for TSQR: an extrapolation, never observed here.
-public func distributedSVDPath(rows: Int, cols: Int, ranks: Int, rank k: Int? = nil) -> SVDPath {
-    if tsqrRankCount(rows: rows, cols: cols, ranks: ranks, rank: k) >= 1 { return .tsqr }
-    if min(rows, cols) > 0 && ranks >= SVDPlan.scalapackMinRanks { return .scalapack }
-    return .lapack
-}
-
+/// about 30-60 ranks to break even: the compressor never picks it unless `--scalapack-min` asks
+/// (`Compressor.svdPath`).
+///
 /// How many of `ranks` ranks `tallSVD` should use for a `rows x cols` matrix truncated to
 /// `rank`: the most that keep each rank's block at least `SVDPlan`'s aspect tall (more ranks
 /// make the stacked R, whose SVD runs on one rank, taller than the split saves), or 0 when not

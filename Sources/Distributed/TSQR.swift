@@ -160,11 +160,7 @@ public func tallSVDRows(_ m: Int, rank: Int, ranks: Int) -> Range<Int> {
 /// Collective: if `failure` is set on any rank, every rank throws the same `TallSVDError`,
 /// carrying the first failing rank's message.
 private func agree(_ failure: Error?, comm: Communicator) throws {
-    let flags = try comm.allgather([failure == nil ? 0 : 1])
-    guard let first = flags.firstIndex(of: 1) else { return }
-    var message = failure.map { "\($0)" } ?? ""
-    try comm.broadcast(&message, root: first)
-    throw TallSVDError(description: "tallSVD: rank \(first): \(message)")
+    if let f = try comm.firstFailure(failure) { throw TallSVDError(description: "tallSVD: rank \(f.rank): \(f.message)") }
 }
 
 /// SVD of the stacked R (row-major `h x n` floats, `h >= n`) in precision `T`: `QR = R_stack`,

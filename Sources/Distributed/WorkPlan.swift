@@ -43,8 +43,7 @@ public func distributedCompute(costs: [Double], comm: Communicator, compute: (In
                 data = ts.flatMap { $0.data }
             }
         }
-        try comm.broadcast(&message, root: root)
-        if !message.isEmpty { throw DistributedError.plan("job \(j) failed on rank \(root): \(message)") }
+        if let f = try comm.firstFailure(message.isEmpty ? nil : message) { throw DistributedError.plan("job \(j) failed on rank \(f.rank): \(f.message)") }
         try comm.broadcast(&shapes, root: root)
         try comm.broadcast(&data, root: root)
         var ts: [Tensor] = []

@@ -100,17 +100,25 @@ public func residualForward(out: UnsafeMutablePointer<Float>, a: UnsafePointer<F
     parallelFor(count, minChunk: 8192) { r in for i in r { out[i] = a[i] + b[i] } }
 }
 
-/// Token + position embedding. out: [B, T, C]; ids: [B, T]; wte: [V, C] rows; wpe: [maxT, C].
-/// `tokenRow(id, dst)` writes the token embedding (dense lookup or a factored one).
-public func embeddingForward(out: UnsafeMutablePointer<Float>, ids: [Int32], B: Int, T: Int, C: Int,
-                             wpe: UnsafePointer<Float>, positionOffset: Int = 0,
-                             tokenRow: (Int, UnsafeMutablePointer<Float>) -> Void) {
-    for b in 0..<B {
-        for t in 0..<T {
-            let o = out + (b * T + t) * C
-            tokenRow(Int(ids[b * T + t]), o)
-            let p = wpe + (t + positionOffset) * C
+/// Adds position embeddings: out [B, T, C] += wpe [offset + t] for each position t.
+public func addPositionEmbeddings(out: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int, wpe: UnsafePointer<Float>, positionOffset: Int = 0) {
+    parallelFor(B * T, minChunk: 64) { rows in
+        for i in rows {
+            let o = out + i * C, p = wpe + (i % T + positionOffset) * C
             for c in 0..<C { o[c] += p[c] }
+        }
+    }
+}
+
+/// Backward of `addPositionEmbeddings` (offset 0): dwpe [t] += dout [b, t] for every b, in batch order.
+public func addPositionEmbeddingGradients(dwpe: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, B: Int, T: Int, C: Int) {
+    parallelFor(T, minChunk: 16) { ts in
+        for t in ts {
+            let g = dwpe + t * C
+            for b in 0..<B {
+                let d = dout + (b * T + t) * C
+                for c in 0..<C { g[c] += d[c] }
+            }
         }
     }
 }

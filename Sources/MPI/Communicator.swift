@@ -64,12 +64,6 @@ public final class Communicator: @unchecked Sendable {
         }
     }
 
-    private func checkPeer(_ peer: Int, _ call: String) throws {
-        guard (0..<size).contains(peer) else {
-            throw MPIError.usage(call, reason: "rank \(peer) does not exist (communicator size \(size))")
-        }
-    }
-
     /// Collective: all ranks learn whether every rank passed the same count.
     /// Costs one tiny all-reduce; turns MPI's undefined behaviour into an error on every rank.
     private func checkSameCount(_ count: Int, _ call: String) throws {
@@ -258,30 +252,6 @@ public final class Communicator: @unchecked Sendable {
             }
         }
         return (0..<size).map { r in Array(flat[Int(displs[r])..<Int(displs[r] + counts[r])]) }
-    }
-
-    /// Sends an array to rank `dest` (blocking).
-    public func send<T: MPIScalar>(_ data: [T], to dest: Int, tag: Int = 0) throws {
-        try checkPeer(dest, "send")
-        guard data.count <= Int(Int32.max) else { throw MPIError.usage("send", reason: "message too large") }
-        try data.withUnsafeBufferPointer { p in
-            count(p.count * MemoryLayout<T>.stride)
-            try check(MPI_Send(p.baseAddress, Int32(p.count), T.mpiType, Int32(dest), Int32(tag), handle), "MPI_Send to rank \(dest)")
-        }
-    }
-
-    /// Receives an array of whatever length rank `source` sent with `tag`.
-    public func recv<T: MPIScalar>(_ type: T.Type = T.self, from source: Int, tag: Int = 0) throws -> [T] {
-        try checkPeer(source, "recv")
-        var status = MPI_Status()
-        try check(MPI_Probe(Int32(source), Int32(tag), handle, &status), "MPI_Probe from rank \(source)")
-        var count: Int32 = 0
-        try check(MPI_Get_count(&status, T.mpiType, &count), "MPI_Get_count")
-        var out = [T](repeating: 0, count: Int(count))
-        try out.withUnsafeMutableBufferPointer { p in
-            try check(MPI_Recv(p.baseAddress, count, T.mpiType, Int32(source), Int32(tag), handle, squeeze_status_ignore()), "MPI_Recv from rank \(source)")
-        }
-        return out
     }
 
     /// Splits into sub-communicators by `color` (ordered by `key`); `nil` color leaves this rank out.

@@ -15,19 +15,26 @@ public struct ActivationShape: Equatable, Sendable {
 /// below is written once and both sizes and allocates itself.
 final class Arena {
     private let base: UnsafeMutablePointer<Float>?
+    private let owns: Bool
     private(set) var used = 0
     /// A counting arena: measures a layout without allocating it.
-    init() { base = nil }
+    init() { base = nil; owns = false }
     /// An arena of `floats` zeroed floats.
     init(floats: Int) {
         let p = UnsafeMutablePointer<Float>.allocate(capacity: max(floats, 1))
         p.initialize(repeating: 0, count: max(floats, 1))
         base = p
+        owns = true
     }
-    deinit { base?.deallocate() }
+    /// Carves memory someone else owns (a component's slice of a larger arena).
+    init(base: UnsafeMutablePointer<Float>) { self.base = base; owns = false }
+    deinit { if owns { base?.deallocate() } }
+
+    /// n rounded up to the 16-float (64-byte) alignment every buffer keeps.
+    static func rounded(_ n: Int) -> Int { (n + 15) / 16 * 16 }
 
     func take(_ n: Int) -> UnsafeMutablePointer<Float> {
-        defer { used += (n + 15) / 16 * 16 }
+        defer { used += Self.rounded(n) }
         // The counting arena hands out one never-dereferenced placeholder.
         return base.map { $0 + used } ?? UnsafeMutablePointer(bitPattern: 64)!
     }
@@ -40,7 +47,8 @@ final class Arena {
     }
 }
 
-/// What backward needs from one transformer block of the training forward (sizes in comments).
+/// What backward needs from one transformer block (sizes in comments), including each linear's
+/// component state (`saved[linear][component]`, sized by the components themselves).
 struct BlockActivations {
     let ln1: UnsafeMutablePointer<Float>       // [N, C]  LN1 output = c_attn input
     let ln1Mean: UnsafeMutablePointer<Float>   // [N]
@@ -53,24 +61,29 @@ struct BlockActivations {
     let ln2Mean: UnsafeMutablePointer<Float>   // [N]
     let ln2Rstd: UnsafeMutablePointer<Float>   // [N]
     let fch: UnsafeMutablePointer<Float>       // [N, H]  c_fc output = GELU input (GELU's output is recomputed)
+    let saved: [[UnsafeMutablePointer<Float>]] // per linear (block order), per component: its savedFloats(rows: N)
 
-    init(_ s: ActivationShape, _ a: Arena) {
+    init(_ s: ActivationShape, _ a: Arena, block: Block) {
         let N = s.N, C = s.C
         ln1 = a.take(N * C); ln1Mean = a.take(N); ln1Rstd = a.take(N)
         qkv = a.take(N * 3 * C); lse = a.take(s.B * s.NH * s.T); atty = a.take(N * C); res2 = a.take(N * C)
         ln2 = a.take(N * C); ln2Mean = a.take(N); ln2Rstd = a.take(N)
         fch = a.take(N * s.H)
+        saved = block.linears.map { lin in lin.components.map { a.take($0.savedFloats(rows: N)) } }
     }
+
+    /// Floats of one block's activations at this shape.
+    static func floats(_ s: ActivationShape, block: Block) -> Int { Arena.floats { _ = BlockActivations(s, $0, block: block) } }
 }
 
 /// Everything the training forward keeps for backward at one shape, in one allocation made
 /// once per shape. With `recompute`, only each block's output is kept; backward recomputes a
-/// block's activations into one shared `BlockActivations` just before it needs them.
+/// block's activations into one shared region (sized for the largest block) just before it
+/// needs them.
 final class TrainingActivations {
     let shape: ActivationShape
     let recompute: Bool
     let x0: UnsafeMutablePointer<Float>              // [N, C] embeddings = block 0 input
-    let blocks: [BlockActivations]                   // L of them, or 1 shared with recompute
     let outputs: [UnsafeMutablePointer<Float>]       // [N, C] per block: its output (next block's input)
     let lnf: UnsafeMutablePointer<Float>             // [N, C] final LayerNorm output = head input
     let lnfMean: UnsafeMutablePointer<Float>, lnfRstd: UnsafeMutablePointer<Float>
@@ -80,38 +93,54 @@ final class TrainingActivations {
     let dres: UnsafeMutablePointer<Float>, dtmp: UnsafeMutablePointer<Float>   // [N, C]
     let dqkv: UnsafeMutablePointer<Float>            // [N, 3C]
     let dfc: UnsafeMutablePointer<Float>             // [N, H]
+    let scratch: UnsafeMutablePointer<Float>         // the largest component's scratchFloats(rows: N) (lookups included)
     /// Token ids of the forward (for the embedding gradient).
     var ids: [Int32] = []
+    private let blocks: [Block]
+    private let kept: [BlockActivations]             // one per block (empty with recompute)
+    private let region: UnsafeMutablePointer<Float>  // with recompute: room for the largest block's activations
     private let arena: Arena
 
-    init(shape: ActivationShape, layers L: Int, recompute: Bool) {
+    init(shape: ActivationShape, blocks: [Block], embedding: TokenEmbedding, recompute: Bool) {
         self.shape = shape
         self.recompute = recompute
-        let a = Arena(floats: Self.floats(shape, layers: L, recompute: recompute))
-        (x0, blocks, outputs, lnf, lnfMean, lnfRstd, dlnf, fcg, dres, dtmp, dqkv, dfc) = Self.layout(shape, L, recompute, a)
+        self.blocks = blocks
+        let a = Arena(floats: Self.floats(shape, blocks: blocks, embedding: embedding, recompute: recompute))
+        let l = Self.layout(shape, blocks, embedding, recompute, a)
+        (x0, kept, region, outputs, lnf, lnfMean, lnfRstd, dlnf) = (l.x0, l.kept, l.region, l.outputs, l.lnf, l.lnfMean, l.lnfRstd, l.dlnf)
+        (fcg, dres, dtmp, dqkv, dfc, scratch) = (l.fcg, l.dres, l.dtmp, l.dqkv, l.dfc, l.scratch)
         arena = a
     }
 
     /// Floats needed at this shape (the memory estimate uses it).
-    static func floats(_ s: ActivationShape, layers L: Int, recompute: Bool) -> Int {
-        Arena.floats { _ = layout(s, L, recompute, $0) }
+    static func floats(_ s: ActivationShape, blocks: [Block], embedding: TokenEmbedding, recompute: Bool) -> Int {
+        Arena.floats { _ = layout(s, blocks, embedding, recompute, $0) }
     }
 
-    private static func layout(_ s: ActivationShape, _ L: Int, _ recompute: Bool, _ a: Arena)
-        -> (UnsafeMutablePointer<Float>, [BlockActivations], [UnsafeMutablePointer<Float>], UnsafeMutablePointer<Float>,
-            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
-            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+    private struct Layout {
+        let x0: UnsafeMutablePointer<Float>, kept: [BlockActivations], region: UnsafeMutablePointer<Float>
+        let outputs: [UnsafeMutablePointer<Float>], lnf: UnsafeMutablePointer<Float>, lnfMean: UnsafeMutablePointer<Float>
+        let lnfRstd: UnsafeMutablePointer<Float>, dlnf: UnsafeMutablePointer<Float>, fcg: UnsafeMutablePointer<Float>
+        let dres: UnsafeMutablePointer<Float>, dtmp: UnsafeMutablePointer<Float>, dqkv: UnsafeMutablePointer<Float>
+        let dfc: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>
+    }
+
+    private static func layout(_ s: ActivationShape, _ blocks: [Block], _ embedding: TokenEmbedding, _ recompute: Bool, _ a: Arena) -> Layout {
         let N = s.N, C = s.C
         let x0 = a.take(N * C)
-        let blocks = (0..<(recompute ? min(L, 1) : L)).map { _ in BlockActivations(s, a) }
-        let outputs = (0..<L).map { _ in a.take(N * C) }
+        let kept = recompute ? [] : blocks.map { BlockActivations(s, a, block: $0) }
+        let region = a.take(recompute ? blocks.map { BlockActivations.floats(s, block: $0) }.max() ?? 0 : 0)
+        let outputs = blocks.map { _ in a.take(N * C) }
         let lnf = a.take(N * C), lnfMean = a.take(N), lnfRstd = a.take(N), dlnf = a.take(N * C)
         let fcg = a.take(N * s.H), dres = a.take(N * C), dtmp = a.take(N * C), dqkv = a.take(N * 3 * C), dfc = a.take(N * s.H)
-        return (x0, blocks, outputs, lnf, lnfMean, lnfRstd, dlnf, fcg, dres, dtmp, dqkv, dfc)
+        let layers: [WeightedLayer] = [embedding] + blocks.flatMap(\.linears)
+        let scratch = a.take(layers.map { $0.scratchFloats(rows: N) }.max() ?? 0)
+        return Layout(x0: x0, kept: kept, region: region, outputs: outputs, lnf: lnf, lnfMean: lnfMean, lnfRstd: lnfRstd, dlnf: dlnf,
+                      fcg: fcg, dres: dres, dtmp: dtmp, dqkv: dqkv, dfc: dfc, scratch: scratch)
     }
 
-    /// The saved activations of block l (the shared workspace with recompute).
-    func block(_ l: Int) -> BlockActivations { blocks[recompute ? 0 : l] }
+    /// The saved activations of block l (carved from the shared region with recompute).
+    func block(_ l: Int) -> BlockActivations { recompute ? BlockActivations(shape, Arena(base: region), block: blocks[l]) : kept[l] }
     /// Block l's input: the embeddings or the previous block's output.
     func input(_ l: Int) -> UnsafeMutablePointer<Float> { l == 0 ? x0 : outputs[l - 1] }
 }
@@ -120,35 +149,37 @@ final class TrainingActivations {
 /// every block (nothing is kept for backward). The residual stream lives in `x`.
 public final class InferenceWorkspace {
     public let capacity: Int
-    let x: UnsafeMutablePointer<Float>      // [N, C] residual stream
-    let ln1: UnsafeMutablePointer<Float>    // [N, C]
-    let qkv: UnsafeMutablePointer<Float>    // [N, 3C]
-    let atty: UnsafeMutablePointer<Float>   // [N, C]
-    let ln2: UnsafeMutablePointer<Float>    // [N, C]
-    let fc: UnsafeMutablePointer<Float>     // [N, H] c_fc output, then GELU's in place
-    let proj: UnsafeMutablePointer<Float>   // [N, C]
-    let stats: UnsafeMutablePointer<Float>  // [2N] LayerNorm mean and rstd (not kept)
+    let x: UnsafeMutablePointer<Float>       // [N, C] residual stream
+    let ln1: UnsafeMutablePointer<Float>     // [N, C]
+    let qkv: UnsafeMutablePointer<Float>     // [N, 3C]
+    let atty: UnsafeMutablePointer<Float>    // [N, C]
+    let ln2: UnsafeMutablePointer<Float>     // [N, C]
+    let fc: UnsafeMutablePointer<Float>      // [N, H] c_fc output, then GELU's in place
+    let proj: UnsafeMutablePointer<Float>    // [N, C]
+    let stats: UnsafeMutablePointer<Float>   // [2N] LayerNorm mean and rstd (not kept)
+    let scratch: UnsafeMutablePointer<Float> // the largest component's scratchFloats(rows: N) (lookups included)
     private let arena: Arena
 
-    /// A workspace for up to `rows` rows of `config`'s model.
-    public init(rows: Int, config: GPT2Config) {
+    /// A workspace for up to `rows` rows of a model with these forms.
+    public init(rows: Int, forms: GPT2Forms) {
         capacity = rows
-        let a = Arena(floats: Self.floats(rows: rows, config: config))
-        (x, ln1, qkv, atty, ln2, fc, proj, stats) = Self.layout(rows, config, a)
+        let a = Arena(floats: Self.floats(rows: rows, forms: forms))
+        (x, ln1, qkv, atty, ln2, fc, proj, stats, scratch) = Self.layout(rows, forms, a)
         arena = a
     }
 
     /// Floats a workspace of `rows` rows needs.
-    public static func floats(rows: Int, config: GPT2Config) -> Int {
-        Arena.floats { _ = layout(rows, config, $0) }
+    public static func floats(rows: Int, forms: GPT2Forms) -> Int {
+        Arena.floats { _ = layout(rows, forms, $0) }
     }
 
-    private static func layout(_ N: Int, _ c: GPT2Config, _ a: Arena)
+    private static func layout(_ N: Int, _ f: GPT2Forms, _ a: Arena)
         -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
-            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
-        let C = c.nEmbd
-        return (a.take(N * C), a.take(N * C), a.take(N * 3 * C), a.take(N * C), a.take(N * C), a.take(N * c.nInner),
-                a.take(N * C), a.take(2 * N))
+            UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+            UnsafeMutablePointer<Float>) {
+        let C = f.config.nEmbd
+        return (a.take(N * C), a.take(N * C), a.take(N * 3 * C), a.take(N * C), a.take(N * C), a.take(N * f.config.nInner),
+                a.take(N * C), a.take(2 * N), a.take(f.weightedLayers.map { $0.scratchFloats(rows: N) }.max() ?? 0))
     }
 }
 

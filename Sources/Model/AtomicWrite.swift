@@ -51,16 +51,3 @@ public func syncDirectory(_ dir: URL) {
     let dfd = open(dir.path, O_RDONLY)
     if dfd >= 0 { fsync(dfd); close(dfd) }
 }
-
-/// A file could not be read, parsed or written; names the file.
-public enum FileError: Error, CustomStringConvertible {
-    case io(String, String)
-    case format(String, String)
-
-    public var description: String {
-        switch self {
-        case let .io(path, detail): return "\(path): \(detail)"
-        case let .format(path, detail): return "\(path): \(detail)"
-        }
-    }
-}

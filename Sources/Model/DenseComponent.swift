@@ -1,33 +1,30 @@
 import Kernels
 import Tensor
 
-/// A dense weight `[in, out]`, optionally with a frozen 0/1 mask (pruning, N:M sparsity).
-public final class DenseComponent: WeightComponent {
-    public let kind = "dense"
+/// A dense weight `[in, out]`, optionally with a frozen pruning mask (unstructured or N:M). A
+/// masked weight is stored as `<name>.bitmask` (one bit per weight) and `<name>.values` (the kept
+/// values).
+public final class DenseComponent: Maskable {
+    public static let kind = "dense"
     public let inFeatures: Int
     public let outFeatures: Int
     /// The parameter holding the weight (`<prefix>.weight`, or `<prefix>.sparse` for a residual).
     public let weightName: String
-    /// The frozen pruning mask; nil for an unpruned layer.
-    public var bits: BitMask?
+    /// The frozen pruning mask; nil for an unpruned weight.
+    public var mask: BitMask?
 
-    /// The mask as 0/1 floats (1 keeps a weight, 0 prunes it); nil for an unpruned layer.
-    public var mask: [Float]? {
-        get { bits?.floats }
-        set { bits = newValue.map(BitMask.init) }
-    }
-
-    public init(weightName: String, inFeatures: Int, outFeatures: Int, mask: [Float]? = nil) {
+    public init(weightName: String, inFeatures: Int, outFeatures: Int, mask: BitMask? = nil) {
         self.weightName = weightName
         self.inFeatures = inFeatures
         self.outFeatures = outFeatures
-        self.bits = mask.map(BitMask.init)
+        self.mask = mask
     }
 
     public var parameters: [(name: String, shape: [Int])] { [(weightName, [inFeatures, outFeatures])] }
+    public var summary: String { mask == nil ? "dense" : "sparse" }
 
     public var configEntry: [String: JSONValue] {
-        var o: [String: JSONValue] = ["kind": .string(kind), "sparse": .bool(bits != nil)]
+        var o: [String: JSONValue] = ["kind": .string(Self.kind), "sparse": .bool(mask != nil)]
         if weightName.hasSuffix(".sparse") { o["name"] = .string("sparse") }
         return o
     }
@@ -40,12 +37,15 @@ public final class DenseComponent: WeightComponent {
         return DenseComponent(weightName: "\(layer).\(sub)", inFeatures: inFeatures, outFeatures: outFeatures)
     }
 
-    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet) {
+    public func savedFloats(rows N: Int) -> Int { 0 }
+    public func scratchFloats(rows N: Int) -> Int { 0 }
+
+    public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet, buffers: ComponentBuffers) {
         sgemm(m: N, n: outFeatures, k: inFeatures, a: x, b: params.value(weightName), beta: 1, c: out)
     }
 
     public func backward(x: UnsafePointer<Float>, dout: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
-                         N: Int, params: ParameterSet) {
+                         N: Int, params: ParameterSet, buffers: ComponentBuffers) {
         // dW [in, out] += xᵀ [in, N] · dY [N, out]
         sgemm(transA: true, m: inFeatures, n: outFeatures, k: N, a: x, b: dout, beta: 1, c: params.grad(weightName))
         // dx [N, in] (+)= dY [N, out] · Wᵀ
@@ -55,30 +55,82 @@ public final class DenseComponent: WeightComponent {
         }
     }
 
-    public func multiplyTransposed(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, params: ParameterSet) {
+    public func multiplyTransposed(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool,
+                                   params: ParameterSet, scratch: UnsafeMutablePointer<Float>) {
         // y [N, in] (+)= x [N, out] · Wᵀ
         sgemm(transB: true, m: N, n: inFeatures, k: outFeatures, a: x, b: params.value(weightName), beta: accumulate ? 1 : 0, c: y)
     }
 
-    public func addRow(_ i: Int, into dst: UnsafeMutablePointer<Float>, params: ParameterSet) {
-        let w = params.value(weightName) + i * outFeatures
-        for c in 0..<outFeatures { dst[c] += w[c] }
+    public func gatherRows(_ ids: UnsafeBufferPointer<Int32>, into dst: UnsafeMutablePointer<Float>, params: ParameterSet,
+                           scratch: UnsafeMutablePointer<Float>) {
+        let w = UnsafePointer(params.value(weightName)), n = outFeatures
+        parallelFor(ids.count, minChunk: 64) { rows in
+            for k in rows { add(w + Int(ids[k]) * n, into: dst + k * n, count: n) }
+        }
     }
 
-    public func rowGradient(_ i: Int, _ d: UnsafePointer<Float>, params: ParameterSet) {
-        let g = params.grad(weightName) + i * outFeatures
-        for c in 0..<outFeatures { g[c] += d[c] }
+    public func gatherRowsBackward(_ ids: UnsafeBufferPointer<Int32>, _ d: UnsafePointer<Float>, params: ParameterSet,
+                                   scratch: UnsafeMutablePointer<Float>) {
+        // In lookup order (a token repeated in the batch sums its gradients deterministically).
+        let g = params.grad(weightName), n = outFeatures
+        for k in ids.indices { add(d + k * n, into: g + Int(ids[k]) * n, count: n) }
     }
 
     public func denseWeight(params: ParameterSet) -> Tensor { params.tensor(weightName) }
 
     public var counts: (stored: Int, nonZero: Int) {
         let n = inFeatures * outFeatures
-        guard let bits else { return (n, n) }
-        return (bits.kept, bits.kept)
+        guard let mask else { return (n, n) }
+        return (mask.kept, mask.kept)
     }
 
-    public func applyMask(params: ParameterSet) { bits?.apply(to: params.value(weightName)) }
+    // MARK: - Storage: a masked weight as bitmask + kept values
 
-    public func maskGradient(params: ParameterSet) { bits?.apply(to: params.grad(weightName)) }
+    public func store(in writer: inout SafeTensorsWriter, key: (String) -> String, params: ParameterSet, dtype: SafeTensorsDType) {
+        let key = key(weightName), p = UnsafePointer(params.value(weightName))
+        guard let mask else {
+            writer.add(key, shape: [inFeatures, outFeatures], pointer: p, dtype: dtype, owner: params)
+            return
+        }
+        let values = (0..<mask.count).filter { mask[$0] }.map { p[$0] }
+        writer.add(key + ".bitmask", shape: [(mask.count + 7) / 8], bytes: mask.bytes, dtype: .u8)
+        writer.add(key + ".values", shape: [values.count], values: values, dtype: dtype)
+    }
+
+    public func checkStored(in weights: WeightFiles, key: (String) -> String) throws {
+        let key = key(weightName), n = inFeatures * outFeatures
+        if weights.entries[key] != nil || weights.entries[key + ".bitmask"] == nil {
+            return try weights.expect(key, shape: [inFeatures, outFeatures])
+        }
+        guard weights.entries[key + ".values"] != nil else { throw FileError.format(weights.url.path, "tensor '\(key).values' is missing") }
+        let bytes = weights.entries[key + ".bitmask"]!.range.count
+        guard bytes == (n + 7) / 8 else {
+            throw FileError.format(weights.url.path, "tensor '\(key).bitmask' has \(bytes) bytes, expected \((n + 7) / 8) for shape \([inFeatures, outFeatures])")
+        }
+    }
+
+    public func load(from weights: WeightFiles, key: (String) -> String, into params: ParameterSet, fill: Bool) throws {
+        let key = key(weightName), n = inFeatures * outFeatures, path = weights.url.path
+        guard weights.entries[key] == nil, weights.entries[key + ".bitmask"] != nil else {
+            if fill { try weights.readFloats(key, into: params.value(weightName)) }
+            return
+        }
+        guard let m = BitMask(bytes: try weights.bytes(key + ".bitmask"), count: n) else {
+            throw FileError.format(path, "tensor '\(key).bitmask' does not match shape \([inFeatures, outFeatures])")
+        }
+        let stored = weights.entries[key + ".values"]!.count
+        guard stored == m.kept else { throw FileError.format(path, "tensor '\(key).values' has \(stored) values, the bitmask sets \(m.kept)") }
+        mask = m
+        guard fill else { return }
+        let values = try weights.floats(key + ".values"), dst = params.value(weightName)
+        var j = 0
+        for i in 0..<n where m[i] { dst[i] = values[j]; j += 1 }
+        m.apply(to: dst)
+    }
+}
+
+/// dst[0..<n] += src[0..<n].
+@inline(__always)
+func add(_ src: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>, count n: Int) {
+    for c in 0..<n { dst[c] += src[c] }
 }

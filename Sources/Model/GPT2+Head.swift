@@ -1,38 +1,62 @@
 import Kernels
 import Tensor
 
-/// Chunk buffers of the fused LM head: student logits, teacher logits and their gradient for
-/// `rows` rows of the vocabulary at a time, each allocated the first time it is needed (evaluation
-/// needs only the first).
+/// Chunk buffers of the fused LM head for `rows` rows of the vocabulary at a time: student
+/// logits, teacher logits and their gradient, and the embedding components' scratch and state
+/// between the head's backward passes; each allocated the first time it is needed (evaluation
+/// needs only the logits and, for a factored embedding, the scratch).
 final class HeadScratch {
     let rows: Int, vocab: Int
-    private var buffers: [UnsafeMutablePointer<Float>?] = [nil, nil, nil]
+    private let sizes: [Int]
+    private var buffers: [UnsafeMutablePointer<Float>?]
 
-    init(rows: Int, vocab: Int) {
+    /// `scratchFloats` and `savedFloats`: the components' needs for `rows` rows.
+    init(rows: Int, vocab: Int, scratchFloats: Int, savedFloats: Int) {
         self.rows = rows
         self.vocab = vocab
+        sizes = [rows * vocab, rows * vocab, rows * vocab, scratchFloats, savedFloats]
+        buffers = sizes.map { _ in nil }
     }
     deinit { for b in buffers { b?.deallocate() } }
 
     private func buffer(_ i: Int) -> UnsafeMutablePointer<Float> {
         if let b = buffers[i] { return b }
-        let b = UnsafeMutablePointer<Float>.allocate(capacity: rows * vocab)
-        b.initialize(repeating: 0, count: rows * vocab)
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: max(sizes[i], 1))
+        b.initialize(repeating: 0, count: max(sizes[i], 1))
         buffers[i] = b
         return b
     }
     var logits: UnsafeMutablePointer<Float> { buffer(0) }
     var teacherLogits: UnsafeMutablePointer<Float> { buffer(1) }
     var dlogits: UnsafeMutablePointer<Float> { buffer(2) }
+    var scratch: UnsafeMutablePointer<Float> { buffer(3) }
+    var saved: UnsafeMutablePointer<Float> { buffer(4) }
 
     /// Rows per chunk: about 128 MB of logits per buffer (so the head's GEMM repacks the
     /// [V, C] embedding once per 667 rows of GPT-2, not per 166), at least 16 rows.
     static func rows(vocab: Int) -> Int { max(16, (128 << 20) / (4 * max(vocab, 1))) }
+
+    /// Floats a model of `forms` allocates here for chunks of `rows` rows: `buffers` logit
+    /// buffers, the components' scratch, and with `backward` their state.
+    static func floats(rows: Int, forms: GPT2Forms, buffers: Int, backward: Bool) -> Int {
+        let e = forms.embedding
+        return buffers * rows * forms.config.vocabSize + e.scratchFloats(rows: rows) + (backward ? e.headSavedFloats(rows: rows) : 0)
+    }
 }
 
 /// The LM head fused with its loss: logits are made, scored and turned into gradients chunk by
 /// chunk over rows, so [N, V] logits never exist whole (as Liger-Kernel's fused linear losses).
 extension GPT2 {
+    /// The head's chunk buffers for up to `N` rows (and a teacher's head).
+    func headBuffers(rows N: Int, teacher: GPT2?) -> HeadScratch {
+        let chunk = min(HeadScratch.rows(vocab: config.vocabSize), max(N, 1))
+        if let b = headScratch, b.rows >= chunk { return b }
+        let scratch = ([embedding] + (teacher.map { [$0.embedding] } ?? [])).map { $0.scratchFloats(rows: chunk) }.max() ?? 0
+        let b = HeadScratch(rows: chunk, vocab: config.vocabSize, scratchFloats: scratch, savedFloats: embedding.headSavedFloats(rows: chunk))
+        headScratch = b
+        return b
+    }
+
     /// Loss of the rows of `hidden [N, C]` (final LayerNorm output): cross-entropy against
     /// `targets` (negative = ignored) and, with a teacher (its model and its hidden states for the
     /// same tokens), `α T² KL(teacher ‖ student)`; returns both sums over scored rows (see
@@ -42,22 +66,24 @@ extension GPT2 {
                          temperature: Float, alpha: Float, scale: Float, dHidden: UnsafeMutablePointer<Float>?,
                          rowLosses: UnsafeMutablePointer<Float>? = nil) -> (kd: Double, ce: Double) {
         let V = config.vocabSize, C = config.nEmbd
-        let chunk = HeadScratch.rows(vocab: V)
-        if headScratch == nil || headScratch!.rows < min(chunk, N) { headScratch = HeadScratch(rows: min(chunk, max(N, 1)), vocab: V) }
-        let buf = headScratch!
+        let buf = headBuffers(rows: N, teacher: teacher?.model)
         var kd = 0.0, ce = 0.0
         var r0 = 0
         while r0 < N {
             let n = min(buf.rows, N - r0)
             let h = hidden + r0 * C
-            embedding.headForward(h: h, N: n, logits: buf.logits, params: params)
-            if let t = teacher { t.model.embedding.headForward(h: t.hidden + r0 * C, N: n, logits: buf.teacherLogits, params: t.model.params) }
+            embedding.headForward(h: h, N: n, logits: buf.logits, params: params, scratch: buf.scratch)
+            if let t = teacher {
+                t.model.embedding.headForward(h: t.hidden + r0 * C, N: n, logits: buf.teacherLogits, params: t.model.params, scratch: buf.scratch)
+            }
             let (k, c) = distillationLoss(student: buf.logits, teacher: teacher == nil ? nil : UnsafePointer(buf.teacherLogits),
                                           targets: targets + r0, N: n, V: V, temperature: temperature, alpha: alpha, scale: scale,
                                           dlogits: dHidden == nil ? nil : buf.dlogits, rowLosses: rowLosses.map { $0 + r0 })
             kd += k
             ce += c
-            if let dHidden { embedding.headBackward(h: h, dlogits: buf.dlogits, dh: dHidden + r0 * C, N: n, params: params) }
+            if let dHidden {
+                embedding.headBackward(h: h, dlogits: buf.dlogits, dh: dHidden + r0 * C, N: n, params: params, saved: buf.saved, scratch: buf.scratch)
+            }
             r0 += n
         }
         return (kd, ce)

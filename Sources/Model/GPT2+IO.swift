@@ -70,80 +70,27 @@ extension GPT2 {
 
         // Layer forms from the compression section (absent: all dense), then the layout.
         let layout = try CompressionLayout(config: config, path: configURL.path)
-        let embedding = layout.embedding
-        let blocks = (0..<config.nLayer).map { Block(index: $0, config: config) }
-        for b in blocks {
-            for lin in b.linears {
-                if let comps = layout.layers[lin.name] { lin.components = comps }
-            }
-        }
-        let specs = GPT2.layout(config: config, embedding: embedding, blocks: blocks)
+        let forms = layout.forms
+        let specs = forms.parameterLayout
+        let stored = StoredWeights(weights: weights, prefix: prefix, legacyKeys: layout.legacyKeys)
 
         // Every tensor the layout needs must be there with its shape, before any data is read.
-        var sparseKeys = Set<String>()
-        for (name, shape, _) in specs {
-            let key = prefix + name
-            if let e = weights.entries[key] {
-                guard e.shape == shape else { throw FileError.format(weightsPath, "tensor '\(key)' has shape \(e.shape), expected \(shape)") }
-            } else if let bits = weights.entries[key + ".bitmask"] {
-                guard weights.entries[key + ".values"] != nil else { throw FileError.format(weightsPath, "tensor '\(key).values' is missing") }
-                let n = shape.reduce(1, *)
-                guard bits.range.count == (n + 7) / 8 else {
-                    throw FileError.format(weightsPath, "tensor '\(key).bitmask' has \(bits.range.count) bytes, expected \((n + 7) / 8) for shape \(shape)")
-                }
-                sparseKeys.insert(name)
-            } else {
-                throw FileError.format(weightsPath, "tensor '\(key)' is missing")
-            }
-        }
-        // Refuse keys we do not understand (a different architecture, a typo'd export).
-        let known = Set(specs.map { prefix + $0.name })
-        for key in weights.entries.keys where !known.contains(key) && !isIgnoredKey(key) && !isIgnoredKey(String(key.dropFirst(prefix.count))) {
-            let base = key.hasSuffix(".bitmask") ? String(key.dropLast(8)) : key.hasSuffix(".values") ? String(key.dropLast(7)) : key
-            if known.contains(base) { continue }
-            throw FileError.format(weightsPath, "unexpected tensor '\(key)' (not part of a GPT-2 model with this config)")
-        }
+        try stored.check(forms: forms, specs: specs)
 
         // Values straight into the parameter buffer (or the caller's storage).
-        let floats = ParameterSet.floats(for: specs)
         let params: ParameterSet
         var fill = true
         if let storage {
-            let (buffer, owner, mustFill) = try storage(floats)
+            let (buffer, owner, mustFill) = try storage(ParameterSet.floats(for: specs))
             params = ParameterSet(layout: specs, storage: buffer, owner: owner)
             fill = mustFill
         } else {
             params = ParameterSet(layout: specs)
         }
-        var masks: [String: BitMask] = [:]
-        for slot in params.slots {
-            let key = prefix + slot.name
-            if sparseKeys.contains(slot.name) {
-                let bits = try weights.bytes(key + ".bitmask")
-                guard let mask = BitMask(bytes: bits, count: slot.count) else {
-                    throw FileError.format(weightsPath, "tensor '\(key).bitmask' does not match shape \(slot.shape)")
-                }
-                guard weights.entries[key + ".values"]!.count == mask.kept else {
-                    throw FileError.format(weightsPath, "tensor '\(key).values' has \(weights.entries[key + ".values"]!.count) values, the bitmask sets \(mask.kept)")
-                }
-                masks[slot.name] = mask
-                guard fill else { continue }
-                let values = try weights.floats(key + ".values")
-                let dst = params.value(slot.name)
-                var j = 0
-                for i in 0..<slot.count where mask[i] { dst[i] = values[j]; j += 1 }
-            } else if fill {
-                try weights.readFloats(key, into: params.value(slot.name))
-            }
-        }
-        let model = GPT2(config: config, embedding: embedding, blocks: blocks, params: params)
-        // Restore masks onto their components.
-        for layer in model.weightedLayers {
-            for case let d as DenseComponent in layer.components { if let m = masks[d.weightName] { d.bits = m } }
-        }
-        if fill { model.applyMasks() }
+        try stored.read(forms: forms, into: params, fill: fill)
+        let model = GPT2(config: config, embedding: forms.embedding, blocks: forms.blocks, params: params)
         if fill, !allowNonFinite, let bad = model.params.firstNonFinite() {
-            throw FileError.format(weightsPath, "tensor '\(prefix)\(bad.name)' holds \(bad.value) at element \(bad.index); "
+            throw FileError.format(weightsPath, "tensor '\(stored.key(bad.name))' holds \(bad.value) at element \(bad.index); "
                                    + "refusing a model with NaN or infinite weights (--allow-non-finite to load it anyway)")
         }
         model.sourceDirectory = dir
@@ -168,18 +115,16 @@ extension GPT2 {
         let dt = dtype ?? storageDType
         guard dt == .f32 || dt == .f16 || dt == .bf16 else { throw ModelError.unsupported("cannot save weights as \(dt.rawValue)") }
         var writer = SafeTensorsWriter(metadata: ["format": "pt"])
-        var sparse: [String: BitMask] = [:]
-        for layer in weightedLayers { for case let d as DenseComponent in layer.components { if let m = d.bits { sparse[d.weightName] = m } } }
+        // In layout order: each component stores its parameters (in its own form) where its first one stands.
+        var owner: [String: WeightComponent] = [:]
+        for layer in weightedLayers { for c in layer.components { for p in c.parameters { owner[p.name] = c } } }
+        var stored = Set<ObjectIdentifier>()
         for slot in params.slots {
-            let key = keyPrefix + slot.name
-            let p = UnsafePointer(params.value(slot.name))
-            if let mask = sparse[slot.name] {
-                let values = (0..<slot.count).filter { mask[$0] }.map { p[$0] }
-                writer.add(key + ".bitmask", shape: [(slot.count + 7) / 8], bytes: mask.bytes, dtype: .u8)
-                writer.add(key + ".values", shape: [values.count], values: values, dtype: dt)
-            } else {
-                writer.add(key, shape: slot.shape, pointer: p, dtype: dt, owner: params)
+            guard let c = owner[slot.name] else {
+                writer.add(keyPrefix + slot.name, shape: slot.shape, pointer: params.value(slot.name), dtype: dt, owner: params)
+                continue
             }
+            if stored.insert(ObjectIdentifier(c)).inserted { c.store(in: &writer, key: { [keyPrefix] in keyPrefix + $0 }, params: params, dtype: dt) }
         }
         try writer.writeModel(to: dir, maxShardBytes: maxShardBytes)
 

@@ -34,17 +34,15 @@ extension GPT2 {
     func inferenceWorkspace(rows: Int) -> InferenceWorkspace {
         if let w = workspace, w.capacity >= rows { return w }
         workspace = nil
-        let w = InferenceWorkspace(rows: rows, config: config)
+        let w = InferenceWorkspace(rows: rows, forms: forms)
         workspace = w
         return w
     }
 
     /// Token + position embeddings of `ids [B, T]` (positions from `offset`) into `x [N, C]`.
-    public func embed(ids: [Int32], B: Int, T: Int, offset: Int = 0, into x: UnsafeMutablePointer<Float>) {
-        let p = params
-        embeddingForward(out: x, ids: ids, B: B, T: T, C: config.nEmbd, wpe: p.value("wpe.weight"), positionOffset: offset) { id, dst in
-            embedding.row(id, into: dst, params: p)
-        }
+    public func embed(ids: [Int32], B: Int, T: Int, offset: Int = 0, into x: UnsafeMutablePointer<Float>, workspace w: InferenceWorkspace) {
+        ids.withUnsafeBufferPointer { embedding.gather($0, into: x, params: params, scratch: w.scratch) }
+        addPositionEmbeddings(out: x, B: B, T: T, C: config.nEmbd, wpe: params.value("wpe.weight"), positionOffset: offset)
     }
 
     /// Runs block l on the residual stream `x [B·T, C]` in place (inference: nothing kept).
@@ -57,7 +55,7 @@ extension GPT2 {
         precondition(N <= w.capacity, "inferBlock: \(N) rows exceed the workspace's \(w.capacity)")
         let mean = w.stats, rstd = w.stats + N
         layerNormForward(out: w.ln1, mean: mean, rstd: rstd, inp: x, weight: p.value(b.ln1.w), bias: p.value(b.ln1.b), N: N, C: C, eps: eps)
-        b.cAttn.forward(x: w.ln1, N: N, out: w.qkv, params: p)
+        b.cAttn.forward(x: w.ln1, N: N, out: w.qkv, params: p, scratch: w.scratch)
         if let cache {
             precondition(B == 1 && offset + T <= cache.maxT, "inferBlock: the cache holds \(cache.maxT) positions for one sequence")
             for t in 0..<T {
@@ -74,13 +72,13 @@ extension GPT2 {
                 for i in 0..<N { (qk + i * 2 * C).update(from: w.qkv + i * 3 * C, count: 2 * C) }
             }
         }
-        b.attnProj.forward(x: w.atty, N: N, out: w.proj, params: p)
+        b.attnProj.forward(x: w.atty, N: N, out: w.proj, params: p, scratch: w.scratch)
         residualForward(out: x, a: x, b: w.proj, count: N * C)
         layerNormForward(out: w.ln2, mean: mean, rstd: rstd, inp: x, weight: p.value(b.ln2.w), bias: p.value(b.ln2.b), N: N, C: C, eps: eps)
-        b.cFc.forward(x: w.ln2, N: N, out: w.fc, params: p)
+        b.cFc.forward(x: w.ln2, N: N, out: w.fc, params: p, scratch: w.scratch)
         geluForward(out: w.fc, inp: w.fc, count: N * config.nInner)
         try inputs?(BlockInputs(attn: w.ln1, attnProj: w.atty, fc: w.ln2, fcProj: w.fc))
-        b.mlpProj.forward(x: w.fc, N: N, out: w.proj, params: p)
+        b.mlpProj.forward(x: w.fc, N: N, out: w.proj, params: p, scratch: w.scratch)
         residualForward(out: x, a: x, b: w.proj, count: N * C)
         if let out = capture?.output(l) { out.update(from: x, count: N * C) }
     }
@@ -94,7 +92,7 @@ extension GPT2 {
         if let cache, B != 1 || offset + T > cache.maxT { throw ModelError.input("hiddenStates: the KV cache holds one sequence of \(cache.maxT) positions") }
         let N = B * T, C = config.nEmbd
         let w = inferenceWorkspace(rows: N)
-        embed(ids: ids, B: B, T: T, offset: offset, into: w.x)
+        embed(ids: ids, B: B, T: T, offset: offset, into: w.x, workspace: w)
         for l in 0..<config.nLayer { try inferBlock(l, x: w.x, B: B, T: T, workspace: w, cache: cache, offset: offset, capture: capture) }
         layerNormForward(out: w.ln1, mean: w.stats, rstd: w.stats + N, inp: w.x, weight: params.value("ln_f.weight"),
                          bias: params.value("ln_f.bias"), N: N, C: C, eps: config.layerNormEpsilon)
@@ -109,7 +107,13 @@ extension GPT2 {
         let rows = lastRowOnly ? 1 : B * T
         let start = lastRowOnly ? (B * T - 1) * config.nEmbd : 0
         var out = [Float](repeating: 0, count: rows * config.vocabSize)
-        out.withUnsafeMutableBufferPointer { embedding.headForward(h: h + start, N: rows, logits: $0.baseAddress!, params: params) }
+        let buf = headBuffers(rows: rows, teacher: nil), C = config.nEmbd, V = config.vocabSize
+        out.withUnsafeMutableBufferPointer { o in
+            for r0 in stride(from: 0, to: rows, by: buf.rows) {
+                embedding.headForward(h: h + start + r0 * C, N: min(buf.rows, rows - r0), logits: o.baseAddress! + r0 * V, params: params,
+                                      scratch: buf.scratch)
+            }
+        }
         return out
     }
 

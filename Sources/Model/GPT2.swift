@@ -2,30 +2,6 @@ import Kernels
 import Foundation
 import Tensor
 
-/// One transformer block's layers (pre-LayerNorm GPT-2): LN1 -> attention -> residual,
-/// LN2 -> MLP (c_fc, GELU, c_proj) -> residual.
-public final class Block {
-    public let index: Int
-    public let cAttn: Linear, attnProj: Linear, cFc: Linear, mlpProj: Linear
-    public var prefix: String { "h.\(index)" }
-    public var ln1: (w: String, b: String) { ("\(prefix).ln_1.weight", "\(prefix).ln_1.bias") }
-    public var ln2: (w: String, b: String) { ("\(prefix).ln_2.weight", "\(prefix).ln_2.bias") }
-
-    init(index: Int, config c: GPT2Config) {
-        self.index = index
-        func dense(_ name: String, _ i: Int, _ o: Int) -> Linear {
-            Linear(name: name, inFeatures: i, outFeatures: o,
-                   components: [DenseComponent(weightName: name + ".weight", inFeatures: i, outFeatures: o)])
-        }
-        cAttn = dense("h.\(index).attn.c_attn", c.nEmbd, 3 * c.nEmbd)
-        attnProj = dense("h.\(index).attn.c_proj", c.nEmbd, c.nEmbd)
-        cFc = dense("h.\(index).mlp.c_fc", c.nEmbd, c.nInner)
-        mlpProj = dense("h.\(index).mlp.c_proj", c.nInner, c.nEmbd)
-    }
-
-    public var linears: [Linear] { [cAttn, attnProj, cFc, mlpProj] }
-}
-
 /// A GPT-2 language model with explicit forward and backward passes over `[B, T]` token batches.
 ///
 /// Parameters and gradients live in one flat `ParameterSet`; every linear layer is a `Linear`
@@ -81,35 +57,23 @@ public final class GPT2 {
         normal("wpe.weight", std: 0.01)
         for b in blocks {
             ones(b.ln1.w); ones(b.ln2.w)
-            normal(b.cAttn.name + ".weight", std: 0.02)
-            normal(b.attnProj.name + ".weight", std: projStd)
-            normal(b.cFc.name + ".weight", std: 0.02)
-            normal(b.mlpProj.name + ".weight", std: projStd)
+            for (lin, kind) in zip(b.linears, BlockLinear.allCases) {
+                normal(lin.name + ".weight", std: kind == .attentionProjection || kind == .fcProjection ? projStd : 0.02)
+            }
         }
         ones("ln_f.weight")
     }
 
-    /// Every parameter the layer forms need, with its shape and weight-decay flag, in a fixed
-    /// order (embeddings, then block by block, then the final LayerNorm): the one table that
-    /// parameter buffers, loading and shape checks follow.
+    /// The model's layer forms (no parameters).
+    public var forms: GPT2Forms { GPT2Forms(config: config, embedding: embedding, blocks: blocks) }
+
+    /// The parameter layout of `forms` (see `GPT2Forms.parameterLayout`).
     public static func layout(config: GPT2Config, embedding: TokenEmbedding, blocks: [Block]) -> [ParameterSet.Spec] {
-        let C = config.nEmbd
-        var specs: [ParameterSet.Spec] = embedding.parameters.map { ($0.name, $0.shape, true) }
-        specs.append(("wpe.weight", [config.nPositions, C], true))
-        for b in blocks {
-            specs += [(b.ln1.w, [C], false), (b.ln1.b, [C], false)]
-            for (k, lin) in b.linears.enumerated() {
-                if k == 2 { specs += [(b.ln2.w, [C], false), (b.ln2.b, [C], false)] }
-                for c in lin.components { specs += c.parameters.map { ($0.name, $0.shape, true) } }
-                specs.append((lin.biasName, [lin.outFeatures], false))
-            }
-        }
-        specs += [("ln_f.weight", [C], false), ("ln_f.bias", [C], false)]
-        return specs
+        GPT2Forms(config: config, embedding: embedding, blocks: blocks).parameterLayout
     }
 
-    /// This model's layout (see `layout(config:embedding:blocks:)`).
-    public func parameterLayout() -> [ParameterSet.Spec] { Self.layout(config: config, embedding: embedding, blocks: blocks) }
+    /// This model's layout.
+    public func parameterLayout() -> [ParameterSet.Spec] { forms.parameterLayout }
 
     /// Lays out a new parameter buffer for the current layer forms, taking values from `tensors`
     /// and, for names not given, from the current parameters. Gradients start at zero.
@@ -134,6 +98,8 @@ public final class GPT2 {
             }
         }
         params = fresh
+        // The layer forms changed: buffers sized by them are allocated again when next needed.
+        releaseActivations()
         applyMasks()
     }
 
@@ -141,13 +107,15 @@ public final class GPT2 {
     public var linears: [Linear] { blocks.flatMap { $0.linears } }
 
     /// The linear layer with this prefix.
-    public func linear(_ name: String) -> Linear? { linears.first { $0.name == name } }
+    public func linear(_ name: String) -> Linear? {
+        BlockLinear.parse(name, layers: blocks.count).map { blocks[$0.block].linear($0.linear) }
+    }
 
     /// Every layer whose weight compression can change: the embedding, then the block linears.
     public var weightedLayers: [WeightedLayer] { [embedding] + linears }
 
     /// The weighted layer called `name` ("wte" or a linear's prefix).
-    public func layer(_ name: String) -> WeightedLayer? { name == embedding.name ? embedding : linear(name) }
+    public func layer(_ name: String) -> WeightedLayer? { forms.layer(name) }
 
     /// Re-applies every frozen pruning mask to the weights.
     public func applyMasks() {
@@ -163,9 +131,6 @@ public final class GPT2 {
 
     /// Activations of the last training forward (nil after `releaseActivations`).
     var training: TrainingActivations?
-    /// Recompute each block's activations in backward instead of keeping them (`--recompute`):
-    /// memory for one block plus the block outputs, for about one more forward of compute.
-    public var recompute = false
     /// The inference forward's workspace and the fused head's chunk buffers, reused while the
     /// shape fits (allocated once: no page faults per forward).
     var workspace: InferenceWorkspace?
@@ -179,11 +144,11 @@ public final class GPT2 {
     }
 
     /// The training activations for [B, T], allocated once per shape.
-    func trainingActivations(B: Int, T: Int) -> TrainingActivations {
+    func trainingActivations(B: Int, T: Int, recompute: Bool) -> TrainingActivations {
         let shape = ActivationShape(B: B, T: T, config: config)
         if let a = training, a.shape == shape, a.recompute == recompute { return a }
         training = nil
-        let a = TrainingActivations(shape: shape, layers: config.nLayer, recompute: recompute)
+        let a = TrainingActivations(shape: shape, blocks: blocks, embedding: embedding, recompute: recompute)
         training = a
         return a
     }
@@ -200,17 +165,18 @@ public final class GPT2 {
 
     /// Training forward on `ids [B, T]` (row-major) up to the final LayerNorm, keeping what
     /// backward needs. The loss (`crossEntropy`, or a distillation loss through `headLoss`) then
-    /// runs the LM head chunk by chunk.
-    public func forward(ids: [Int32], B: Int, T: Int) throws {
+    /// runs the LM head chunk by chunk. With `recompute` (`--recompute`), each block's activations
+    /// are recomputed in backward instead of kept: memory for one block plus the block outputs, for
+    /// about one more forward of compute.
+    public func forward(ids: [Int32], B: Int, T: Int, recompute: Bool = false) throws {
         try checkInput(ids, B: B, T: T)
-        let a = trainingActivations(B: B, T: T)
+        let a = trainingActivations(B: B, T: T, recompute: recompute)
         a.ids = ids
         let p = params, C = config.nEmbd, N = B * T
-        embeddingForward(out: a.x0, ids: ids, B: B, T: T, C: C, wpe: p.value("wpe.weight")) { id, dst in
-            embedding.row(id, into: dst, params: p)
-        }
+        ids.withUnsafeBufferPointer { embedding.gather($0, into: a.x0, params: p, scratch: a.scratch) }
+        addPositionEmbeddings(out: a.x0, B: B, T: T, C: C, wpe: p.value("wpe.weight"))
         for l in 0..<config.nLayer {
-            blockForward(l, input: a.input(l), acts: a.block(l), output: a.outputs[l], fcg: a.fcg, shape: a.shape)
+            blockForward(l, input: a.input(l), acts: a.block(l), output: a.outputs[l], a: a)
         }
         layerNormForward(out: a.lnf, mean: a.lnfMean, rstd: a.lnfRstd, inp: a.input(config.nLayer), weight: p.value("ln_f.weight"),
                          bias: p.value("ln_f.bias"), N: N, C: C, eps: config.layerNormEpsilon)
@@ -218,20 +184,23 @@ public final class GPT2 {
 
     /// One block of the training forward: input [N, C] -> output [N, C], saving `acts`.
     func blockForward(_ l: Int, input: UnsafePointer<Float>, acts s: BlockActivations, output: UnsafeMutablePointer<Float>,
-                      fcg: UnsafeMutablePointer<Float>, shape: ActivationShape) {
-        let b = blocks[l], p = params, N = shape.N, C = shape.C, eps = config.layerNormEpsilon
+                      a: TrainingActivations) {
+        let b = blocks[l], p = params, shape = a.shape, N = shape.N, C = shape.C, eps = config.layerNormEpsilon, fcg = a.fcg
+        func forward(_ k: Int, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+            b.linears[k].forward(x: x, N: N, out: out, params: p, saved: s.saved[k], scratch: a.scratch)
+        }
         layerNormForward(out: s.ln1, mean: s.ln1Mean, rstd: s.ln1Rstd, inp: input, weight: p.value(b.ln1.w), bias: p.value(b.ln1.b),
                          N: N, C: C, eps: eps)
-        b.cAttn.forward(x: s.ln1, N: N, out: s.qkv, params: p)
+        forward(0, s.ln1, s.qkv)
         attentionForward(out: s.atty, outStride: C, lse: s.lse, q: s.qkv, qStride: 3 * C, k: s.qkv + C, v: s.qkv + 2 * C,
                          kvStride: 3 * C, B: shape.B, Tq: shape.T, Tk: shape.T, offset: 0, NH: shape.NH, hs: C / shape.NH)
-        b.attnProj.forward(x: s.atty, N: N, out: output, params: p)              // output holds the projection for now
+        forward(1, s.atty, output)              // output holds the projection for now
         residualForward(out: s.res2, a: input, b: output, count: N * C)
         layerNormForward(out: s.ln2, mean: s.ln2Mean, rstd: s.ln2Rstd, inp: s.res2, weight: p.value(b.ln2.w), bias: p.value(b.ln2.b),
                          N: N, C: C, eps: eps)
-        b.cFc.forward(x: s.ln2, N: N, out: s.fch, params: p)
+        forward(2, s.ln2, s.fch)
         geluForward(out: fcg, inp: s.fch, count: N * shape.H)
-        b.mlpProj.forward(x: fcg, N: N, out: output, params: p)
+        forward(3, fcg, output)
         residualForward(out: output, a: s.res2, b: output, count: N * C)
     }
 
@@ -294,19 +263,14 @@ public final class GPT2 {
             if let h = intermediate?.hidden { hiddenLoss += h(l, a.outputs[l], a.dres) }
             if a.recompute {
                 // The block's activations were not kept: run its forward again from its saved input.
-                blockForward(l, input: a.input(l), acts: a.block(l), output: a.dtmp, fcg: a.fcg, shape: s)
+                blockForward(l, input: a.input(l), acts: a.block(l), output: a.dtmp, a: a)
             }
             attentionLoss += blockBackward(l, input: a.input(l), acts: a.block(l), a: a, teacher: intermediate?.attention?(l))
             onLayerDone?(l)
         }
         // Embeddings: token rows (tied with the head) and positions.
-        let dwpe = p.grad("wpe.weight")
-        for i in 0..<N {
-            let d = a.dres + i * C
-            embedding.rowBackward(Int(a.ids[i]), dx: d, params: p)
-            let g = dwpe + (i % s.T) * C
-            for c in 0..<C { g[c] += d[c] }
-        }
+        a.ids.withUnsafeBufferPointer { embedding.gatherBackward($0, a.dres, params: p, scratch: a.scratch) }
+        addPositionEmbeddingGradients(dwpe: p.grad("wpe.weight"), dout: a.dres, B: s.B, T: s.T, C: C)
         return (hiddenLoss, attentionLoss)
     }
 
@@ -314,38 +278,25 @@ public final class GPT2 {
     func blockBackward(_ l: Int, input: UnsafePointer<Float>, acts s: BlockActivations, a: TrainingActivations,
                        teacher: AttentionTeacher?) -> Double {
         let b = blocks[l], p = params, sh = a.shape, N = sh.N, C = sh.C, H = sh.H
+        func backward(_ k: Int, _ x: UnsafePointer<Float>, _ dout: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
+            b.linears[k].backward(x: x, dout: dout, dx: dx, N: N, params: p, saved: s.saved[k], scratch: a.scratch)
+        }
         // output = res2 + mlp(ln2(res2)): dres flows to res2 directly and through the MLP.
         geluForward(out: a.fcg, inp: s.fch, count: N * H)   // GELU's output, recomputed (cheap, not kept)
-        b.mlpProj.backward(x: a.fcg, dout: a.dres, dx: a.dfc, N: N, params: p)
+        backward(3, a.fcg, a.dres, a.dfc)
         geluBackward(dinp: a.dfc, inp: s.fch, dout: a.dfc, count: N * H)
-        b.cFc.backward(x: s.ln2, dout: a.dfc, dx: a.dtmp, N: N, params: p)
+        backward(2, s.ln2, a.dfc, a.dtmp)
         layerNormBackward(dinp: a.dres, dweight: p.grad(b.ln2.w), dbias: p.grad(b.ln2.b), dout: a.dtmp, inp: s.res2,
                           weight: p.value(b.ln2.w), mean: s.ln2Mean, rstd: s.ln2Rstd, N: N, C: C)
         // res2 = input + attn(ln1(input))
-        b.attnProj.backward(x: s.atty, dout: a.dres, dx: a.dtmp, N: N, params: p)
+        backward(1, s.atty, a.dres, a.dtmp)
         let kl = attentionBackward(dq: a.dqkv, dk: a.dqkv + C, dv: a.dqkv + 2 * C, dqkvStride: 3 * C, dout: a.dtmp, out: s.atty, outStride: C,
                                    lse: s.lse, q: s.qkv, k: s.qkv + C, v: s.qkv + 2 * C, qkvStride: 3 * C, B: sh.B, T: sh.T, NH: sh.NH,
                                    hs: C / sh.NH, teacher: teacher)
-        b.cAttn.backward(x: s.ln1, dout: a.dqkv, dx: a.dtmp, N: N, params: p)
+        backward(0, s.ln1, a.dqkv, a.dtmp)
         layerNormBackward(dinp: a.dres, dweight: p.grad(b.ln1.w), dbias: p.grad(b.ln1.b), dout: a.dtmp, inp: input,
                           weight: p.value(b.ln1.w), mean: s.ln1Mean, rstd: s.ln1Rstd, N: N, C: C)
         return kl
     }
 }
 
-/// A model could not be built or run; names the tensor or the input problem.
-public enum ModelError: Error, CustomStringConvertible {
-    case missingTensor(String)
-    case shape(String, expected: [Int], got: [Int])
-    case input(String)
-    case unsupported(String)
-
-    public var description: String {
-        switch self {
-        case .missingTensor(let n): return "tensor '\(n)' is missing"
-        case let .shape(n, e, g): return "tensor '\(n)' has shape \(g), expected \(e)"
-        case .input(let s): return s
-        case .unsupported(let s): return s
-        }
-    }
-}

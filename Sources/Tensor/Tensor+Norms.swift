@@ -7,19 +7,3 @@ extension Tensor {
         return Float(s.squareRoot())
     }
 }
-
-/// Max over elements of `|a - b| / max(|b|, floor)`: the relative error used by the tests.
-public func maxRelativeError(_ a: [Float], _ b: [Float], floor: Float = 1e-6) -> Float {
-    precondition(a.count == b.count, "maxRelativeError: \(a.count) vs \(b.count) elements")
-    var worst: Float = 0
-    for i in a.indices { worst = max(worst, abs(a[i] - b[i]) / max(abs(b[i]), floor)) }
-    return worst
-}
-
-/// Max absolute element-wise difference.
-public func maxAbsDifference(_ a: [Float], _ b: [Float]) -> Float {
-    precondition(a.count == b.count, "maxAbsDifference: \(a.count) vs \(b.count) elements")
-    var worst: Float = 0
-    for i in a.indices { worst = max(worst, abs(a[i] - b[i])) }
-    return worst
-}

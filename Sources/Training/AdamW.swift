@@ -92,24 +92,10 @@ public final class AdamW {
     }
 }
 
-/// Global L2 norm of all gradients (Double accumulation).
-public func gradientNorm(_ params: ParameterSet) -> Double {
-    sumOfSquares(params.grads.baseAddress!, count: params.grads.count).squareRoot()
-}
 
 /// The factor torch's clip_grad_norm_ scales gradients by: maxNorm / (norm + 1e-6) when that
 /// is below 1, else 1 (and 1 when maxNorm is 0: no clipping).
 public func clipCoefficient(norm: Double, maxNorm: Float) -> Float {
     guard maxNorm > 0 else { return 1 }
     return min(1, Float(Double(maxNorm) / (norm + 1e-6)))
-}
-
-/// Scales gradients so their global norm is at most `maxNorm` (torch's clip_grad_norm_);
-/// returns the norm before clipping.
-@discardableResult
-public func clipGradients(_ params: ParameterSet, maxNorm: Float) -> Double {
-    let norm = gradientNorm(params)
-    let coef = clipCoefficient(norm: norm, maxNorm: maxNorm)
-    if coef < 1 { Kernels.scale(params.grads.baseAddress!, count: params.grads.count, by: coef) }
-    return norm
 }

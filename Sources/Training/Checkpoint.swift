@@ -23,10 +23,10 @@ public struct Checkpoint {
         public var optimizerStep: Int
         public var settings: DistillSettings
         public var history: [StepLog]
-        /// Free-form state of the caller (e.g. recipe stage index, pruning schedule position).
-        public var extra: [String: JSONValue]
+        /// The caller's own state (a recipe's progress), as its Codable encoding.
+        public var extra: JSONValue?
 
-        public init(step: Int, optimizerStep: Int, settings: DistillSettings, history: [StepLog], extra: [String: JSONValue]) {
+        public init(step: Int, optimizerStep: Int, settings: DistillSettings, history: [StepLog], extra: JSONValue?) {
             self.step = step
             self.optimizerStep = optimizerStep
             self.settings = settings
@@ -71,9 +71,7 @@ public struct Checkpoint {
         let name = versionPrefix + "\(state.step)-\(getpid())-\(UInt64(Date().timeIntervalSince1970 * 1e6))"
         let version = parent.appendingPathComponent(name)
         func agree(_ failure: String?) throws {
-            var f = failure ?? ""
-            try comm.broadcast(&f, root: 0)
-            if !f.isEmpty { throw TrainingError.checkpoint(f) }
+            if let f = try comm.firstFailure(failure) { throw TrainingError.checkpoint(f.message) }
         }
         var failure: String?
         if comm.rank == 0 {

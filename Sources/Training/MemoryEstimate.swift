@@ -55,33 +55,51 @@ public struct MemoryEstimate: Codable, Sendable {
         return nil
     }
 
-    /// A distillation on `ranks` ranks (`ranksPerNode` of them here): the student's weights,
-    /// gradients, optimizer shard and activations per rank; the teacher and the token data per
-    /// node.
-    /// With `loaded`, only what a trainer allocates on top of models and data already in memory.
-    public static func distillation(student: GPT2Config, studentFloats: Int, teacher: (config: GPT2Config, floats: Int)?,
-                                    settings: DistillSettings, microBatch: Int, ranks: Int, ranksPerNode: Int, shardOptimizer: Bool,
-                                    recompute: Bool, tokens: Int, loaded: Bool = false, gradientsAllocated: Bool = false,
-                                    available: Int? = availableBytes()) -> MemoryEstimate {
-        var e = MemoryEstimate(ranksPerNode: ranksPerNode, available: available)
-        let rows = microBatch * settings.seq
-        if !loaded {
-            e.add("process (runtime, MPI, BLAS)", processOverhead)
-            e.add("student weights", 4 * studentFloats)
+    /// What a distillation holds: the student's forms (its weights, gradients, optimizer shard and
+    /// activations per rank, component state included), the teacher's forms and the token data
+    /// (once per node), on `ranks` ranks of which `ranksPerNode` share this node.
+    public struct DistillationJob {
+        public var student: GPT2Forms
+        public var teacher: GPT2Forms?
+        public var settings: DistillSettings
+        public var ranks = 1, ranksPerNode = 1
+        public var shardOptimizer = true
+        public var recompute = false
+        /// Tokens of training data (2 bytes each, once per node).
+        public var tokens = 0
+        /// Only what a trainer allocates on top of models and data already in memory.
+        public var loaded = false
+        /// The student's gradients are already allocated (an earlier stage's stay).
+        public var gradientsAllocated = false
+
+        public init(student: GPT2Forms, teacher: GPT2Forms?, settings: DistillSettings) {
+            self.student = student
+            self.teacher = teacher
+            self.settings = settings
         }
-        if !gradientsAllocated { e.add("student gradients", 4 * studentFloats) }   // an earlier stage's stay allocated
-        e.add("AdamW moments" + (shardOptimizer && ranks > 1 ? " (1/\(ranks) shard)" : ""), 8 * studentFloats / (shardOptimizer ? max(ranks, 1) : 1))
-        e.add("activations (micro-batch \(microBatch) x \(settings.seq)\(recompute ? ", recompute" : ""))",
-              GPT2.trainingActivationBytes(config: student, B: microBatch, T: settings.seq, recompute: recompute))
-        e.add("LM head chunks", GPT2.headBytes(config: student, rows: rows, buffers: teacher == nil ? 2 : 3))
-        e.add("validation workspace", GPT2.inferenceBytes(config: student, rows: rows))
-        if let t = teacher {
-            if !loaded { e.add("teacher weights", 4 * t.floats, perNode: true) }
-            e.add("teacher workspace", GPT2.inferenceBytes(config: t.config, rows: rows))
-            let kept = IntermediateDistillation.bytes(settings: settings, teacher: t.config, studentLayers: student.nLayer, B: microBatch, T: settings.seq)
+    }
+
+    /// The estimate of `job` at `microBatch` sequences per forward.
+    public static func distillation(_ job: DistillationJob, microBatch: Int, available: Int? = availableBytes()) -> MemoryEstimate {
+        var e = MemoryEstimate(ranksPerNode: job.ranksPerNode, available: available)
+        let s = job.settings, rows = microBatch * s.seq, floats = job.student.parameterFloats, sharded = job.shardOptimizer && job.ranks > 1
+        if !job.loaded {
+            e.add("process (runtime, MPI, BLAS)", processOverhead)
+            e.add("student weights", 4 * floats)
+        }
+        if !job.gradientsAllocated { e.add("student gradients", 4 * floats) }
+        e.add("AdamW moments" + (sharded ? " (1/\(job.ranks) shard)" : ""), 8 * floats / (sharded ? job.ranks : 1))
+        e.add("activations (micro-batch \(microBatch) x \(s.seq)\(job.recompute ? ", recompute" : ""), component state included)",
+              job.student.trainingActivationBytes(B: microBatch, T: s.seq, recompute: job.recompute))
+        e.add("LM head chunks", job.student.headBytes(rows: rows, buffers: job.teacher == nil ? 2 : 3, backward: true))
+        e.add("validation workspace", job.student.inferenceBytes(rows: rows))
+        if let t = job.teacher {
+            if !job.loaded { e.add("teacher weights", 4 * t.parameterFloats, perNode: true) }
+            e.add("teacher workspace", t.inferenceBytes(rows: rows))
+            let kept = IntermediateDistillation.bytes(settings: s, teacher: t.config, studentLayers: job.student.config.nLayer, B: microBatch, T: s.seq)
             if kept > 0 { e.add("teacher hidden states and attention keys", kept) }
         }
-        if !loaded { e.add("token data", 2 * tokens, perNode: true) }
+        if !job.loaded { e.add("token data", 2 * job.tokens, perNode: true) }
         return e
     }
 
@@ -89,25 +107,21 @@ public struct MemoryEstimate: Codable, Sendable {
     /// rank's share of the batch, halved until the estimate fits 90% of what the node has).
     /// Throws, with the estimate and the options that would help, when even the given or the
     /// smallest does not fit.
-    public static func microBatch(settings: DistillSettings, student: GPT2Config, studentFloats: Int, teacher: (config: GPT2Config, floats: Int)?,
-                                  ranks: Int, ranksPerNode: Int, shardOptimizer: Bool, recompute: Bool, tokens: Int,
-                                  loaded: Bool, gradientsAllocated: Bool = false,
-                                  available: Int? = availableBytes()) throws -> (microBatch: Int, estimate: MemoryEstimate) {
-        let local = max(1, (settings.batch + ranks - 1) / ranks)
-        var candidates = settings.microBatch.map { [$0] } ?? []
+    public static func microBatch(_ job: DistillationJob, available: Int? = availableBytes()) throws -> (microBatch: Int, estimate: MemoryEstimate) {
+        let s = job.settings
+        let local = max(1, (s.batch + job.ranks - 1) / job.ranks)
+        var candidates = s.microBatch.map { [$0] } ?? []
         if candidates.isEmpty { var mb = local; while mb >= 1 { candidates.append(mb); mb = mb == 1 ? 0 : (mb + 1) / 2 } }
         var last: MemoryEstimate?
         for mb in candidates {
-            let e = distillation(student: student, studentFloats: studentFloats, teacher: teacher, settings: settings, microBatch: mb, ranks: ranks,
-                                 ranksPerNode: ranksPerNode, shardOptimizer: shardOptimizer, recompute: recompute, tokens: tokens,
-                                 loaded: loaded, gradientsAllocated: gradientsAllocated, available: available)
+            let e = distillation(job, microBatch: mb, available: available)
             if e.fits { return (mb, e) }
             last = e
         }
         var help = [String]()
-        if !recompute { help.append("--recompute (keep one block's activations)") }
-        if settings.microBatch.map({ $0 > 1 }) ?? false { help.append("a smaller distill.micro_batch") }
-        if !shardOptimizer || ranks == 1 { help.append("more ranks with the sharded optimizer (memory per rank falls with the ranks)") }
+        if !job.recompute { help.append("--recompute (keep one block's activations)") }
+        if s.microBatch.map({ $0 > 1 }) ?? false { help.append("a smaller distill.micro_batch") }
+        if !job.shardOptimizer || job.ranks == 1 { help.append("more ranks with the sharded optimizer (memory per rank falls with the ranks)") }
         help.append("a shorter distill.seq")
         throw TrainingError.config("""
             the distillation does not fit in 90% of this node's available memory:
@@ -118,20 +132,20 @@ public struct MemoryEstimate: Codable, Sendable {
 
     /// The evaluation batch (windows per forward): `given`, or the most (up to 8) whose workspace
     /// stays within 768 MiB, so evaluation peaks at about the weights plus 1 GiB.
-    public static func evaluationBatch(config: GPT2Config, context: Int, given: Int?) -> Int {
+    public static func evaluationBatch(forms: GPT2Forms, context: Int, given: Int?) -> Int {
         if let given { return given }
         var b = 8
-        while b > 1 && GPT2.inferenceBytes(config: config, rows: b * context) + GPT2.headBytes(config: config, rows: b * context, buffers: 1) > 768 << 20 { b /= 2 }
+        while b > 1 && forms.inferenceBytes(rows: b * context) + forms.headBytes(rows: b * context, buffers: 1) > 768 << 20 { b /= 2 }
         return b
     }
 
     /// Evaluation: the weights (once per node) and the workspace for `rows` rows per rank.
-    public static func evaluation(config: GPT2Config, floats: Int, rows: Int, ranksPerNode: Int, tokens: Int) -> MemoryEstimate {
+    public static func evaluation(forms: GPT2Forms, rows: Int, ranksPerNode: Int, tokens: Int) -> MemoryEstimate {
         var e = MemoryEstimate(ranksPerNode: ranksPerNode)
         e.add("process (runtime, MPI, BLAS)", processOverhead)
-        e.add("weights", 4 * floats, perNode: true)
-        e.add("inference workspace (\(rows) rows)", GPT2.inferenceBytes(config: config, rows: rows))
-        e.add("LM head chunks", GPT2.headBytes(config: config, rows: rows, buffers: 1))
+        e.add("weights", 4 * forms.parameterFloats, perNode: true)
+        e.add("inference workspace (\(rows) rows)", forms.inferenceBytes(rows: rows))
+        e.add("LM head chunks", forms.headBytes(rows: rows, buffers: 1))
         e.add("token data", 2 * tokens, perNode: true)
         return e
     }

@@ -53,8 +53,7 @@ public struct TokenDataset: @unchecked Sendable {
             if !failure.isEmpty { throw TrainingError.data(failure) }
             return TokenDataset(tokens: tokens, source: url)
         }
-        try comm.broadcast(&failure, root: 0)
-        if !failure.isEmpty { throw TrainingError.data(comm.rank == 0 ? failure : "rank 0 could not read the data: \(failure)") }
+        if let f = try comm.firstFailure(failure.isEmpty ? nil : failure) { throw TrainingError.data(f.message(on: comm.rank, doing: "read the data")) }
         let count = try comm.allreduce(comm.rank == 0 ? tokens.count : 0, op: .max)
         // One copy per node: rank 0 -> the nodes' first ranks -> their node's window.
         let node = try comm.splitShared()

@@ -30,16 +30,14 @@ public final class Trainer {
     public var beforeStep: [(Int) throws -> Void] = []
     /// Where checkpoints go (nil: none).
     public var checkpoint: Checkpoint?
-    /// Extra state stored in checkpoints.
-    public var checkpointExtra: [String: JSONValue] = [:]
-    /// JSON lines instead of human progress.
-    public var jsonLines = false
+    /// The caller's state stored in checkpoints (a recipe's progress).
+    public var checkpointExtra: JSONValue?
     /// Label printed in progress lines.
     public var label = "distill"
-    /// Gradient reductions overlap backward.
-    public let overlapAllreduce: Bool
-    /// The optimizer is sharded over ranks (ZeRO-1).
-    public let shardOptimizer: Bool
+    /// How the job runs (overlap, sharding, recomputation, output, interruption).
+    public let options: RunOptions
+    /// The optimizer is sharded over ranks (ZeRO-1): asked for, and there are several ranks.
+    public var shardOptimizer: Bool { options.shardOptimizer && comm.size > 1 }
     /// Sequences per forward/backward on this rank (`settings.microBatch`, or the most that fit).
     public let microBatch: Int
     /// What the trainer allocates on top of the models (at the chosen micro-batch).
@@ -48,12 +46,6 @@ public final class Trainer {
     public var bytesPerStep: Int { sync.bytesPerStep }
     /// Stop (with a checkpoint) after this many completed steps, as if interrupted there.
     public var stopAfterStep: Int?
-    /// Polled at every step boundary (on every rank; any rank's yes stops all): true asks for a
-    /// checkpoint and a clean stop. The executable connects it to SIGINT/SIGTERM; a poll that
-    /// answers yes consumes the request, so a later trainer in the same process starts afresh.
-    public var interruptRequested: () -> Bool = { false }
-    /// Print the time per phase of the step at the end.
-    public var printProfile = false
     private let schedule: LRSchedule
     /// Time per phase of the step (printed at the end with SQUEEZE_PROFILE=1).
     public let profile = PhaseTimer()
@@ -61,10 +53,9 @@ public final class Trainer {
     /// The intermediate-layer terms (nil without `hidden` or `attention` weights).
     private let intermediate: IntermediateDistillation?
 
-    /// Collective (every rank builds its trainer at the same point). `overlap`: reduce gradient
-    /// buckets while backward runs; `shardOptimizer`: ZeRO-1 when there are several ranks.
+    /// Collective (every rank builds its trainer at the same point).
     public init(student: GPT2, teacher: GPT2?, settings: DistillSettings, train: TokenDataset, valid: TokenDataset?,
-                comm: Communicator, overlap: Bool = true, shardOptimizer: Bool = true) throws {
+                comm: Communicator, run: RunOptions = RunOptions()) throws {
         try settings.validate()
         guard settings.seq <= student.config.nPositions else {
             throw TrainingError.config("distill.seq \(settings.seq) exceeds the model's n_positions \(student.config.nPositions)")
@@ -75,12 +66,15 @@ public final class Trainer {
         // What the step will allocate on top of the models and data already in memory, against
         // what the node has, before any of it (gradients, AdamW's moments, buffers) is allocated:
         // the micro-batch (unless given) is the largest that fits.
-        let ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
-        let choice = try MemoryEstimate.microBatch(settings: settings, student: student.config, studentFloats: student.params.count,
-                                                   teacher: (settings.alpha > 0 ? teacher : nil).map { ($0.config, $0.params.count) },
-                                                   ranks: comm.size, ranksPerNode: ranksPerNode, shardOptimizer: shardOptimizer && comm.size > 1,
-                                                   recompute: student.recompute, tokens: train.count, loaded: true,
-                                                   gradientsAllocated: student.params.hasGradients)
+        var job = MemoryEstimate.DistillationJob(student: student.forms, teacher: settings.alpha > 0 ? teacher?.forms : nil, settings: settings)
+        job.ranks = comm.size
+        job.ranksPerNode = comm.size > 1 ? try comm.splitShared().size : 1
+        job.shardOptimizer = run.shardOptimizer
+        job.recompute = run.recompute
+        job.tokens = train.count
+        job.loaded = true
+        job.gradientsAllocated = student.params.hasGradients
+        let choice = try MemoryEstimate.microBatch(job)
         // Every rank takes the smallest choice, so the micro-batches (and the sums) agree.
         self.microBatch = try comm.allreduce(choice.microBatch, op: .min)
         self.memory = choice.estimate
@@ -90,10 +84,9 @@ public final class Trainer {
         self.sampler = try BatchSampler(data: train, T: settings.seq, seed: settings.seed)
         self.valid = valid.map { v in Array(v.tokens.prefix(settings.validationTokens(parameters: student.params.parameterCount) + 1)).map { Int32($0) } }
         self.comm = comm
+        self.options = run
         self.intermediate = try IntermediateDistillation(settings: settings, student: student, teacher: settings.alpha > 0 ? teacher : nil)
-        self.sync = try GradientSync(model: student, comm: comm, overlap: overlap, sharded: shardOptimizer)
-        self.overlapAllreduce = overlap
-        self.shardOptimizer = shardOptimizer && comm.size > 1
+        self.sync = try GradientSync(model: student, comm: comm, overlap: run.overlapAllreduce, sharded: run.shardOptimizer)
         self.optimizer = AdamW(ranges: sync.ownedRanges, beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
         self.schedule = LRSchedule(lr: settings.lr, warmup: settings.warmupSteps, total: settings.steps, minRatio: settings.minLRRatio)
     }
@@ -143,7 +136,7 @@ public final class Trainer {
                 // The teacher runs the inference forward: only its final hidden states are kept.
                 let capture = intermediate?.capture(B: n, T: T)
                 let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T, capture: capture)) } }
-                try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T) }
+                try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T, recompute: options.recompute) }
                 let (kd, ce) = profile.time("head + loss") { () -> (Double, Double) in
                     let h = student.trainingHidden!
                     return targets.withUnsafeBufferPointer { tg in
@@ -207,7 +200,7 @@ public final class Trainer {
             }
             history.append(log)
             report(log, stepTimes: stepTimes)
-            let stop = try comm.allreduce(interruptRequested() ? 1 : 0, op: .max) > 0
+            let stop = try comm.allreduce(options.interruptRequested() ? 1 : 0, op: .max) > 0
             let pause = stopAfterStep == step + 1
             if let cp = checkpoint, stop || pause || isLast || (settings.checkpointEvery > 0 && (step + 1) % settings.checkpointEvery == 0) {
                 try writeCheckpoint(cp, nextStep: step + 1)
@@ -219,7 +212,7 @@ public final class Trainer {
             if pause { break }
         }
         Console.endProgress()
-        if printProfile { Console.status(profile.summary()) }
+        if options.printProfile { Console.status(profile.summary()) }
         return history
     }
 
@@ -234,7 +227,7 @@ public final class Trainer {
     }
 
     private func report(_ log: StepLog, stepTimes: [Double]) {
-        if jsonLines {
+        if options.jsonLines {
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
             enc.keyEncodingStrategy = .convertToSnakeCase

@@ -35,15 +35,11 @@ struct Compress: ParsableCommand {
         o.teacher = teacher.map(fileURL)
         o.dtype = try dtype.map(weightDType)
         o.scalapackMinElements = scalapackMin
-        o.distillScale = distillScale
         o.resume = loop.resume
         o.sharedFS = !loop.noSharedFs
         o.tokenCache = tokenCacheDirectory()
-        o.overlap = !loop.noOverlap
-        o.shardOptimizer = !loop.noShardOptimizer
-        o.jsonLines = loop.json
-        o.printProfile = loop.profile
-        o.recompute = loop.recompute
+        o.run = loop.runOptions
+        o.run.distillScale = distillScale
         guard dryRun || (planRanks == nil && planRanksPerNode == nil && planNodeMemory == nil) else {
             throw ValidationError("--plan-ranks, --plan-ranks-per-node and --plan-node-memory need --dry-run")
         }
@@ -70,7 +66,6 @@ struct Compress: ParsableCommand {
             if let big = plan.first(where: { !$0.estimate.fits }) { throw CLIError("\(big.stage) would not fit in 90% of a node's available memory (see above)") }
             return
         }
-        job.interruptRequested = SignalFlag.consume
         SignalFlag.install()
         let summary = try job.run()
         if loop.json { Console.print(try jsonLine(summary)); return }
@@ -81,67 +76,5 @@ struct Compress: ParsableCommand {
         Console.print("parameters \(summary.paramsBefore) -> \(summary.paramsAfter) stored, non-zero \(summary.nonzeroBefore) -> \(summary.nonzeroAfter) (\(fmt(Double(summary.nonzeroAfter) / Double(summary.nonzeroBefore) * 100, 1))%)")
         for (i, p) in summary.stagePerplexity.enumerated() { Console.print("stage \(i + 1) validation perplexity \(fmt(p, 3))") }
         Console.print("wrote \(o.out.path) (\(summary.bytes) bytes of weights) in \(formatDuration(summary.seconds))")
-    } }
-}
-
-/// `squeeze analyze`: stable rank and friends per layer.
-struct Analyze: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Per-layer norms, stable rank, effective rank and the Arora et al. bound proxy; optional SVG plot.")
-    @Option(help: "Model directory.") var model: String
-    @Option(help: "A second model to compare with (e.g. the uncompressed one).") var compare: String?
-    @Option(help: "Write an SVG plot of stable rank per layer.") var plot: String?
-    @Flag(help: "Print JSON.") var json = false
-    @Flag(help: "Analyze models whose weights hold NaN or infinite values (refused by default).") var allowNonFinite = false
-
-    func run() throws { try guarded {
-        _ = try startMPI(quiet: json)
-        let a = try ModelAnalysis.of(try GPT2.load(directory: fileURL(model), allowNonFinite: allowNonFinite))
-        let b = try compare.map { try ModelAnalysis.of(try GPT2.load(directory: fileURL($0), allowNonFinite: allowNonFinite)) }
-        if let plot, Console.rank == 0 {
-            try a.plot(compare: b, title: "stable rank per layer", labels: (compare.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "", URL(fileURLWithPath: model).lastPathComponent))
-                .write(to: fileURL(plot))
-        }
-        if json {
-            struct Out: Encodable { let model: ModelAnalysis; let compare: ModelAnalysis? }
-            Console.print(try jsonLine(Out(model: a, compare: b)))
-            return
-        }
-        func rows(_ m: ModelAnalysis) -> [[String]] {
-            m.layers.map { l in [l.name, l.form, l.shape.map(String.init).joined(separator: "x"), "\(l.params)", "\(l.nonzero)", fmt(l.fro, 3), fmt(l.spectral, 3),
-                                 fmt(l.stableRank, 2), fmt(l.stableRankUnsquared, 3), "\(l.effectiveRank90)", "\(l.effectiveRank99)"] }
-        }
-        let header = ["layer", "form", "shape", "params", "non-zero", "‖W‖F", "‖W‖2", "srank", "‖W‖F/‖W‖2", "r90", "r99"]
-        func totals(_ m: ModelAnalysis) -> String {
-            "total params \(m.totalParams), non-zero \(m.totalNonzero); Σ srank (block linears) \(fmt(m.sumStableRank, 2)); bound proxy Π‖W‖2²·Σsrank = \(String(format: "%.4g", m.boundProxy)) (log10 \(fmt(m.log10BoundProxy, 3)))"
-        }
-        Console.print(table(header, rows(a)))
-        Console.print(totals(a))
-        if let b {
-            Console.print("\ncompared with \(compare!):")
-            Console.print(table(header, rows(b)))
-            Console.print(totals(b))
-            Console.print("\nchange: Σ srank \(fmt(b.sumStableRank, 2)) -> \(fmt(a.sumStableRank, 2)); log10 bound proxy \(fmt(b.log10BoundProxy, 3)) -> \(fmt(a.log10BoundProxy, 3))")
-        }
-        if let plot { Console.print("plot written to \(plot)") }
-    } }
-}
-
-/// `squeeze export --dense`: a plain GPT-2 directory that transformers loads.
-struct Export: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Write a compressed model back as a plain Hugging Face GPT-2 directory.")
-    @Option(help: "Compressed model directory.") var model: String
-    @Option(help: "Output directory.") var out: String
-    @Flag(help: "Materialise every layer as a dense matrix (required: the only export form).") var dense = false
-    @Option(help: "f32, f16 or bf16 (default: as the input).") var dtype: String?
-
-    func run() throws { try guarded {
-        _ = try startMPI()
-        guard dense else { throw ValidationError("export needs --dense (the plain GPT-2 layout has dense weights only)") }
-        let m = try GPT2.load(directory: fileURL(model))
-        let d = try m.densified()
-        let dt = try dtype.map(weightDType) ?? m.storageDType
-        if Console.rank == 0 { try d.save(to: fileURL(out), dtype: dt, tokenizerFrom: fileURL(model)) }
-        Console.print("wrote a dense GPT-2 directory to \(out)")
     } }
 }

@@ -26,12 +26,11 @@ struct Eval: ParsableCommand {
         if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
         if let b = batch, b < 1 { throw ValidationError("--batch must be >= 1") }
         // The memory it needs, from the headers, before the weights are read.
-        let (config, floats) = try GPT2.parameterFloats(directory: fileURL(model))
-        let ctx = min(context ?? config.nPositions, config.nPositions)
-        let windows = MemoryEstimate.evaluationBatch(config: config, context: ctx, given: batch)
+        let forms = try GPT2.forms(directory: fileURL(model))
+        let ctx = min(context ?? forms.config.nPositions, forms.config.nPositions)
+        let windows = MemoryEstimate.evaluationBatch(forms: forms, context: ctx, given: batch)
         let ranksPerNode = world.size > 1 ? try world.splitShared().size : 1
-        let estimate = MemoryEstimate.evaluation(config: config, floats: floats, rows: windows * ctx, ranksPerNode: ranksPerNode,
-                                                 tokens: maxTokens ?? 0)
+        let estimate = MemoryEstimate.evaluation(forms: forms, rows: windows * ctx, ranksPerNode: ranksPerNode, tokens: maxTokens ?? 0)
         if dryRun { Console.print("batch \(windows) x \(ctx) tokens\n" + estimate.describe()); return }
         guard estimate.fits else { throw CLIError("the evaluation does not fit in this node's memory:\n\(estimate.describe())\ntry --batch 1 or a shorter --context") }
         let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
@@ -56,35 +55,5 @@ struct Eval: ParsableCommand {
             return
         }
         Console.print("perplexity \(fmt(r.perplexity, 4))  nll \(fmt(r.nll, 6))  tokens \(r.tokens)  (\(fmt(seconds, 1)) s, \(fmt(Double(r.tokens) / seconds, 0)) tokens/s)")
-    } }
-}
-
-/// `squeeze generate`: sample text from a model.
-struct Generate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt (KV cache; --temperature 0 is greedy).")
-    @Option(help: "Model directory.") var model: String
-    @Option(help: "Prompt text.") var prompt: String
-    @Option(help: "Maximum new tokens.") var maxTokens = 50
-    @Option(help: "Sampling temperature (0: greedy).") var temperature: Float = 0.8
-    @Option(help: "Sample from the k most likely tokens only.") var topK: Int?
-    @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Flag(help: "Print {\"prompt_ids\", \"output_ids\", \"text\"} as JSON.") var json = false
-
-    func run() throws { try guarded {
-        _ = try startMPI(quiet: json)
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be >= 1") }
-        guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
-        let m = try loadModel(model, comm: .world)
-        let tok = try loadTokenizer(fileURL(model), for: m, comm: .world)!
-        let ids = tok.encode(prompt)
-        let out = try m.generate(prompt: ids, maxTokens: maxTokens, sampling: .init(temperature: temperature, topK: topK, seed: seed),
-                                 stopID: tok.endOfTextID)
-        let full = try tok.decode(out)
-        if json {
-            struct Out: Encodable { let prompt_ids: [Int]; let output_ids: [Int]; let text: String }
-            Console.print(try jsonLine(Out(prompt_ids: ids, output_ids: ids + out, text: full)))
-        } else {
-            Console.print(prompt + full)
-        }
     } }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Model
 import MPI
 import Tensor
+import TestSupport
 import XCTest
 
 /// Pruning, Kronecker, low rank and analysis against numpy/torch references

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Tensor
+import TestSupport
 import XCTest
 
 /// Paths of the committed fixtures written by scripts/make_reference.py.

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import Tensor
+import TestSupport
 import XCTest
 
 /// The GPT-2 forward and backward passes against transformers (float64 reference, fixture D).

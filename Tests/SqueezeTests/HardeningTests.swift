@@ -99,10 +99,10 @@ final class HardeningTests: XCTestCase {
         let poll: () -> Bool = { defer { pending = false }; return pending }
         let (train, valid) = try TrainerFixture.tokens().split(validationFraction: 0.2)
         func trainer() throws -> Trainer {
-            let t = try Trainer(student: try GPT2.load(directory: Fixtures.tinyGPT2), teacher: nil,
-                                settings: TrainerFixture.settings(steps: 3), train: train, valid: valid, comm: .world)
-            t.interruptRequested = poll
-            return t
+            var run = RunOptions()
+            run.interruptRequested = poll
+            return try Trainer(student: try GPT2.load(directory: Fixtures.tinyGPT2), teacher: nil,
+                               settings: TrainerFixture.settings(steps: 3), train: train, valid: valid, comm: .world, run: run)
         }
         XCTAssertThrowsError(try trainer().run()) { XCTAssertTrue("\($0)".contains("interrupted at step 1"), "\($0)") }
         XCTAssertEqual(try trainer().run().count, 3)

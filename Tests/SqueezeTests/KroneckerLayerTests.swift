@@ -3,6 +3,7 @@ import Kernels
 import Model
 import Compression
 import Tensor
+import TestSupport
 import XCTest
 
 /// A Kronecker layer in both product orders, with learnable scales, against its dense weight:
@@ -11,7 +12,7 @@ import XCTest
 final class KroneckerLayerTests: XCTestCase {
     func check(_ shape: KroneckerShape, terms: Int, bFirst: Bool) throws {
         let comp = KroneckerComponent(prefix: "k", shape: shape, terms: terms, scaled: true)
-        XCTAssertEqual(comp.bFirst, bFirst, "product order for \(shape)")
+        XCTAssertEqual(comp.shape.bFirst, bFirst, "product order for \(shape)")
         var rng = RandomGenerator(seed: 9)
         let params = ParameterSet(layout: comp.parameters.map { ($0.name, $0.shape, true) })
         for s in params.slots { for i in 0..<s.count { params.value(s.name)[i] = s.name.hasSuffix(".s") ? 1.5 + Float(i) : rng.nextGaussian() } }
@@ -20,12 +21,13 @@ final class KroneckerLayerTests: XCTestCase {
         let w = comp.denseWeight(params: params)
         // Forward against x · W.
         var out = [Float](repeating: 0, count: N * outF)
-        comp.forward(x: x, N: N, out: &out, params: params)
+        let passes = ComponentPasses(comp, rows: N)
+        passes.forward(x: x, out: &out, params: params)
         let want = try Tensor(shape: [N, inF], data: x).matmul(w).data
         assertRelativeClose(out, want, rtol: 1e-4, "forward")
         // Backward against the projected dense gradient.
         var dx = [Float](repeating: 0, count: N * inF)
-        comp.backward(x: x, dout: dy, dx: &dx, accumulate: false, N: N, params: params)
+        passes.backward(x: x, dout: dy, dx: &dx, accumulate: false, params: params)
         let dW = try Tensor(shape: [N, inF], data: x).matmul(Tensor(shape: [N, outF], data: dy), transposeSelf: true)
         assertRelativeClose(dx, try Tensor(shape: [N, outF], data: dy).matmul(w, transposeOther: true).data, rtol: 1e-4, "dx")
         let (m1, n1, m2, n2) = (shape.m1, shape.n1, shape.m2, shape.n2)
@@ -82,7 +84,7 @@ final class EmbeddingFormTests: XCTestCase {
                       "prune: {targets: [wte], sparsity: 0.5}"] {
             let m = try compressed(stage)
             let d = try m.densified()
-            XCTAssertNotEqual(m.embedding.form, "dense", stage)
+            XCTAssertNotEqual(m.embedding.formKinds, "dense", stage)
             XCTAssertLessThanOrEqual(maxAbsDifference(try m.logits(ids: ids, B: 2, T: 8), try d.logits(ids: ids, B: 2, T: 8)), 1e-5, stage)
             try step(m)
             try step(d)
@@ -107,9 +109,9 @@ final class EmbeddingFormTests: XCTestCase {
                     assertRelativeClose(m.params.gradTensor(k.name(i, "b")).data, db, rtol: 2e-3, "\(stage): dB\(i)")
                 }
             case let dense as DenseComponent:
-                XCTAssertNotNil(dense.bits)
+                XCTAssertNotNil(dense.mask)
                 m.maskGradients()
-                let mask = dense.bits!
+                let mask = dense.mask!
                 assertRelativeClose(m.params.gradTensor(dense.weightName).data, (0..<(V * C)).map { mask[$0] ? dW.data[$0] : 0 }, rtol: 1e-4, stage)
             default: XCTFail(stage)
             }
@@ -117,7 +119,7 @@ final class EmbeddingFormTests: XCTestCase {
             let dir = try Fixtures.temporaryDirectory(self).appendingPathComponent("m")
             try m.save(to: dir)
             let back = try GPT2.load(directory: dir)
-            XCTAssertEqual(back.embedding.form, m.embedding.form, stage)
+            XCTAssertEqual(back.embedding.formKinds, m.embedding.formKinds, stage)
             XCTAssertEqual(try back.logits(ids: ids, B: 2, T: 8), try m.logits(ids: ids, B: 2, T: 8), stage)
         }
     }

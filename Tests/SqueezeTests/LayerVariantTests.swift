@@ -4,6 +4,7 @@ import Model
 import MPI
 import Tensor
 import Training
+import TestSupport
 import XCTest
 
 /// Every linear form (sparse, 2:4, low rank, low rank + sparse, Kronecker, Kronecker with
@@ -16,7 +17,7 @@ final class LayerVariantTests: XCTestCase {
 
     func testFixtureHoldsEveryForm() throws {
         let m = try GPT2.load(directory: Self.compressed)
-        let forms = Set(m.linears.map(\.form) + [m.embedding.form])
+        let forms = Set(m.linears.map(\.formKinds) + [m.embedding.formKinds])
         XCTAssertEqual(forms, ["sparse", "lowrank", "kronecker", "lowrank+sparse", "dense"])
         XCTAssertTrue(m.linears.contains { ($0.components.first as? KroneckerComponent)?.factorRankA != nil })
     }
@@ -31,7 +32,7 @@ final class LayerVariantTests: XCTestCase {
         let back = try GPT2.load(directory: dir.appendingPathComponent("c"))
         XCTAssertEqual(back.params.slots.map(\.name), m.params.slots.map(\.name))
         for s in m.params.slots { XCTAssertEqual(back.params.tensor(s.name).data, m.params.tensor(s.name).data, s.name) }
-        for (x, y) in zip(back.linears, m.linears) { XCTAssertEqual(x.form, y.form) }
+        for (x, y) in zip(back.linears, m.linears) { XCTAssertEqual(x.formKinds, y.formKinds) }
     }
 
     /// Gradients of every factor equal the dense gradient dW pushed through the factorisation.
@@ -80,8 +81,8 @@ final class LayerVariantTests: XCTestCase {
             }
         }
         let dE = d.params.gradTensor("wte.weight")
-        close(p.gradTensor("wte.w0"), try dE.matmul(p.tensor("wte.w1")), "wte.w0")
-        close(p.gradTensor("wte.w1"), try dE.matmul(p.tensor("wte.w0"), transposeSelf: true), "wte.w1")
+        close(p.gradTensor("wte.lowrank.w0"), try dE.matmul(p.tensor("wte.lowrank.w1")), "wte.lowrank.w0")
+        close(p.gradTensor("wte.lowrank.w1"), try dE.matmul(p.tensor("wte.lowrank.w0"), transposeSelf: true), "wte.lowrank.w1")
     }
 
     /// Masked weights stay exactly zero through training steps.
@@ -100,7 +101,7 @@ final class LayerVariantTests: XCTestCase {
         var checked = 0
         for lin in m.linears {
             for case let dc as DenseComponent in lin.components {
-                guard let mask = dc.mask else { continue }
+                guard let mask = dc.mask?.floats else { continue }
                 let w = m.params.tensor(dc.weightName).data
                 for i in mask.indices where mask[i] == 0 { XCTAssertEqual(w[i], 0); checked += 1 }
                 XCTAssertGreaterThan(zip(w, mask).filter { $1 != 0 && $0 != 0 }.count, 0)
@@ -109,7 +110,7 @@ final class LayerVariantTests: XCTestCase {
         XCTAssertGreaterThan(checked, 1000)
         // Optimizer moments of pruned weights stay zero too (their gradients are masked).
         let slot = m.params.slot("h.0.mlp.c_fc.weight")
-        let mask = (m.linear("h.0.mlp.c_fc")!.components[0] as! DenseComponent).mask!
+        let mask = m.linear("h.0.mlp.c_fc")!.mask!.floats
         for i in mask.indices where mask[i] == 0 { XCTAssertEqual(opt.m[slot.offset + i], 0) }
     }
 
@@ -122,7 +123,7 @@ final class LayerVariantTests: XCTestCase {
         let cfg = try String(contentsOf: dir.appendingPathComponent("dense/config.json"), encoding: .utf8)
         XCTAssertFalse(cfg.contains("compression"))
         let dense = try GPT2.load(directory: dir.appendingPathComponent("dense"))
-        XCTAssertEqual(dense.linears.map(\.form), Array(repeating: "dense", count: 8))
+        XCTAssertEqual(dense.linears.map(\.formKinds), Array(repeating: "dense", count: 8))
         let j = try Fixtures.json("export.json")
         let rows = (j["ids"] as! [[Any]])
         let ids = rows.flatMap { $0.int32s }
@@ -156,6 +157,6 @@ final class LayerVariantTests: XCTestCase {
         let ratio = try size("sparse") / size("dense")
         XCTAssertLessThanOrEqual(ratio, 0.6, "sparse/dense bytes \(ratio)")
         let back = try GPT2.load(directory: dir.appendingPathComponent("sparse"))
-        XCTAssertEqual(Pruning.sparsity(of: back.embedding.mask!), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(Pruning.sparsity(of: back.embedding.mask!.floats), 0.5, accuracy: 1e-6)
     }
 }

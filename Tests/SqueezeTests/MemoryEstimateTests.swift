@@ -10,9 +10,10 @@ final class MemoryEstimateTests: XCTestCase {
     func estimate(ranks: Int = 1, loaded: Bool, gradientsAllocated: Bool = false, shard: Bool = true) -> MemoryEstimate {
         var s = DistillSettings()
         s.seq = 1024
-        return MemoryEstimate.distillation(student: config, studentFloats: floats, teacher: (config, floats), settings: s, microBatch: 1,
-                                           ranks: ranks, ranksPerNode: ranks, shardOptimizer: shard, recompute: false, tokens: 1000,
-                                           loaded: loaded, gradientsAllocated: gradientsAllocated, available: nil)
+        let forms = GPT2Forms(config: config)
+        var job = MemoryEstimate.DistillationJob(student: forms, teacher: forms, settings: s)
+        (job.ranks, job.ranksPerNode, job.shardOptimizer, job.tokens, job.loaded, job.gradientsAllocated) = (ranks, ranks, shard, 1000, loaded, gradientsAllocated)
+        return MemoryEstimate.distillation(job, microBatch: 1, available: nil)
     }
 
     func testLoadedLeavesOutWeightsTeacherAndDataOnly() {

@@ -2,6 +2,7 @@ import Distributed
 import Foundation
 import MPI
 import Tensor
+import TestSupport
 import XCTest
 
 /// `tallSVD` over all ranks (run under mpirun by scripts/test.sh, np = 2 and 4): every rank holds

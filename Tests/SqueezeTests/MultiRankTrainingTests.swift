@@ -3,6 +3,7 @@ import Model
 import MPI
 import Tensor
 import Training
+import TestSupport
 import XCTest
 
 /// Data-parallel training on 1, 2 and 4 ranks inside one mpirun: the world is split into

@@ -1,7 +1,9 @@
+import Compression
 import Distributed
 import Foundation
 import MPI
 import Tensor
+import TestSupport
 import XCTest
 
 // MARK: - Shared with MultiRankTSQRTests
@@ -206,24 +208,30 @@ final class TSQRTests: XCTestCase {
         }
     }
 
-    /// The plan's thresholds: wte-shaped matrices go to TSQR (also wide, also on one rank), square
-    /// ones to LAPACK, and to ScaLAPACK only from 64 ranks; many ranks are capped for TSQR.
-    func testDistributedSVDPath() {
-        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 768, ranks: 2, rank: 192), .tsqr)
-        XCTAssertEqual(distributedSVDPath(rows: 768, cols: 50257, ranks: 2, rank: 192), .tsqr)
-        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 768, ranks: 1, rank: 192), .tsqr)
-        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 1600, ranks: 2), .tsqr)
-        XCTAssertEqual(distributedSVDPath(rows: 3072, cols: 768, ranks: 2, rank: 192), .lapack)
-        XCTAssertEqual(distributedSVDPath(rows: 3072, cols: 3072, ranks: 2), .lapack)
-        XCTAssertEqual(distributedSVDPath(rows: 4096, cols: 4096, ranks: 64), .scalapack)
-        XCTAssertEqual(distributedSVDPath(rows: 0, cols: 10, ranks: 64), .lapack)
+    /// The compressor's SVD paths: wte-shaped matrices go to TSQR over several ranks (also wide),
+    /// square ones and anything on one rank to LAPACK, ScaLAPACK only when --scalapack-min asks;
+    /// many ranks are capped for TSQR.
+    func testSVDPath() {
+        func path(_ m: Int, _ n: Int, _ ranks: Int, _ k: Int? = nil, scalapackMin: Int? = nil) -> SVDPath {
+            Compressor.svdPath(rows: m, cols: n, count: m * n, rank: k, ranks: ranks, scalapackMinElements: scalapackMin)
+        }
+        XCTAssertEqual(path(50257, 768, 2, 192), .tsqr)
+        XCTAssertEqual(path(768, 50257, 2, 192), .tsqr)
+        XCTAssertEqual(path(50257, 768, 1, 192), .lapack)
+        XCTAssertEqual(path(50257, 1600, 2), .lapack)   // full rank needs blocks 16x as tall as wide: 50257 / 1600 < 2 · 16
+        XCTAssertEqual(path(50257, 1600, 2, 400), .tsqr)
+        XCTAssertEqual(path(3072, 768, 2, 192), .lapack)
+        XCTAssertEqual(path(3072, 3072, 2), .lapack)
+        XCTAssertEqual(path(4096, 4096, 64), .lapack)
+        XCTAssertEqual(path(4096, 4096, 2, scalapackMin: 4096 * 4096), .scalapack)
+        XCTAssertEqual(path(4096, 4095, 2, scalapackMin: 4096 * 4096), .lapack)
+        XCTAssertEqual(path(50257, 768, 64, 192), .tsqr)
         // k = n/4 needs blocks 7 times as tall as wide; k = n 16 times.
         XCTAssertEqual(tsqrRankCount(rows: 50257, cols: 768, ranks: 2, rank: 192), 2)
         XCTAssertEqual(tsqrRankCount(rows: 50257, cols: 768, ranks: 64, rank: 192), 9)
         XCTAssertEqual(tsqrRankCount(rows: 50257, cols: 768, ranks: 64), 4)
         XCTAssertEqual(tsqrRankCount(rows: 5375, cols: 768, ranks: 4, rank: 192), 0)
         XCTAssertEqual(tsqrRankCount(rows: 5376, cols: 768, ranks: 4, rank: 192), 1)
-        XCTAssertEqual(distributedSVDPath(rows: 50257, cols: 768, ranks: 64, rank: 192), .tsqr)
     }
 
     func testThinSVDDoubleAndCanonicalSigns() throws {

@@ -4,6 +4,7 @@ import MPI
 import Tensor
 import Training
 import Compression
+import TestSupport
 import XCTest
 
 /// Shared set-up for trainer tests: the tiny fixture model and the eval fixture's tokens.
@@ -29,15 +30,16 @@ enum TrainerFixture {
         if resumeFrom == nil {
             // A different starting point than the teacher: prune half of the MLP weights.
             let lin = student.linear("h.0.mlp.c_fc")!
-            (lin.components[0] as! DenseComponent).mask = (0..<(16 * 64)).map { Float($0 % 2) }
+            lin.mask = BitMask((0..<(16 * 64)).map { Float($0 % 2) })
             student.applyMasks()
         }
         let data = try tokens()
         let (train, valid) = data.split(validationFraction: 0.2)
         var s = settings(steps: steps)
         if intermediate { s.hidden = 1; s.attention = 1 }
-        let t = try Trainer(student: student, teacher: teacher, settings: s, train: train, valid: valid, comm: comm,
-                            shardOptimizer: shardOptimizer)
+        var run = RunOptions()
+        run.shardOptimizer = shardOptimizer
+        let t = try Trainer(student: student, teacher: teacher, settings: s, train: train, valid: valid, comm: comm, run: run)
         t.checkpoint = checkpoint
         t.stopAfterStep = stopAfter
         var start = 0
@@ -89,16 +91,17 @@ final class RecipeRunnerTests: XCTestCase {
                 distill: {steps: 12, batch: 4, seq: 16, lr: 1.0e-3, micro_batch: 2}
             """)
             let student = try GPT2.load(directory: Fixtures.tinyGPT2), teacher = try GPT2.load(directory: Fixtures.tinyGPT2)
-            let runner = RecipeRunner(recipe: recipe, student: student, teacher: teacher, comm: .world)
+            var run = RunOptions()
+            run.distillScale = scale
+            let runner = RecipeRunner(recipe: recipe, student: student, teacher: teacher, comm: .world, options: run)
             runner.train = try TrainerFixture.tokens()
-            runner.distillScale = scale
             try runner.run()
             XCTAssertEqual(runner.history.count, Int(12 * scale))
             for name in ["h.0.mlp.c_fc", "h.1.mlp.c_proj"] {
-                let d = student.linear(name)!.components[0] as! DenseComponent
-                XCTAssertEqual(Pruning.sparsity(of: d.mask!), 0.5, "\(name) at scale \(scale)")
+                let d = try XCTUnwrap(student.linear(name)!.maskable), mask = try XCTUnwrap(d.mask).floats
+                XCTAssertEqual(Pruning.sparsity(of: mask), 0.5, "\(name) at scale \(scale)")
                 let w = student.params.tensor(d.weightName).data
-                XCTAssertEqual(zip(w, d.mask!).filter { $1 == 0 && $0 != 0 }.count, 0)
+                XCTAssertEqual(zip(w, mask).filter { $1 == 0 && $0 != 0 }.count, 0)
             }
             XCTAssertEqual(runner.reports.count, 4)
         }
@@ -116,8 +119,11 @@ final class RecipeResumeTests: XCTestCase {
           - lowrank: {targets: ["h.*.attn.c_attn"], rank_ratio: 0.5, progressive: 3}
             distill: {steps: 9, batch: 4, seq: 16, lr: 1.0e-3, micro_batch: 2}
         """
-        func runner(_ student: GPT2, checkpoint: Checkpoint?) throws -> RecipeRunner {
-            let r = RecipeRunner(recipe: try Recipe.parse(yaml), student: student, teacher: try GPT2.load(directory: Fixtures.tinyGPT2), comm: .world)
+        func runner(_ student: GPT2, checkpoint: Checkpoint?, stopAfter: Int? = nil) throws -> RecipeRunner {
+            var run = RunOptions()
+            run.stopAfterDistillSteps = stopAfter
+            let r = RecipeRunner(recipe: try Recipe.parse(yaml), student: student, teacher: try GPT2.load(directory: Fixtures.tinyGPT2), comm: .world,
+                                 options: run)
             r.train = try TrainerFixture.tokens()
             r.checkpoint = checkpoint
             return r
@@ -127,10 +133,9 @@ final class RecipeResumeTests: XCTestCase {
 
         let dir = try Fixtures.temporaryDirectory(self)
         let cp = Checkpoint(directory: dir.appendingPathComponent("cp"))
-        let first = try runner(try GPT2.load(directory: Fixtures.tinyGPT2), checkpoint: cp)
         // Stage 1's 3 steps + 2 of the first progressive step's 3: ranks 16 -> 13 -> 11 -> 8 must
         // continue from the checkpoint's schedule, not be recomputed from rank 13.
-        first.stopAfterDistillSteps = 5
+        let first = try runner(try GPT2.load(directory: Fixtures.tinyGPT2), checkpoint: cp, stopAfter: 5)
         XCTAssertThrowsError(try first.run()) { XCTAssertTrue("\($0)".contains("interrupted"), "\($0)") }
         let resumed = try GPT2.load(directory: cp.modelDirectory)
         try runner(resumed, checkpoint: cp).run(resume: true)

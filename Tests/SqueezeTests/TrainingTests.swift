@@ -4,6 +4,7 @@ import Model
 import MPI
 import Tensor
 import Training
+import TestSupport
 import XCTest
 
 /// AdamW, distillation loss and perplexity against transformers / closed forms.
