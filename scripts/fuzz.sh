@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS]          build, then fuzz every target for SECONDS each (default 600)
 #   SQUEEZE_FUZZ_TARGETS="config"      only these targets (safetensors config tokenizer recipe)
 #   scripts/fuzz.sh --build            only build; prints the fuzzer's path
-#   scripts/fuzz.sh --merge TARGET DIR minimise the target's corpus into DIR (libFuzzer -merge=1)
+#   scripts/fuzz.sh --merge TARGET DIR minimize the target's corpus into DIR (libFuzzer -merge=1)
 #   scripts/fuzz.sh --pick TARGET [N]  add up to N (default 30) small, coverage-rich inputs of the
 #                                      corpus to Tests/Fixtures/fuzz/TARGET/ as min-* (pick.py)
 #

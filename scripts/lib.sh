@@ -28,7 +28,7 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" || return 1
 }
 
-# build_release: the optimised squeeze binary; sets SQUEEZE (its path).
+# build_release: the optimized squeeze binary; sets SQUEEZE (its path).
 build_release() {
     echo "==> swift build -c release"
     # The build's own status decides: a failed build must never fall back to a stale binary.

@@ -2,7 +2,7 @@
 """Generate independent numpy/torch reference fixtures for the compression code.
 
 This script is run BY HAND, never in CI.  Its outputs are committed and the
-Swift tests (pruning, SparseGPT, Kronecker / low-rank factorisation and
+Swift tests (pruning, SparseGPT, Kronecker / low-rank factorization and
 ``squeeze analyze``) compare against them:
 
     Tests/Fixtures/reference/compression.json
@@ -72,7 +72,7 @@ Fixtures (safetensors key -> meaning; JSON section of the same name)
    JSON "wanda": also "norms" (the 16 column norms of X, float64).
 5. SparseGPT (Frantar & Alistarh 2023), a float64 numpy re-implementation of
    ``fasterprune`` from github.com/IST-DASLab/sparsegpt (sparsegpt.py),
-   without quantisation.  W = h.0.mlp.c_proj.weight ([64, 16] Conv1D);
+   without quantization.  W = h.0.mlp.c_proj.weight ([64, 16] Conv1D);
    the algorithm works on the nn.Linear layout Wt = W.T [out = 16, in = 64].
    X = rng(12).standard_normal((256, 64)) as float32; sparsity 0.5,
    blocksize 32, percdamp 0.01.

@@ -17,7 +17,7 @@ Everything is deterministic: every random draw uses an explicitly seeded
 ``torch.use_deterministic_algorithms(True)`` is on and the script runs on one
 CPU thread.  The GPT-2 BPE files are read from ``assets/gpt2/{vocab.json,merges.txt}``.
 Rerunning with the same torch/transformers versions reproduces the files
-byte-for-byte; other versions may change the *random initialisation* (A, B and
+byte-for-byte; other versions may change the *random initialization* (A, B and
 everything derived from it) but not the formats.  The versions used are
 written to ``Tests/Fixtures/reference/versions.json``.
 
@@ -27,7 +27,7 @@ A. ``Tests/Fixtures/tiny-gpt2/`` -- a tiny random ``GPT2LMHeadModel``:
    vocab_size=50257, n_positions=32, n_embd=16, n_layer=2, n_head=2,
    activation "gelu_new", all dropouts 0, layer_norm_epsilon=1e-5, tied
    embeddings.  Built right after ``torch.manual_seed(0)``; then, because HF
-   initialises biases to 0 and LayerNorm to (1, 0), every LayerNorm weight is
+   initializes biases to 0 and LayerNorm to (1, 0), every LayerNorm weight is
    re-drawn as ``1 + 0.1*randn`` and every bias (LayerNorm and Conv1D) as
    ``0.1*randn`` (generator seed 1, parameters visited in state-dict order).
    Saved with ``save_pretrained(safe_serialization=True)`` in FLOAT32

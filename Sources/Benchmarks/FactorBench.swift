@@ -4,12 +4,12 @@ import Model
 import Foundation
 import Tensor
 
-/// `squeeze bench factor`: low rank and nearest-Kronecker factorisation of distilgpt2-shaped
+/// `squeeze bench factor`: low rank and nearest-Kronecker factorization of distilgpt2-shaped
 /// matrices against a bare LAPACKE_sgesdd on the same matrix, and randomized vs full SVD.
 public struct FactorBenchRow: Codable, Sendable {
     public var method: String
     public var shape: [Int]
-    /// Our full-SVD factorisation time / bare sgesdd on the same (rearranged) matrix.
+    /// Our full-SVD factorization time / bare sgesdd on the same (rearranged) matrix.
     public var seconds: Double
     public var bareSeconds: Double
     public var ratioToLAPACK: Double

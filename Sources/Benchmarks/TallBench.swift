@@ -129,31 +129,7 @@ public func runTallBench(comm: Communicator, options: TallBenchOptions) throws -
                                lapackOverEckartYoungPercent: percent(lapackError, eckartYoung),
                                loadBefore: loadBefore, loadAfter: 0)
 
-        if options.tsqr && m >= n {
-            Console.status("[\(m) x \(n)] tallSVD (TSQR, k = \(k)) on \(comm.size) rank(s) x \(BLAS.threads) thread(s)")
-            var best = Double.infinity
-            var bestProfile = TallSVDProfile()
-            var result: SVD?
-            for _ in 0..<options.repeats {
-                var profile = TallSVDProfile()
-                try comm.barrier()
-                let t0 = Runtime.wtime()
-                let f = try tallSVD(a, rank: k, comm: comm, profile: &profile)
-                let seconds = try comm.allreduce(Runtime.wtime() - t0, op: .max)
-                if seconds < best { best = seconds; bestProfile = profile }
-                result = f
-            }
-            let f = result!
-            let error = try residual(a, f, comm: comm)
-            row.tsqrSeconds = best
-            row.tsqrProfile = bestProfile
-            row.lapackOverTSQR = lapackSeconds / best
-            row.lapackQRPathOverTSQR = qrPathSeconds / best
-            row.tsqrError = error
-            row.tsqrErrorDifferencePercent = percent(error, lapackError)
-            row.tsqrOverEckartYoungPercent = percent(error, eckartYoung)
-            row.tsqrSingularValueDifference = zip(f.S, spectrum).map { Double(abs($0 - $1) / $1) }.max() ?? 0
-        }
+        if options.tsqr && m >= n { try measureTSQR(a, rank: k, repeats: options.repeats, into: &row, spectrum: spectrum, comm: comm) }
 
         if options.scalapack {
             Console.status("[\(m) x \(n)] ScaLAPACK psgesvd on \(comm.size) rank(s) x \(BLAS.threads) thread(s), \(options.scalapackRepeats ?? options.repeats) run(s)")
@@ -239,4 +215,33 @@ func loadAverage() -> Double {
     guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8),
           let first = text.split(separator: " ").first, let value = Double(first) else { return -1 }
     return value
+}
+
+/// TSQR's figures for one matrix: the best of `repeats` runs, its phases, its error against
+/// LAPACK's (already in `row`) and the Eckart–Young bound, its singular values against `spectrum`.
+private func measureTSQR(_ a: Tensor, rank k: Int, repeats: Int, into row: inout TallBenchRow, spectrum: [Float], comm: Communicator) throws {
+    let (m, n) = (a.shape[0], a.shape[1])
+    Console.status("[\(m) x \(n)] tallSVD (TSQR, k = \(k)) on \(comm.size) rank(s) x \(BLAS.threads) thread(s)")
+    var best = Double.infinity
+    var bestProfile = TallSVDProfile()
+    var result: SVD?
+    for _ in 0..<repeats {
+        var profile = TallSVDProfile()
+        try comm.barrier()
+        let t0 = Runtime.wtime()
+        let f = try tallSVD(a, rank: k, comm: comm, profile: &profile)
+        let seconds = try comm.allreduce(Runtime.wtime() - t0, op: .max)
+        if seconds < best { best = seconds; bestProfile = profile }
+        result = f
+    }
+    let f = result!
+    let error = try residual(a, f, comm: comm)
+    row.tsqrSeconds = best
+    row.tsqrProfile = bestProfile
+    row.lapackOverTSQR = row.lapackSeconds / best
+    row.lapackQRPathOverTSQR = row.lapackQRPathSeconds / best
+    row.tsqrError = error
+    row.tsqrErrorDifferencePercent = percent(error, row.lapackError)
+    row.tsqrOverEckartYoungPercent = percent(error, row.eckartYoungError)
+    row.tsqrSingularValueDifference = zip(f.S, spectrum).map { Double(abs($0 - $1) / $1) }.max() ?? 0
 }

@@ -95,7 +95,7 @@ public final class CompressionJob {
         let (ranks, ranksPerNode) = try planShape()
         let tokens = o.data.map { textBytes($0) / 4 } ?? 0   // about 4 bytes of English per GPT-2 token
         var plan: [(String, MemoryEstimate)] = []
-        // One-shot compression: the model, the dense copies of the layers being factorised, and
+        // One-shot compression: the model, the dense copies of the layers being factorized, and
         // calibration Hessians (Double, in² per block linear).
         let available = o.planNodeMemory ?? MemoryEstimate.availableBytes()
         var oneShot = MemoryEstimate(ranksPerNode: ranksPerNode, available: available)
@@ -126,17 +126,17 @@ public final class CompressionJob {
         return plan
     }
 
-    /// Which rank factorises which layer, by which path, with estimated seconds (from the config
+    /// Which rank factorizes which layer, by which path, with estimated seconds (from the config
     /// and the recipe; one LAPACK SVD timed on this rank calibrates the estimates).
-    public func factorisationPlan() throws -> FactorisationPlan {
+    public func factorizationPlan() throws -> FactorizationPlan {
         let recipe = try Recipe.load(options.recipe)
         let config = try GPT2.forms(directory: options.model).config
-        func plan(_ c: Double) throws -> FactorisationPlan {
-            try FactorisationPlan.make(recipe: recipe, config: config, ranks: try planShape().ranks, scalapackMinElements: options.scalapackMinElements,
+        func plan(_ c: Double) throws -> FactorizationPlan {
+            try FactorizationPlan.make(recipe: recipe, config: config, ranks: try planShape().ranks, scalapackMinElements: options.scalapackMinElements,
                                        secondsPerUnit: c)
         }
         let jobs = try plan(0)
-        return jobs.jobs.isEmpty ? jobs : try plan(try FactorisationPlan.calibrate())   // time an SVD only when there is work
+        return jobs.jobs.isEmpty ? jobs : try plan(try FactorizationPlan.calibrate())   // time an SVD only when there is work
     }
 
     /// Runs the whole job (collective).

@@ -12,7 +12,7 @@ extension Compressor {
     /// Replaces each target's weight by a sum of Kronecker products: `terms` of them (or, with
     /// `terms: auto`, as many as `budget` holds, in the shape of least error), from Van Loan's SVD
     /// or block selection, with learnable norm-matched scales when `spec.scale`. A progressive step
-    /// passes its own `budget` and re-factorises layers already in Kronecker form in their shape.
+    /// passes its own `budget` and re-factorizes layers already in Kronecker form in their shape.
     @discardableResult
     public func kronecker(_ spec: Recipe.KroneckerSpec, stage: Int, budget stepBudget: Double? = nil) throws -> [LayerReport] {
         let at = "stages[\(stage)].kronecker"
@@ -31,7 +31,7 @@ extension Compressor {
                 throw CompressionError.layer(lin.name, "shape [\(lin.inFeatures), \(lin.outFeatures)] does not factor as [\(f.m1)·m2, \(f.n1)·n2] (\(at).factors)")
             }
         }
-        let costs = lins.map { FactorisationPlan.kroneckerUnits($0.inFeatures, $0.outFeatures) }
+        let costs = lins.map { FactorizationPlan.kroneckerUnits($0.inFeatures, $0.outFeatures) }
         let seed = self.seed
         let extra = spec.scale ? 1 : 0
         let results = try distributedCompute(costs: costs, comm: comm) { j in
@@ -52,7 +52,7 @@ extension Compressor {
             } else {
                 (shape, terms, _) = try NearestKronecker.autoShapeAndTerms(w, budget: allowed, perTermExtra: extra)
             }
-            let r = spec.initialisation == .select ? try NearestKronecker.selectFactorize(w, shape: shape, terms: terms)
+            let r = spec.initialization == .select ? try NearestKronecker.selectFactorize(w, shape: shape, terms: terms)
                                                    : try NearestKronecker.factorize(w, shape: shape, terms: terms, seed: seed)
             // Norm matching: every term scaled by ‖W‖_F / ‖Σ A ⊗ B‖_F.
             let norm = NearestKronecker.norm(a: r.a, b: r.b)
@@ -72,7 +72,7 @@ extension Compressor {
         }
         try model.rebuildParameters(from: tensors)
         return names.enumerated().map { k, n in
-            LayerReport(stage: stage, layer: n, method: lins[k].summary + (spec.initialisation == .select ? " select" : ""),
+            LayerReport(stage: stage, layer: n, method: lins[k].summary + (spec.initialization == .select ? " select" : ""),
                         paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n), relativeError: relativeError(before[k], denseWeight(n)))
         }
     }

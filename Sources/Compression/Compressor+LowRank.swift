@@ -5,12 +5,12 @@ import MPI
 import Tensor
 import Training
 
-/// Truncated SVD (one-shot or a progressive step), of the factors of factorised (Kronecker)
+/// Truncated SVD (one-shot or a progressive step), of the factors of factorized (Kronecker)
 /// layers, and low rank plus a sparse residual.
 extension Compressor {
     // MARK: - Low rank
 
-    /// Truncated SVD of each target (or of each factor of a factorised layer, or a lower rank for
+    /// Truncated SVD of each target (or of each factor of a factorized layer, or a lower rank for
     /// low-rank layers). `ranks` overrides the spec's rule per layer (progressive steps).
     @discardableResult
     public func lowrank(_ spec: Recipe.LowRankSpec, stage: Int, ranks: [String: Int]? = nil) throws -> [LayerReport] {
@@ -18,16 +18,16 @@ extension Compressor {
         let names = try resolve(spec.targets, at: at)
         let before = names.map { denseWeight($0) }
         let paramsBefore = names.map { storedParameters($0) }
-        // Factorised layers (Kronecker): low rank on their factors (small SVDs, done everywhere).
-        let factorised = names.filter { layer($0).single is FactorisedForm }
-        if let n = factorised.first, spec.sparseResidual != nil || spec.progressive > 1 {
+        // Factorized layers (Kronecker): low rank on their factors (small SVDs, done everywhere).
+        let factorized = names.filter { layer($0).single is FactorizedForm }
+        if let n = factorized.first, spec.sparseResidual != nil || spec.progressive > 1 {
             throw CompressionError.layer(n, "is \(layer(n).summary): low rank applies to its factors, one-shot and without sparse_residual (\(at))")
         }
         var tensors: [String: Tensor] = [:]
         var labels: [String: String] = [:]
-        for n in factorised { tensors.merge(try lowRankFactors(n, spec.rule), uniquingKeysWith: { $1 }) }
+        for n in factorized { tensors.merge(try lowRankFactors(n, spec.rule), uniquingKeysWith: { $1 }) }
         // Every other layer (dense, sparse, low rank, wte): SVD of its dense weight.
-        let svdNames = names.filter { !factorised.contains($0) }
+        let svdNames = names.filter { !factorized.contains($0) }
         let factors = try svdFactors(svdNames, weights: svdNames.map { before[names.firstIndex(of: $0)!] }, rule: spec.rule, ranks: ranks)
         for (n, f) in zip(svdNames, factors) {
             tensors.merge(try install(n, factors: f.factors, weight: before[names.firstIndex(of: n)!], sparseResidual: spec.sparseResidual),
@@ -37,17 +37,17 @@ extension Compressor {
         try model.rebuildParameters(from: tensors)
         return names.enumerated().map { k, n in
             let l = layer(n)
-            let label = (l.single as? FactorisedForm).map { "lowrank factors: \($0.summary)" }
+            let label = (l.single as? FactorizedForm).map { "lowrank factors: \($0.summary)" }
                 ?? "lowrank r=\((l.components.first as? RankedForm)?.rank ?? 0)" + (labels[n] ?? "")
             return LayerReport(stage: stage, layer: n, method: label, paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
                                relativeError: relativeError(before[k], denseWeight(n)))
         }
     }
 
-    /// Replaces a factorised layer's factors by low-rank products (ranks by `rule` on each factor).
+    /// Replaces a factorized layer's factors by low-rank products (ranks by `rule` on each factor).
     private func lowRankFactors(_ name: String, _ rule: LowRank.RankRule) throws -> [String: Tensor] {
         let lin = layer(name)
-        guard let form = lin.single as? FactorisedForm else { return [:] }
+        guard let form = lin.single as? FactorizedForm else { return [:] }
         let seed = self.seed
         let (comp, tensors) = try form.withLowRankFactors(params: model.params, rank: { f in
             let sv = LowRank.needsSpectrum(rule) ? try f.singularValuesDouble() : []
@@ -66,7 +66,7 @@ extension Compressor {
         let paths = names.indices.map { svdPath(weights[$0], rule: rule, rank: ranks?[names[$0]]) }
         let small = names.indices.filter { paths[$0] == .lapack }
         var factors: [Int: [Tensor]] = [:]
-        let costs = small.map { i -> Double in let s = weights[i].shape; return FactorisationPlan.lapackUnits(s[0], s[1]) }
+        let costs = small.map { i -> Double in let s = weights[i].shape; return FactorizationPlan.lapackUnits(s[0], s[1]) }
         let smallResults = try distributedCompute(costs: costs, comm: comm) { j in
             let w = weights[small[j]]
             let sv = LowRank.needsSpectrum(rule) && ranks == nil ? try w.singularValuesDouble() : []
@@ -125,7 +125,7 @@ extension Compressor {
     }
 
     /// The path for a `rows x cols` matrix of `count` elements truncated to `rank` (nil: unknown
-    /// before its spectrum) on `ranks` ranks (also used by `FactorisationPlan`).
+    /// before its spectrum) on `ranks` ranks (also used by `FactorizationPlan`).
     public static func svdPath(rows m: Int, cols n: Int, count: Int, rank k: Int?, ranks: Int, scalapackMinElements: Int?) -> SVDPath {
         guard ranks > 1 else { return .lapack }
         if let min = scalapackMinElements, count >= min { return .scalapack }

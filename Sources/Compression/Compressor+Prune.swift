@@ -115,7 +115,7 @@ extension Compressor {
                 }
                 try comm.allreduce(&hess[lin.name]!)
             }
-            let costs = layers.map { FactorisationPlan.sparseGPTUnits($0.inFeatures, $0.outFeatures) }
+            let costs = layers.map { FactorizationPlan.sparseGPTUnits($0.inFeatures, $0.outFeatures) }
             let results = try distributedCompute(costs: costs, comm: comm) { j in
                 let lin = layers[j]
                 let w = lin.denseWeight(params: model.params)

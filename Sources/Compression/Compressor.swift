@@ -47,14 +47,15 @@ public final class Compressor {
 
     /// The names of `names` matched by the glob patterns (a trailing ".weight" ignored), in the
     /// order of `names`; a pattern matching nothing is an error naming it (also used by
-    /// `FactorisationPlan`, which has layer names but no model).
+    /// `FactorizationPlan`, which has layer names but no model).
     static func resolve(_ patterns: [String], in names: [String], at: String) throws -> [String] {
         var chosen = Set<String>()
         for raw in patterns {
             let p = raw.hasSuffix(".weight") ? String(raw.dropLast(7)) : raw
             let hits = names.filter { globMatch(p, $0) }
             guard !hits.isEmpty else {
-                throw CompressionError.recipe("\(at): target '\(raw)' matches no layer (names look like wte, h.0.attn.c_attn, h.0.attn.c_proj, h.0.mlp.c_fc, h.0.mlp.c_proj; '*' matches anything)")
+                let examples = (["wte"] + BlockLinear.allCases.map { $0.name(block: 0) }).joined(separator: ", ")
+                throw CompressionError.recipe("\(at): target '\(raw)' matches no layer (names look like \(examples); '*' matches anything)")
             }
             chosen.formUnion(hits)
         }

@@ -31,7 +31,7 @@ public enum NearestKronecker {
         return try Tensor(shape: [m1 * n1, m2 * n2], data: r)
     }
 
-    /// Result of a k-term factorisation: factors, the singular values of R(W), and the error.
+    /// Result of a k-term factorization: factors, the singular values of R(W), and the error.
     public struct Result {
         public var a: [Tensor]   // [m1, n1] each
         public var b: [Tensor]   // [m2, n2] each
@@ -70,7 +70,7 @@ public enum NearestKronecker {
                      shape: KroneckerShape(m1: a[0].shape[0], n1: a[0].shape[1], m2: b[0].shape[0], n2: b[0].shape[1]))
     }
 
-    /// Krony-PT-style selection ("pruning") initialisation: term by term, the largest remaining
+    /// Krony-PT-style selection ("pruning") initialization: term by term, the largest remaining
     /// block of W (a row of R(W)) is kept as B_i, and A_i is its least-squares coefficient for
     /// every block, A_i[p, q] = <W_pq, B_i> / ‖B_i‖²; the residual then loses A_i ⊗ B_i. Unlike
     /// Van Loan's SVD, B_i is a piece of the trained weights themselves.
@@ -126,7 +126,7 @@ public enum NearestKronecker {
         return try leastError(w, fits)
     }
 
-    /// `factors: auto`: among the divisor pairs whose `terms`-term factorisation fits `budget`
+    /// `factors: auto`: among the divisor pairs whose `terms`-term factorization fits `budget`
     /// parameters, the one with the least error. Errors come from R's singular values (LAPACK
     /// values-only SVD); the `maxCandidates` shapes using the most of the budget are compared.
     public static func autoShape(_ w: Tensor, terms: Int, budget: Int, maxCandidates: Int = 8) throws -> (KroneckerShape, Double) {

@@ -2,7 +2,7 @@ import Foundation
 import Model
 import Tensor
 
-/// Truncated-SVD factorisation `W ≈ W0 W1ᵀ` with `W0 = U_r sqrt(Σ_r)` `[in, r]` and
+/// Truncated-SVD factorization `W ≈ W0 W1ᵀ` with `W0 = U_r sqrt(Σ_r)` `[in, r]` and
 /// `W1 = V_r sqrt(Σ_r)` `[out, r]`; by Eckart–Young its Frobenius error is `sqrt(Σ_{i>r} σ_i²)`,
 /// the least of any rank-r matrix.
 public enum LowRank {

@@ -14,7 +14,7 @@ extension CompressionJob {
             case .prune, .distillOnly: continue
             case .lowrank(let spec):
                 for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(st.index)].lowrank").compactMap({ forms.layer($0) })
-                where !(layer.single is FactorisedForm) {
+                where !(layer.single is FactorizedForm) {
                     let r = LowRank.needsSpectrum(spec.rule) ? min(layer.inFeatures, layer.outFeatures)
                         : LowRank.rank(for: spec.rule, rows: layer.inFeatures, cols: layer.outFeatures, singularValues: [])
                     var comps: [WeightComponent] = [LowRankComponent(layer: layer.name, inFeatures: layer.inFeatures, outFeatures: layer.outFeatures, rank: r)]

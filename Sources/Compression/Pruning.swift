@@ -8,8 +8,8 @@ public enum Pruning {
     /// Number of weights pruned at `sparsity` out of `n`: floor(sparsity · n).
     public static func prunedCount(_ n: Int, sparsity: Double) -> Int { Int((sparsity * Double(n)).rounded(.down)) }
 
-    /// Indices ordered by ascending score, ties by index.
-    static func stableOrder(_ scores: [Float]) -> [Int] {
+    /// Indices ordered by ascending score, ties by index (numpy's `argsort(kind="stable")`).
+    static func stableOrder<T: Comparable>(_ scores: [T]) -> [Int] {
         scores.indices.sorted { scores[$0] < scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
     }
 
@@ -41,7 +41,7 @@ public enum Pruning {
         for o in 0..<cols {
             for g in stride(from: 0, to: rows, by: m) {
                 let idx = (0..<m).map { (g + $0) * cols + o }
-                let order = idx.indices.sorted { s[idx[$0]] < s[idx[$1]] || (s[idx[$0]] == s[idx[$1]] && $0 < $1) }
+                let order = stableOrder(idx.map { s[$0] })
                 for k in order.prefix(m - n) { mask[idx[k]] = 0 }
             }
         }
@@ -79,93 +79,33 @@ public enum Pruning {
 
 /// SparseGPT (Frantar & Alistarh 2023): prunes columns left to right (in the `[out, in]` view)
 /// and updates the not-yet-pruned weights with the OBS correction from the inverse Hessian
-/// `H = XᵀX + λI` (λ = `percdamp` · mean diag). Mask selection is adaptive per block of
-/// `blockSize` inputs, or N:M. Computed in Double. Returns the pruned, updated `[in, out]`
-/// weight and its mask.
-public func sparseGPT(weight w: [Float], rows inDim: Int, cols outDim: Int, hessian hIn: [Double], sparsity: Double,
+/// `H = XᵀX + λI` (`OBSSweep`). Mask selection is adaptive per block of `blockSize` inputs (the
+/// `sparsity` fraction of the lowest w²/d² in the block), or N:M. Returns the pruned, updated
+/// `[in, out]` weight and its mask.
+public func sparseGPT(weight w: [Float], rows inDim: Int, cols outDim: Int, hessian: [Double], sparsity: Double,
                       nm: (Int, Int)? = nil, blockSize: Int = 128, percdamp: Double = 0.01) throws -> (weight: [Float], mask: [Float]) {
-    let n = inDim, rowsOut = outDim
-    guard hIn.count == n * n else { throw CompressionError.value("sparsegpt", "Hessian has \(hIn.count) entries, expected \(n * n)") }
-    // Wt [out, in] in Double.
-    var W = [Double](repeating: 0, count: rowsOut * n)
-    for j in 0..<n { for o in 0..<rowsOut { W[o * n + j] = Double(w[j * outDim + o]) } }
-    var H = hIn
-    for j in 0..<n where H[j * n + j] == 0 {
-        H[j * n + j] = 1
-        for o in 0..<rowsOut { W[o * n + j] = 0 }
-    }
-    var meanDiag = 0.0
-    for j in 0..<n { meanDiag += H[j * n + j] }
-    meanDiag /= Double(n)
-    for j in 0..<n { H[j * n + j] += percdamp * meanDiag }
-    // Hinv = upper Cholesky factor of H⁻¹.
-    do { try upperCholeskyOfInverse(&H, n: n) } catch {
-        throw CompressionError.numerical("sparsegpt: \(error) for the damped Hessian; use more calibration samples or a larger percdamp")
-    }
-    let Hinv = H
-
-    var mask = [Bool](repeating: false, count: rowsOut * n)   // true = pruned, [out, in]
-    var i1 = 0
-    while i1 < n {
-        let i2 = min(i1 + blockSize, n), count = i2 - i1
-        var W1 = [Double](repeating: 0, count: rowsOut * count)
-        for o in 0..<rowsOut { for c in 0..<count { W1[o * count + c] = W[o * n + i1 + c] } }
-        var Q1 = [Double](repeating: 0, count: rowsOut * count)
-        var Err1 = [Double](repeating: 0, count: rowsOut * count)
-        var mask1 = [Bool](repeating: false, count: rowsOut * count)
-        if nm == nil {
-            var tmp = [Double](repeating: 0, count: rowsOut * count)
-            for o in 0..<rowsOut { for c in 0..<count {
-                let d = Hinv[(i1 + c) * n + i1 + c]
-                tmp[o * count + c] = W1[o * count + c] * W1[o * count + c] / (d * d)
-            } }
-            let sorted = tmp.sorted()
-            let thresh = sorted[min(Int(Double(tmp.count) * sparsity), tmp.count - 1)]
-            for k in tmp.indices { mask1[k] = tmp[k] <= thresh }
+    var sweep = try OBSSweep(weight: w, inputs: inDim, outputs: outDim, hessian: hessian, percdamp: percdamp, method: "sparsegpt")
+    let n = inDim
+    var pruned = [Bool](repeating: false, count: outDim * n)   // [out, in]
+    let diagonal = (0..<n).map { sweep.diagonal($0) }
+    func saliency(_ x: Double, _ j: Int) -> Double { x * x / (diagonal[j] * diagonal[j]) }
+    sweep.run(blockSize: blockSize, startBlock: { block, W1 in
+        guard nm == nil else { return }
+        // Adaptive: the lowest `sparsity` fraction of the block's saliencies.
+        let count = block.count
+        let scores = (0..<(outDim * count)).map { saliency(W1[$0], block.lowerBound + $0 % count) }
+        let thresh = scores.sorted()[min(Int(Double(scores.count) * sparsity), scores.count - 1)]
+        for k in scores.indices where scores[k] <= thresh { pruned[(k / count) * n + block.lowerBound + k % count] = true }
+    }, keep: { o, j, c, W1 in
+        if let (pn, pm) = nm, c % pm == 0 {
+            // N:M: prune the pn of each group of pm with the lowest saliency (ties by position).
+            let count = W1.count / outDim, width = min(pm, count - c)
+            let order = Pruning.stableOrder((0..<width).map { saliency(W1[o * count + c + $0], j + $0) })
+            for k in order.prefix(pn) { pruned[o * n + j + k] = true }
         }
-        for c in 0..<count {
-            if let (pn, pm) = nm, c % pm == 0 {
-                for o in 0..<rowsOut {
-                    let width = min(pm, count - c)
-                    let scores = (0..<width).map { k -> Double in
-                        let d = Hinv[(i1 + c + k) * n + i1 + c + k]
-                        let x = W1[o * count + c + k]
-                        return x * x / (d * d)
-                    }
-                    let order = scores.indices.sorted { scores[$0] < scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-                    for k in order.prefix(pn) { mask1[o * count + c + k] = true }
-                }
-            }
-            let d = Hinv[(i1 + c) * n + i1 + c]
-            for o in 0..<rowsOut {
-                let wv = W1[o * count + c]
-                let q = mask1[o * count + c] ? 0 : wv
-                Q1[o * count + c] = q
-                let err = (wv - q) / d
-                Err1[o * count + c] = err
-                if err != 0 {
-                    for k in c..<count { W1[o * count + k] -= err * Hinv[(i1 + c) * n + i1 + k] }
-                }
-            }
-        }
-        for o in 0..<rowsOut { for c in 0..<count {
-            W[o * n + i1 + c] = Q1[o * count + c]
-            mask[o * n + i1 + c] = mask1[o * count + c]
-        } }
-        // W[:, i2:] -= Err1 · Hinv[i1:i2, i2:]
-        if i2 < n {
-            var hb = [Double](repeating: 0, count: count * (n - i2))
-            for c in 0..<count { for k in i2..<n { hb[c * (n - i2) + k - i2] = Hinv[(i1 + c) * n + k] } }
-            var upd = [Double](repeating: 0, count: rowsOut * (n - i2))
-            dgemm(m: rowsOut, n: n - i2, k: count, a: Err1, b: hb, c: &upd)
-            for o in 0..<rowsOut { for k in i2..<n { W[o * n + k] -= upd[o * (n - i2) + k - i2] } }
-        }
-        i1 = i2
-    }
-    var out = [Float](repeating: 0, count: w.count), m = [Float](repeating: 1, count: w.count)
-    for j in 0..<n { for o in 0..<rowsOut {
-        out[j * outDim + o] = Float(W[o * n + j])
-        if mask[o * n + j] { m[j * outDim + o] = 0; out[j * outDim + o] = 0 }
-    } }
-    return (out, m)
+        return pruned[o * n + j] ? 0 : W1[o * (W1.count / outDim) + c]
+    })
+    var out = sweep.weight, mask = [Float](repeating: 1, count: w.count)
+    for j in 0..<n { for o in 0..<outDim where pruned[o * n + j] { mask[j * outDim + o] = 0; out[j * outDim + o] = 0 } }
+    return (out, mask)
 }

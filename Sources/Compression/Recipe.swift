@@ -83,7 +83,7 @@ public struct Recipe {
 
     public struct KroneckerSpec: Equatable {
         /// How the factors start: Van Loan's SVD of R(W), or Krony-PT-style block selection.
-        public enum Initialisation: String, CaseIterable { case vanloan, select }
+        public enum Initialization: String, CaseIterable { case vanloan, select }
         public var targets: [String]
         /// nil: auto (least error within the budget).
         public var factors: (m1: Int, n1: Int)?
@@ -92,7 +92,7 @@ public struct Recipe {
         public var terms: Int? = 1
         /// Parameter budget for `factors: auto` and `terms: auto`, as a fraction of the dense layer.
         public var budget: Double = 0.5
-        public var initialisation: Initialisation = .vanloan
+        public var initialization: Initialization = .vanloan
         /// Learnable per-term scales starting at ‖W‖_F / ‖Σ A ⊗ B‖_F (norm-matched).
         public var scale = true
         /// Progressive: the budget falls from 1 to `budget` in this many steps, distillation between.
@@ -100,7 +100,7 @@ public struct Recipe {
 
         public static func == (a: KroneckerSpec, b: KroneckerSpec) -> Bool {
             a.targets == b.targets && a.factors?.m1 == b.factors?.m1 && a.factors?.n1 == b.factors?.n1 && a.terms == b.terms && a.budget == b.budget
-                && a.initialisation == b.initialisation && a.scale == b.scale && a.progressive == b.progressive
+                && a.initialization == b.initialization && a.scale == b.scale && a.progressive == b.progressive
         }
     }
 
@@ -318,10 +318,10 @@ public struct Recipe {
             guard k.budget > 0 else { throw CompressionError.recipe("\(at).budget must be in (0, 1], got 0") }
         }
         if let v = d["init"] {
-            guard let s = v as? String, let i = KroneckerSpec.Initialisation(rawValue: s) else {
-                throw CompressionError.recipe("\(at).init must be one of \(KroneckerSpec.Initialisation.allCases.map(\.rawValue).joined(separator: ", ")), got '\(v)'")
+            guard let s = v as? String, let i = KroneckerSpec.Initialization(rawValue: s) else {
+                throw CompressionError.recipe("\(at).init must be one of \(KroneckerSpec.Initialization.allCases.map(\.rawValue).joined(separator: ", ")), got '\(v)'")
             }
-            k.initialisation = i
+            k.initialization = i
         }
         if let v = d["scale"] {
             guard let b = v as? Bool else { throw CompressionError.recipe("\(at).scale must be true or false, got '\(v)'") }

@@ -55,7 +55,7 @@ public final class RecipeRunner {
     /// What has been done (reports, schedule), as checkpoints record it.
     public private(set) var progress = RecipeProgress()
     public var reports: [LayerReport] { progress.reports }
-    /// Wall seconds spent in the compression methods (factorisations, masks), distillation excluded.
+    /// Wall seconds spent in the compression methods (factorizations, masks), distillation excluded.
     public private(set) var compressionSeconds = 0.0
     public private(set) var history: [StepLog] = []
     private var distillStepsDone = 0
@@ -147,7 +147,7 @@ public final class RecipeRunner {
             }
             progress.schedule = [:]
         case .kronecker(let k) where k.progressive > 1:
-            // The budget falls from 1 to k.budget in equal steps; each step re-factorises the
+            // The budget falls from 1 to k.budget in equal steps; each step re-factorizes the
             // layers (in the shape the first step chose) and distils for its share of the steps.
             try runProgressive(st, steps: k.progressive, from: pos, resume: resume, label: label) { step in
                 let budget = 1 - (1 - k.budget) * Double(step + 1) / Double(k.progressive)

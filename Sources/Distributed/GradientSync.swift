@@ -36,7 +36,8 @@ public final class GradientSync {
         let L = model.config.nLayer
         var blockRange: [Range<Int>] = []
         for l in 0..<L {
-            let slots = model.params.slots.filter { $0.name.hasPrefix("h.\(l).") }
+            let prefix = model.blocks[l].prefix + "."
+            let slots = model.params.slots.filter { $0.name.hasPrefix(prefix) }
             guard let lo = slots.map(\.offset).min(), let hi = slots.map({ $0.offset + $0.count }).max() else {
                 throw DistributedError.plan("block h.\(l) has no parameters")
             }
@@ -67,7 +68,7 @@ public final class GradientSync {
         for b in buckets {
             receivedOffset.append(total)
             // This rank's part of the bucket (see `part`).
-            if sharded && comm.size > 1 { total += b.count * (comm.rank + 1) / comm.size - b.count * comm.rank / comm.size }
+            if sharded && comm.size > 1 { total += share(b.count, rank: comm.rank, size: comm.size).count }
         }
         received = .allocate(capacity: max(total, 1))
         received.initialize(repeating: 0)
@@ -79,8 +80,8 @@ public final class GradientSync {
     public func part(_ b: Int, _ r: Int) -> Range<Int> {
         let bucket = buckets[b]
         guard sharded else { return bucket }
-        let n = bucket.count, P = comm.size
-        return (bucket.lowerBound + n * r / P)..<(bucket.lowerBound + n * (r + 1) / P)
+        let mine = share(bucket.count, rank: r, size: comm.size)
+        return (bucket.lowerBound + mine.lowerBound)..<(bucket.lowerBound + mine.upperBound)
     }
 
     /// The flat ranges whose optimizer step this rank runs, in flat order (everything without sharding).

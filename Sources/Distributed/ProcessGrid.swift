@@ -9,7 +9,7 @@ public final class ProcessGrid {
     public let rows: Int, cols: Int
     public let myRow: Int, myCol: Int
 
-    /// The near-square factorisation `rows x cols = size` with `rows <= cols`.
+    /// The near-square factorization `rows x cols = size` with `rows <= cols`.
     public static func shape(forSize size: Int) -> (rows: Int, cols: Int) {
         var r = Int(Double(size).squareRoot())
         while r > 1 && size % r != 0 { r -= 1 }

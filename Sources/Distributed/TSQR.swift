@@ -40,25 +40,7 @@ public func tallSVD(_ a: Tensor, rank k: Int?, comm: Communicator, smallSVDPreci
     var t = start
     func lap() -> Double { let now = Runtime.wtime(); defer { t = now }; return now - t }
 
-    // The problem, agreed by all ranks before anything can fail on only some of them.
-    let is2D = a.shape.count == 2
-    let m = is2D ? a.shape[0] : 0, n = is2D ? a.shape[1] : 0
-    let want = k ?? n
-    var agreed = [is2D ? 0 : 1, m, -m, n, -n, want, -want]
-    try comm.allreduce(&agreed, op: .max)
-    guard agreed[0] == 0 else {
-        throw TensorError.shape("tallSVD", is2D ? "another rank's matrix is not 2-D" : "expected a 2-D matrix, got shape \(a.shape)")
-    }
-    guard agreed[1] == -agreed[2], agreed[3] == -agreed[4], agreed[5] == -agreed[6] else {
-        throw TensorError.shape("tallSVD", "ranks passed different problems (this rank: [\(m), \(n)], rank \(want)); "
-                                + "every rank must pass the same matrix and rank")
-    }
-    guard n >= 1, m >= n else {
-        throw TensorError.shape("tallSVD", "needs a tall matrix (rows >= cols >= 1), got [\(m), \(n)]")
-    }
-    guard (1...n).contains(want) else {
-        throw TensorError.argument("tallSVD", "rank must be in 1...\(n), got \(want)")
-    }
+    let (m, n, want) = try agreedProblem(a, rank: k, comm: comm)
     let blocks = (0..<p).map { tallSVDRows(m, rank: $0, ranks: p) }
     let heights = blocks.map { min($0.count, n) }
     var offsets = [0]
@@ -151,11 +133,32 @@ public struct TallSVDError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// The rows `tallSVD` gives rank `rank` of `ranks`: contiguous, sizes differing by at most one
-/// (the same split as Training's `share`).
-public func tallSVDRows(_ m: Int, rank: Int, ranks: Int) -> Range<Int> {
-    (m * rank / ranks)..<(m * (rank + 1) / ranks)
+/// The problem of a `tallSVD` call ([m, n] and the rank), checked and agreed by all ranks before
+/// anything can fail on only some of them.
+private func agreedProblem(_ a: Tensor, rank k: Int?, comm: Communicator) throws -> (m: Int, n: Int, want: Int) {
+    let is2D = a.shape.count == 2
+    let m = is2D ? a.shape[0] : 0, n = is2D ? a.shape[1] : 0
+    let want = k ?? n
+    var agreed = [is2D ? 0 : 1, m, -m, n, -n, want, -want]
+    try comm.allreduce(&agreed, op: .max)
+    guard agreed[0] == 0 else {
+        throw TensorError.shape("tallSVD", is2D ? "another rank's matrix is not 2-D" : "expected a 2-D matrix, got shape \(a.shape)")
+    }
+    guard agreed[1] == -agreed[2], agreed[3] == -agreed[4], agreed[5] == -agreed[6] else {
+        throw TensorError.shape("tallSVD", "ranks passed different problems (this rank: [\(m), \(n)], rank \(want)); "
+                                + "every rank must pass the same matrix and rank")
+    }
+    guard n >= 1, m >= n else {
+        throw TensorError.shape("tallSVD", "needs a tall matrix (rows >= cols >= 1), got [\(m), \(n)]")
+    }
+    guard (1...n).contains(want) else {
+        throw TensorError.argument("tallSVD", "rank must be in 1...\(n), got \(want)")
+    }
+    return (m, n, want)
 }
+
+/// The rows `tallSVD` gives rank `rank` of `ranks`: the contiguous `share`.
+public func tallSVDRows(_ m: Int, rank: Int, ranks: Int) -> Range<Int> { share(m, rank: rank, size: ranks) }
 
 /// Collective: if `failure` is set on any rank, every rank throws the same `TallSVDError`,
 /// carrying the first failing rank's message.
@@ -182,17 +185,11 @@ private func stackedSVD<T: LAPACKScalar>(_ stacked: [Float], rows h: Int, cols n
 
     var out = [Float](repeating: 0, count: k + k * n + h * k)
     let vtBase = k, usBase = k + k * n
-    for i in 0..<k {
+    var vt = [Float](repeating: 0, count: k * n)
+    for i in 0..<k { for j in 0..<n { vt[i * n + j] = Float(vtf[i + j * n]) } }
+    for (i, flip) in canonicalSignFlips(vt, rows: k, cols: n).enumerated() {
         out[i] = Float(s[i])
-        var best = 0
-        var bestAbs: Float = -1
-        for j in 0..<n {
-            let v = Float(vtf[i + j * n])
-            out[vtBase + i * n + j] = v
-            if abs(v) > bestAbs { bestAbs = abs(v); best = j }
-        }
-        let flip = out[vtBase + i * n + best] < 0
-        if flip { for j in 0..<n { out[vtBase + i * n + j] = -out[vtBase + i * n + j] } }
+        for j in 0..<n { out[vtBase + i * n + j] = flip ? -vt[i * n + j] : vt[i * n + j] }
         for r in 0..<h {
             let x = Float(c[r + i * h])
             out[usBase + r * k + i] = flip ? -x : x

@@ -51,7 +51,7 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int, l
                                 if visible < nk { (row + visible).update(repeating: 0, count: nk - visible) }
                                 let correction = fastExp(m[i] - mNew)
                                 l[i] = l[i] * correction + Float(sum)
-                                if correction != 1 { scaleRow(o + i * hs, count: hs, by: correction) }
+                                if correction != 1 { Kernels.scale(o + i * hs, count: hs, by: correction) }
                                 m[i] = mNew
                             }
                             // O [nq, hs] += P [nq, nk] · V_blk [nk, hs]
@@ -74,7 +74,7 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int, l
 
 /// The teacher's side of the attention term of a distillation: its queries and keys
 /// [B·T, 2C] (`stride` apart), its log-sum-exps [B, NH, T], and the gradient weight `weight`
-/// (the term's weight over its normalisation).
+/// (the term's weight over its normalization).
 public struct AttentionTeacher {
     public let qk: UnsafePointer<Float>
     public let stride: Int
@@ -129,22 +129,8 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
                             sgemm(transB: true, m: nq, n: nk, k: hs, alpha: scale, a: qh + q0 * qkvStride, lda: qkvStride,
                                   b: kh + k0 * qkvStride, ldb: qkvStride, c: p, ldc: bk)
                             if let t = teacher {
-                                // The teacher's block, and the KL terms while both are still log-probabilities.
-                                let tq = t.qk + row0 * t.stride + h * hs, tk = tq + t.stride / 2
-                                sgemm(transB: true, m: nq, n: nk, k: hs, alpha: scale, a: tq + q0 * t.stride, lda: t.stride,
-                                      b: tk + k0 * t.stride, ldb: t.stride, c: pt, ldc: bk)
-                                let tlse = t.lse + (b * NH + h) * T
-                                for i in 0..<nq {
-                                    let sr = p + i * bk, tr = pt + i * bk
-                                    let visible = max(0, min(nk, q0 + i - k0 + 1))
-                                    let ls = lseh[q0 + i], lt = tlse[q0 + i]
-                                    for j in 0..<visible {
-                                        let logt = tr[j] - lt
-                                        tr[j] = fastExp(logt)
-                                        kl += Double(tr[j] * (logt - (sr[j] - ls)))
-                                    }
-                                    if visible < nk { (tr + visible).update(repeating: 0, count: nk - visible) }
-                                }
+                                kl += teacherBlock(t, into: pt, student: p, studentLSE: lseh, row0: row0, head: h, heads: NH, batch: b,
+                                                   q0: q0, nq: nq, k0: k0, nk: nk, T: T, hs: hs, scale: scale)
                             }
                             for i in 0..<nq {
                                 let row = p + i * bk
@@ -158,16 +144,7 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
                             // dP [nq, nk] = dO_blk · V_blkᵀ
                             sgemm(transB: true, m: nq, n: nk, k: hs, a: doh + q0 * outStride, lda: outStride,
                                   b: vh + k0 * qkvStride, ldb: qkvStride, c: dp, ldc: bk)
-                            // dS = P ∘ (dP − D) · scale (written over dP), plus the attention term's
-                            // weight · (P_s − P_t) · scale.
-                            for i in 0..<nq {
-                                let pr = p + i * bk, dr = dp + i * bk, d = rowDot[q0 + i]
-                                for j in 0..<nk { dr[j] = pr[j] * (dr[j] - d) * scale }
-                                if let t = teacher {
-                                    let tr = pt + i * bk, w = t.weight * scale
-                                    for j in 0..<nk { dr[j] += w * (pr[j] - tr[j]) }
-                                }
-                            }
+                            scoreGradient(dp, p: p, teacher: teacher.map { (UnsafePointer(pt), $0.weight) }, rowDot: rowDot + q0, nq: nq, nk: nk, scale: scale)
                             // dQ_blk [nq, hs] += dS · K_blk ; dK_blk [nk, hs] += dSᵀ · Q_blk
                             sgemm(m: nq, n: hs, k: nk, a: dp, lda: bk, b: kh + k0 * qkvStride, ldb: qkvStride,
                                   beta: 1, c: dqh + q0 * dqkvStride, ldc: dqkvStride)
@@ -186,8 +163,41 @@ public func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutable
     }
 }
 
-/// x[0..<n] *= k
-@inline(__always)
-func scaleRow(_ x: UnsafeMutablePointer<Float>, count n: Int, by k: Float) {
-    for j in 0..<n { x[j] *= k }
+/// The teacher's attention block for the attention term: P_t [nq, nk] (row stride
+/// `attentionBlock`) into `pt`, and Σ KL(P_t ‖ P_s) over the block's visible entries, computed
+/// while both are still log-probabilities (`student` holds the student's scaled scores).
+func teacherBlock(_ t: AttentionTeacher, into pt: UnsafeMutablePointer<Float>, student p: UnsafePointer<Float>, studentLSE lseh: UnsafePointer<Float>,
+                  row0: Int, head h: Int, heads NH: Int, batch b: Int, q0: Int, nq: Int, k0: Int, nk: Int, T: Int, hs: Int, scale: Float) -> Double {
+    let bk = attentionBlock
+    let tq = t.qk + row0 * t.stride + h * hs, tk = tq + t.stride / 2
+    sgemm(transB: true, m: nq, n: nk, k: hs, alpha: scale, a: tq + q0 * t.stride, lda: t.stride, b: tk + k0 * t.stride, ldb: t.stride, c: pt, ldc: bk)
+    let tlse = t.lse + (b * NH + h) * T
+    var kl = 0.0
+    for i in 0..<nq {
+        let sr = p + i * bk, tr = pt + i * bk
+        let visible = max(0, min(nk, q0 + i - k0 + 1))
+        let ls = lseh[q0 + i], lt = tlse[q0 + i]
+        for j in 0..<visible {
+            let logt = tr[j] - lt
+            tr[j] = fastExp(logt)
+            kl += Double(tr[j] * (logt - (sr[j] - ls)))
+        }
+        if visible < nk { (tr + visible).update(repeating: 0, count: nk - visible) }
+    }
+    return kl
+}
+
+/// dS = P ∘ (dP − D) · scale, written over dP [nq, nk] (row stride `attentionBlock`), plus the
+/// attention term's weight · (P_s − P_t) · scale when a teacher block (P_t, weight) is given.
+func scoreGradient(_ dp: UnsafeMutablePointer<Float>, p: UnsafePointer<Float>, teacher: (pt: UnsafePointer<Float>, weight: Float)?,
+                   rowDot: UnsafePointer<Float>, nq: Int, nk: Int, scale: Float) {
+    let bk = attentionBlock
+    for i in 0..<nq {
+        let pr = p + i * bk, dr = dp + i * bk, d = rowDot[i]
+        for j in 0..<nk { dr[j] = pr[j] * (dr[j] - d) * scale }
+        if let t = teacher {
+            let tr = t.pt + i * bk, w = t.weight * scale
+            for j in 0..<nk { dr[j] += w * (pr[j] - tr[j]) }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 // Vectorisable kernels for the softmaxes over the 50257-way vocabulary, GELU's tanh and the
 // reductions in LayerNorm. Swift has no fast-math, so a float reduction written as one
 // accumulator stays scalar; these loops use independent accumulators or pure maps, which LLVM
-// vectorises (about 0.5 ns per exp on one core against 3 ns for libm's expf).
+// vectorizes (about 0.5 ns per exp on one core against 3 ns for libm's expf).
 
 /// exp(x) Cephes-style: 2^n · p(r), n = round(x / ln 2), r = x − n ln 2 (two-part ln 2), p a
 /// degree-6 polynomial; max relative error about 1.2e-7 over [-87, 88]. NaN gives NaN (no

@@ -62,7 +62,7 @@ public func distillationLoss(student: UnsafePointer<Float>, teacher: UnsafePoint
 /// KL(p_t ‖ p_s) of one row at temperature 1/invT given both log-sum-exps of the shifted, scaled
 /// logits (log p = (z − max)/T − lse, which stays exact for huge logits); adds
 /// `gradScale · (p_s − p_t)` to `grad` when given. Works in blocks through stack buffers so the
-/// exp and product loops vectorise.
+/// exp and product loops vectorize.
 @inline(__always)
 func klDivergence(zs: UnsafePointer<Float>, zt: UnsafePointer<Float>, V: Int, ms: Float, mt: Float, invT: Float,
                   lses: Float, lset: Float, grad: UnsafeMutablePointer<Float>?, gradScale: Float) -> Double {

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// An MPI communicator: rank, size and the collectives Squeeze uses, with MPI errors thrown as
-/// `MPIError`. `Communicator.world` initialises MPI on first use (also without mpirun: size 1).
+/// `MPIError`. `Communicator.world` initializes MPI on first use (also without mpirun: size 1).
 public final class Communicator: @unchecked Sendable {
     /// The raw handle, for interop (ScaLAPACK's BLACS, custom calls).
     public let handle: MPI_Comm
@@ -29,7 +29,7 @@ public final class Communicator: @unchecked Sendable {
     }
     private var ring: Double { Double(size - 1) / Double(size) }
 
-    /// The world communicator; MPI is initialised (MPI_Init_thread, funneled) the first time.
+    /// The world communicator; MPI is initialized (MPI_Init_thread, funneled) the first time.
     public static let world: Communicator = {
         Runtime.initialize()
         return Communicator(wrapping: squeeze_comm_world(), owned: false)

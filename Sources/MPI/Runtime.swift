@@ -3,7 +3,7 @@ import CMPI
 import Glibc
 #endif
 
-/// MPI's process-wide state: initialised once (funneled threads), finalised at exit.
+/// MPI's process-wide state: initialized once (funneled threads), finalised at exit.
 public enum Runtime {
     nonisolated(unsafe) private static var initialized = false
     nonisolated(unsafe) private(set) static var isFinalized = false
@@ -11,7 +11,7 @@ public enum Runtime {
     /// True once `initialize()` has run.
     public static var isInitialized: Bool { initialized }
 
-    /// Initialises MPI if nothing has; safe to call many times (from the main thread).
+    /// Initializes MPI if nothing has; safe to call many times (from the main thread).
     public static func initialize() {
         if initialized { return }
         var already: Int32 = 0

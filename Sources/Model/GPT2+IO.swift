@@ -167,7 +167,7 @@ extension GPT2 {
         return hashContents(UnsafeRawBufferPointer(params.values), seed: configHash)
     }
 
-    /// A dense copy: every layer's weight materialised (`squeeze export --dense`).
+    /// A dense copy: every layer's weight materialized (`squeeze export --dense`).
     public func densified() throws -> GPT2 {
         var tensors: [String: Tensor] = [:]
         tensors[TokenEmbedding.denseName] = embedding.denseWeight(params: params)

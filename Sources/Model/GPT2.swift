@@ -41,7 +41,7 @@ public final class GPT2 {
         self.params = params
     }
 
-    /// A freshly initialised model (GPT-2's init: N(0, 0.02), positions N(0, 0.01), projections
+    /// A freshly initialized model (GPT-2's init: N(0, 0.02), positions N(0, 0.01), projections
     /// scaled by 1/sqrt(2 L), LayerNorm gains 1, biases 0), drawn straight into the parameter
     /// buffer, one seed per tensor.
     public convenience init(config: GPT2Config, seed: UInt64) throws {

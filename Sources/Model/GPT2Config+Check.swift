@@ -50,8 +50,10 @@ extension GPT2Config {
         try expect("wpe.weight", [nPositions, nEmbd], fields: [("n_positions", nPositions), ("n_embd", nEmbd)])
         try expect("ln_f.weight", [nEmbd], fields: [("n_embd", nEmbd)])
         if nLayer > 0 {
-            try expect("h.0.attn.c_attn.bias", [3 * nEmbd], fields: [("n_embd", nEmbd)])
-            try expect("h.0.mlp.c_fc.bias", [nInner], fields: [("n_inner", nInner)])
+            // The output sizes of the block linears (their biases stay dense in every form).
+            for kind in [BlockLinear.attention, .fc] {
+                try expect(kind.name(block: 0) + ".bias", [kind.shape(self).out], fields: [kind == .fc ? ("n_inner", nInner) : ("n_embd", nEmbd)])
+            }
         }
         if shapes["wte.weight"] != nil {
             try expect("wte.weight", [vocabSize, nEmbd], fields: [("vocab_size", vocabSize), ("n_embd", nEmbd)])

@@ -1,5 +1,5 @@
 /// The four linear layers of a GPT-2 block as Hugging Face names them, with their shapes: the one
-/// table the model's blocks, the compression layout, the factorisation plan and the checks of a
+/// table the model's blocks, the compression layout, the factorization plan and the checks of a
 /// config against its weights all derive from.
 public enum BlockLinear: String, CaseIterable, Sendable {
     case attention = "attn.c_attn"

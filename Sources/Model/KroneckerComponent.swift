@@ -19,7 +19,7 @@ public struct KroneckerShape: Equatable, Sendable, Codable {
 /// GEMMs (`KroneckerProduct`). With `scaled`, each term has a learnable scale `s_i` (parameter
 /// `<prefix>.kron.<i>.s`, Krony-PT): it starts at ‖W‖_F / ‖Σ A_i ⊗ B_i‖_F, so the initial weight
 /// keeps the norm of the dense one.
-public final class KroneckerComponent: KroneckerStructured, FactorisedForm {
+public final class KroneckerComponent: KroneckerStructured, FactorizedForm {
     public static let kind = "kronecker"
     public let shape: KroneckerShape
     public let terms: Int
@@ -108,7 +108,7 @@ public final class KroneckerComponent: KroneckerStructured, FactorisedForm {
     /// Term i's scale (1 without `scaled`).
     public func scale(_ i: Int, params: ParameterSet) -> Float { scaled ? params.value(name(i, "s"))[0] : 1 }
 
-    /// Factor `A_i [m1, n1]` (materialised from `A0 A1ᵀ` when low rank).
+    /// Factor `A_i [m1, n1]` (materialized from `A0 A1ᵀ` when low rank).
     public func factorA(_ i: Int, params: ParameterSet) -> [Float] {
         factor(i, "a", rows: shape.m1, cols: shape.n1, rank: factorRankA, params: params)
     }

@@ -114,7 +114,7 @@ public protocol RankedForm: WeightComponent {
 
 /// A form built from smaller factor matrices that can themselves be made low rank (`lowrank` on a
 /// Kronecker layer factors its Kronecker factors).
-public protocol FactorisedForm: WeightComponent {
+public protocol FactorizedForm: WeightComponent {
     /// The same form with each factor F replaced by a product of rank `rank(F)` (one rank per
     /// kind of factor: the largest asked for), and the new parameters by name.
     func withLowRankFactors(params: ParameterSet, rank: (Tensor) throws -> Int,

@@ -224,17 +224,26 @@ extension SVD {
     public func canonicalSigns() -> SVD {
         let k = S.count, n = Vt.shape[1], m = U.shape[0]
         var u = U, vt = Vt
-        for i in 0..<k {
-            var best = 0
-            var bestAbs: Float = -1
-            for j in 0..<n where abs(vt.data[i * n + j]) > bestAbs {
-                bestAbs = abs(vt.data[i * n + j])
-                best = j
-            }
-            guard n > 0, vt.data[i * n + best] < 0 else { continue }
+        for (i, flip) in canonicalSignFlips(vt.data, rows: k, cols: n).enumerated() where flip {
             for j in 0..<n { vt.data[i * n + j] = -vt.data[i * n + j] }
             for r in 0..<m { u.data[r * k + i] = -u.data[r * k + i] }
         }
         return SVD(U: u, S: S, Vt: vt)
+    }
+}
+
+/// For each row of a row-major `rows x cols` matrix (the rows of `Vt`), whether its sign must
+/// flip so that its entry of largest magnitude (the first of equal ones) is positive: the one
+/// sign rule of `SVD.canonicalSigns` and the distributed SVDs.
+public func canonicalSignFlips(_ vt: [Float], rows k: Int, cols n: Int) -> [Bool] {
+    (0..<k).map { i in
+        guard n > 0 else { return false }
+        var best = 0
+        var bestAbs: Float = -1
+        for j in 0..<n where abs(vt[i * n + j]) > bestAbs {
+            bestAbs = abs(vt[i * n + j])
+            best = j
+        }
+        return vt[i * n + best] < 0
     }
 }

@@ -107,7 +107,7 @@ extension Tensor {
 
     /// Top-`rank` SVD by a randomized range finder (Halko, Martinsson, Tropp 2011):
     /// `Y = A Ω` with `rank + oversample` Gaussian columns, `powerIterations` rounds of
-    /// re-orthonormalised `(A Aᵀ)` products, then an exact SVD of the small `Qᵀ A`.
+    /// re-orthonormalized `(A Aᵀ)` products, then an exact SVD of the small `Qᵀ A`.
     public func randomizedSVD(rank: Int, oversample: Int = 10, powerIterations: Int = 2, seed: UInt64 = 0) throws -> SVD {
         try require2D("randomizedSVD")
         let m = shape[0], n = shape[1]

@@ -29,7 +29,7 @@ public struct Tensor: Equatable, Sendable {
         return count
     }
 
-    /// Internal unchecked initialiser for results whose shape is known to be right.
+    /// Internal unchecked initializer for results whose shape is known to be right.
     @usableFromInline init(uncheckedShape shape: [Int], data: [Float]) {
         self.shape = shape
         self.data = data

@@ -5,7 +5,7 @@ import MPI
 import Tensor
 
 /// A token stream made from UTF-8 text (a file, or a directory of .txt files joined with
-/// `<|endoftext|>`), tokenised once and cached as a token file that is reused while the text
+/// `<|endoftext|>`), tokenized once and cached as a token file that is reused while the text
 /// and the tokenizer are unchanged.
 ///
 /// Cache file: magic `SQZTOK1\n`, UInt64 tokenizer hash, UInt64 text hash, UInt64 count, then
@@ -34,7 +34,7 @@ public struct TokenDataset: @unchecked Sendable {
     /// A hash of the token ids (to check that ranks hold the same data).
     public var contentHash: UInt64 { hashContents(UnsafeRawBufferPointer(tokens)) }
 
-    /// Loads or builds the token file for `url`. Rank 0 tokenises (or reads its cache) and sends
+    /// Loads or builds the token file for `url`. Rank 0 tokenizes (or reads its cache) and sends
     /// the ids to the first rank of every node; the ranks of a node share one copy (an MPI-3
     /// shared window). Only rank 0 needs the tokenizer and the files.
     public static func load(_ url: URL, tokenizer: GPT2Tokenizer?, tokenizerDirectory: URL, comm: Communicator, cacheDirectory: URL,
@@ -109,7 +109,7 @@ public struct TokenDataset: @unchecked Sendable {
                 return data.withUnsafeBytes { p in (0..<Int(header[2])).map { UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 32 + 2 * $0, as: UInt16.self)) } }
             }
         }
-        Console.status("tokenising \(url.lastPathComponent) (\(text.utf8.count / 1024) KiB) ...")
+        Console.status("tokenizing \(url.lastPathComponent) (\(text.utf8.count / 1024) KiB) ...")
         let ids = tokenizer.encode(text)
         var data = Data(magic)
         for v in [tokHash, textHash, UInt64(ids.count)] { withUnsafeBytes(of: v.littleEndian) { data.append(contentsOf: $0) } }
@@ -194,11 +194,6 @@ public struct BatchSampler: Sendable {
         }
         return (ids, tg)
     }
-}
-
-/// The contiguous share `[lo, hi)` of `n` items that rank `rank` of `size` takes.
-public func share(_ n: Int, rank: Int, size: Int) -> Range<Int> {
-    (n * rank / size)..<(n * (rank + 1) / size)
 }
 
 /// Keeps an array of ids at a stable address.

@@ -114,86 +114,14 @@ public final class Trainer {
     /// Runs steps `start..<settings.steps`; returns the step logs.
     @discardableResult
     public func run(from start: Int = 0) throws -> [StepLog] {
-        let T = settings.seq
-        let globalTokens = settings.batch * T
-        let mine = share(settings.batch, rank: comm.rank, size: comm.size)
         var stepTimes: [Double] = []
         for step in start..<settings.steps {
             for hook in beforeStep { try hook(step) }
             guard !sync.bucketsStale(for: student) else {
                 throw TrainingError.config("\(label): the student's layer forms changed during distillation (start a new trainer)")
             }
-            let t0 = Runtime.wtime(), bytes0 = Communicator.trafficBytes
-            let lr = schedule.at(step)
-            let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[mine])
-            student.params.zeroGrads()
-            var kdSum = 0.0, ceSum = 0.0, hiddenSum = 0.0, attentionSum = 0.0
-            let chunks = stride(from: 0, to: starts.count, by: microBatch).map { Array(starts[$0..<min($0 + microBatch, starts.count)]) }
-            sync.begin()
-            for (k, chunk) in chunks.enumerated() {
-                let (ids, targets) = sampler.batch(chunk)
-                let n = chunk.count
-                // The teacher runs the inference forward: only its final hidden states are kept.
-                let capture = intermediate?.capture(B: n, T: T)
-                let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T, capture: capture)) } }
-                try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T, recompute: options.recompute) }
-                let (kd, ce) = profile.time("head + loss") { () -> (Double, Double) in
-                    let h = student.trainingHidden!
-                    return targets.withUnsafeBufferPointer { tg in
-                        student.headLoss(hidden: h.hidden, N: n * T, targets: tg.baseAddress!, teacher: teacherHidden,
-                                         temperature: settings.temperature, alpha: settings.alpha, scale: 1 / Float(globalTokens),
-                                         dHidden: h.gradient)
-                    }
-                }
-                kdSum += kd
-                ceSum += ce
-                let last = k == chunks.count - 1
-                // Errors from polling the in-flight reductions resurface in finish().
-                let extra = try profile.time("backward") {
-                    try student.backward(onLayerDone: last ? { [sync] l in try? sync.layerDone(l) } : nil,
-                                         intermediate: intermediate?.targets(globalTokens: globalTokens))
-                }
-                hiddenSum += extra.hidden
-                attentionSum += extra.attention
-            }
-            try profile.time("all-reduce wait") { try sync.finish() }
-            var sums = [kdSum, ceSum, hiddenSum, attentionSum]
-            try comm.allreduce(&sums)
-            student.maskGradients()
-            // The global gradient norm: each rank's owned ranges (all of them without sharding).
-            let grads = student.params.grads.baseAddress!
-            var normSquared = sync.ownedRanges.reduce(0.0) { $0 + sumOfSquares(grads + $1.lowerBound, count: $1.count) }
-            if sync.sharded { normSquared = try comm.allreduce(normSquared) }
-            let norm = normSquared.squareRoot()
-            // Loss sums and gradients are the same on every rank after the reductions, so every
-            // rank stops here together, before the weights or the checkpoint see the bad values.
-            if !(sums.allSatisfy(\.isFinite) && norm.isFinite) {
-                Console.endProgress()
-                throw TrainingError.nonFinite(label: label, step: step + 1,
-                                              detail: "kd sum \(sums[0]), ce sum \(sums[1]), gradient norm \(norm)",
-                                              checkpoint: checkpoint.flatMap { $0.exists ? $0.directory.path : nil })
-            }
-            try profile.time("clip + AdamW") {
-                let coef = clipCoefficient(norm: norm, maxNorm: settings.gradClip)
-                if coef < 1 { for r in sync.ownedRanges { Kernels.scale(grads + r.lowerBound, count: r.count, by: coef) } }
-                optimizer.update(student.params, lr: lr)
-                try sync.gatherParameters()
-                student.applyMasks()
-            }
-            let dt = Runtime.wtime() - t0
-            stepTimes.append(dt)
-
-            let kdMean = sums[0] / Double(globalTokens), ceMean = sums[1] / Double(globalTokens)
-            let ceWeight = (teacher != nil) ? Double(1 - settings.alpha) : 1
-            var log = StepLog(step: step + 1, loss: kdMean + ceWeight * ceMean, kd: kdMean, ce: ceMean, lr: Double(lr),
-                              gradNorm: norm, tokensPerSecond: Double(globalTokens) / dt,
-                              bytesCommunicated: Communicator.trafficBytes - bytes0, validPerplexity: nil)
-            if let intermediate {
-                let (h, a) = intermediate.means(hiddenSum: sums[2], attentionSum: sums[3], globalTokens: globalTokens)
-                if settings.hidden > 0 { log.hidden = h }
-                if settings.attention > 0 { log.attention = a }
-                log.loss += Double(settings.hidden) * h + Double(settings.attention) * a
-            }
+            var log = try self.step(step)
+            stepTimes.append(Double(settings.batch * settings.seq) / log.tokensPerSecond)
             let isLast = step + 1 == settings.steps
             if (settings.evalEvery > 0 && (step + 1) % settings.evalEvery == 0) || isLast {
                 log.validPerplexity = try validate()
@@ -214,6 +142,87 @@ public final class Trainer {
         Console.endProgress()
         if options.printProfile { Console.status(profile.summary()) }
         return history
+    }
+
+    /// One optimizer step: the rank's share of the global batch in micro-batches (teacher
+    /// forward, student forward, fused head and loss, backward with the bucket reductions under
+    /// way), the summed losses, the global gradient norm, clipping, AdamW and the masks.
+    private func step(_ step: Int) throws -> StepLog {
+        let t0 = Runtime.wtime(), bytes0 = Communicator.trafficBytes
+        let globalTokens = settings.batch * settings.seq
+        let lr = schedule.at(step)
+        let starts = Array(sampler.starts(step: step, globalBatch: settings.batch)[share(settings.batch, rank: comm.rank, size: comm.size)])
+        student.params.zeroGrads()
+        var sums = [0.0, 0.0, 0.0, 0.0]   // kd, ce, hidden, attention
+        let chunks = stride(from: 0, to: starts.count, by: microBatch).map { Array(starts[$0..<min($0 + microBatch, starts.count)]) }
+        sync.begin()
+        for (k, chunk) in chunks.enumerated() {
+            let s = try microBatchStep(chunk, last: k == chunks.count - 1, globalTokens: globalTokens)
+            for i in sums.indices { sums[i] += s[i] }
+        }
+        try profile.time("all-reduce wait") { try sync.finish() }
+        try comm.allreduce(&sums)
+        student.maskGradients()
+        // The global gradient norm: each rank's owned ranges (all of them without sharding).
+        let grads = student.params.grads.baseAddress!
+        var normSquared = sync.ownedRanges.reduce(0.0) { $0 + sumOfSquares(grads + $1.lowerBound, count: $1.count) }
+        if sync.sharded { normSquared = try comm.allreduce(normSquared) }
+        let norm = normSquared.squareRoot()
+        // Loss sums and gradients are the same on every rank after the reductions, so every
+        // rank stops here together, before the weights or the checkpoint see the bad values.
+        if !(sums.allSatisfy(\.isFinite) && norm.isFinite) {
+            Console.endProgress()
+            throw TrainingError.nonFinite(label: label, step: step + 1, detail: "kd sum \(sums[0]), ce sum \(sums[1]), gradient norm \(norm)",
+                                          checkpoint: checkpoint.flatMap { $0.exists ? $0.directory.path : nil })
+        }
+        try profile.time("clip + AdamW") {
+            let coef = clipCoefficient(norm: norm, maxNorm: settings.gradClip)
+            if coef < 1 { for r in sync.ownedRanges { Kernels.scale(grads + r.lowerBound, count: r.count, by: coef) } }
+            optimizer.update(student.params, lr: lr)
+            try sync.gatherParameters()
+            student.applyMasks()
+        }
+        return log(step: step, sums: sums, norm: norm, lr: lr, seconds: Runtime.wtime() - t0, bytes: Communicator.trafficBytes - bytes0)
+    }
+
+    /// Forward and backward of one micro-batch (sequences starting at `chunk`); returns its loss
+    /// sums (kd, ce, hidden, attention). The last one lets backward start the bucket reductions.
+    private func microBatchStep(_ chunk: [Int], last: Bool, globalTokens: Int) throws -> [Double] {
+        let (ids, targets) = sampler.batch(chunk)
+        let n = chunk.count, T = settings.seq
+        // The teacher runs the inference forward: only its final hidden states are kept.
+        let capture = intermediate?.capture(B: n, T: T)
+        let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T, capture: capture)) } }
+        try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T, recompute: options.recompute) }
+        let (kd, ce) = profile.time("head + loss") { () -> (Double, Double) in
+            let h = student.trainingHidden!
+            return targets.withUnsafeBufferPointer { tg in
+                student.headLoss(hidden: h.hidden, N: n * T, targets: tg.baseAddress!, teacher: teacherHidden,
+                                 temperature: settings.temperature, alpha: settings.alpha, scale: 1 / Float(globalTokens), dHidden: h.gradient)
+            }
+        }
+        // Errors from polling the in-flight reductions resurface in finish().
+        let extra = try profile.time("backward") {
+            try student.backward(onLayerDone: last ? { [sync] l in try? sync.layerDone(l) } : nil,
+                                 intermediate: intermediate?.targets(globalTokens: globalTokens))
+        }
+        return [kd, ce, extra.hidden, extra.attention]
+    }
+
+    /// The step's log line from its summed losses.
+    private func log(step: Int, sums: [Double], norm: Double, lr: Float, seconds dt: Double, bytes: Int) -> StepLog {
+        let globalTokens = Double(settings.batch * settings.seq)
+        let kdMean = sums[0] / globalTokens, ceMean = sums[1] / globalTokens
+        let ceWeight = (teacher != nil) ? Double(1 - settings.alpha) : 1
+        var log = StepLog(step: step + 1, loss: kdMean + ceWeight * ceMean, kd: kdMean, ce: ceMean, lr: Double(lr),
+                          gradNorm: norm, tokensPerSecond: globalTokens / dt, bytesCommunicated: bytes, validPerplexity: nil)
+        if let intermediate {
+            let (h, a) = intermediate.means(hiddenSum: sums[2], attentionSum: sums[3], globalTokens: settings.batch * settings.seq)
+            if settings.hidden > 0 { log.hidden = h }
+            if settings.attention > 0 { log.attention = a }
+            log.loss += Double(settings.hidden) * h + Double(settings.attention) * a
+        }
+        return log
     }
 
     /// Writes a checkpoint (collective: rank 0 writes, the optimizer shards are gathered to it).

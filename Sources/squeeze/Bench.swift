@@ -16,7 +16,7 @@ struct Bench: ParsableCommand {
 struct BenchOptions: ParsableArguments {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
 
-    /// Initialises MPI, sets BLAS threads, silences progress under --json.
+    /// Initializes MPI, sets BLAS threads, silences progress under --json.
     func setUp() throws -> Communicator { try startMPI(quiet: json) }
 }
 
@@ -118,7 +118,7 @@ struct BenchTrain: ParsableCommand {
     } }
 }
 
-/// `squeeze bench factor`: factorisations against bare sgesdd; randomized vs full SVD.
+/// `squeeze bench factor`: factorizations against bare sgesdd; randomized vs full SVD.
 struct BenchFactor: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "factor", abstract: "Low rank and Kronecker on distilgpt2-shaped matrices vs bare LAPACK sgesdd; randomized vs full SVD.")

@@ -6,7 +6,7 @@ import Model
 import MPI
 import Training
 
-/// Initialises MPI, tells the console which rank prints, and sets BLAS threads per rank.
+/// Initializes MPI, tells the console which rank prints, and sets BLAS threads per rank.
 func startMPI(quiet: Bool = false) throws -> Communicator {
     let world = Communicator.world
     Console.rank = world.rank

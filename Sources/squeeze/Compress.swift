@@ -18,9 +18,9 @@ struct Compress: ParsableCommand {
     @Option(help: "Text for distillation and calibration (UTF-8 file or directory of .txt).") var data: String?
     @Option(help: "Teacher model directory (default: the input model).") var teacher: String?
     @Option(help: "Save weights as f32, f16 or bf16 (default: as the input).") var dtype: String?
-    @Option(help: "Factorise matrices with at least this many elements with ScaLAPACK when there are several ranks (default: a measured planner picks TSQR, ScaLAPACK or LAPACK).") var scalapackMin: Int?
+    @Option(help: "Factorize matrices with at least this many elements with ScaLAPACK when there are several ranks (default: a measured planner picks TSQR, ScaLAPACK or LAPACK).") var scalapackMin: Int?
     @Option(help: "Multiply every stage's distillation steps by this (e.g. 0.1 for a quick run).") var distillScale = 1.0
-    @Flag(help: "Print the memory each stage needs (per rank and per node) and the factorisation plan (which rank does which layer, by which path, estimated seconds, makespan against the ideal), then exit.") var dryRun = false
+    @Flag(help: "Print the memory each stage needs (per rank and per node) and the factorization plan (which rank does which layer, by which path, estimated seconds, makespan against the ideal), then exit.") var dryRun = false
     @Option(help: "With --dry-run: plan for a job of this many ranks (a cluster job) instead of this one.") var planRanks: Int?
     @Option(help: "With --dry-run --plan-ranks: ranks per node (default: as this job).") var planRanksPerNode: Int?
     @Option(help: "With --dry-run: GiB available per node (default: this node's MemAvailable).") var planNodeMemory: Double?
@@ -52,16 +52,16 @@ struct Compress: ParsableCommand {
         let job = try CompressionJob(options: o, comm: world)
         if dryRun {
             let plan = try job.memoryPlan(refuse: false)
-            let factorisation = try job.factorisationPlan()
+            let factorization = try job.factorizationPlan()
             if loop.json {
                 struct Stage: Encodable { let stage: String; let per_rank_bytes: Int; let per_node_bytes: Int; let available_bytes: Int?; let fits: Bool }
-                struct DryRun: Encodable { let memory: [Stage]; let factorisation: FactorisationPlan }
+                struct DryRun: Encodable { let memory: [Stage]; let factorization: FactorizationPlan }
                 Console.print(try jsonLine(DryRun(memory: plan.map { Stage(stage: $0.stage, per_rank_bytes: $0.estimate.perRank, per_node_bytes: $0.estimate.perNode,
                                                                             available_bytes: $0.estimate.available, fits: $0.estimate.fits) },
-                                                  factorisation: factorisation)))
+                                                  factorization: factorization)))
             } else {
                 for (stage, e) in plan { Console.print("\(stage): \(e.describe())\n") }
-                Console.print(factorisation.describe())
+                Console.print(factorization.describe())
             }
             if let big = plan.first(where: { !$0.estimate.fits }) { throw CLIError("\(big.stage) would not fit in 90% of a node's available memory (see above)") }
             return

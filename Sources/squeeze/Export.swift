@@ -13,7 +13,7 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Write a compressed model back as a plain Hugging Face GPT-2 directory.")
     @Option(help: "Compressed model directory.") var model: String
     @Option(help: "Output directory.") var out: String
-    @Flag(help: "Materialise every layer as a dense matrix (required: the only export form).") var dense = false
+    @Flag(help: "Materialize every layer as a dense matrix (required: the only export form).") var dense = false
     @Option(help: "f32, f16 or bf16 (default: as the input).") var dtype: String?
 
     func run() throws { try guarded {

@@ -4,14 +4,14 @@ import Foundation
 import Model
 import MPI
 
-/// `squeeze init`: a randomly initialised GPT-2 directory of any shape, with the real tokenizer.
+/// `squeeze init`: a randomly initialized GPT-2 directory of any shape, with the real tokenizer.
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write a randomly initialised GPT-2 model directory from a config.json (e.g. assets/configs/gpt2-xl.json).")
+        abstract: "Write a randomly initialized GPT-2 model directory from a config.json (e.g. assets/configs/gpt2-xl.json).")
     @Option(help: "config.json of the model (assets/configs/ holds distilgpt2, gpt2, gpt2-medium, gpt2-large and gpt2-xl).") var config: String
     @Option(help: "Output model directory.") var out: String
     @Option(help: "Tokenizer directory with vocab.json and merges.txt, or tokenizer.json (default: the config's directory, then ../gpt2 beside it).") var tokenizer: String?
-    @Option(help: "Seed of the initialisation.") var seed: UInt64 = 1234
+    @Option(help: "Seed of the initialization.") var seed: UInt64 = 1234
     @Option(help: "Save the weights as f32, f16 or bf16.") var dtype = "f32"
     @Option(help: "Shard the weights above this size, as save_pretrained does (e.g. 5GB, 500MB).") var maxShardSize = "5GB"
 
@@ -24,7 +24,7 @@ struct Init: ParsableCommand {
         let tok = try tokenizerDirectory(tokenizer, configURL: cfgURL)
         guard Console.rank == 0 else { return }
         let t0 = Date()
-        Console.status("initialising \(cfg.nLayer) x \(cfg.nEmbd) (\(cfg.nHead) heads, vocab \(cfg.vocabSize)) ...")
+        Console.status("initializing \(cfg.nLayer) x \(cfg.nEmbd) (\(cfg.nHead) heads, vocab \(cfg.vocabSize)) ...")
         let m = try GPT2(config: cfg, seed: seed)
         m.sourceDirectory = tok
         try m.save(to: fileURL(out), dtype: dt, tokenizerFrom: tok, maxShardBytes: shard)

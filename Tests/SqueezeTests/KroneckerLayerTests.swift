@@ -88,7 +88,7 @@ final class EmbeddingFormTests: XCTestCase {
             XCTAssertLessThanOrEqual(maxAbsDifference(try m.logits(ids: ids, B: 2, T: 8), try d.logits(ids: ids, B: 2, T: 8)), 1e-5, stage)
             try step(m)
             try step(d)
-            // dW of the dense embedding pushed through the factorisation.
+            // dW of the dense embedding pushed through the factorization.
             let dW = d.params.gradTensor(TokenEmbedding.denseName), V = m.config.vocabSize, C = m.config.nEmbd
             switch m.embedding.components[0] {
             case let l as LowRankComponent:

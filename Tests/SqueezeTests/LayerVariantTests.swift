@@ -35,7 +35,7 @@ final class LayerVariantTests: XCTestCase {
         for (x, y) in zip(back.linears, m.linears) { XCTAssertEqual(x.formKinds, y.formKinds) }
     }
 
-    /// Gradients of every factor equal the dense gradient dW pushed through the factorisation.
+    /// Gradients of every factor equal the dense gradient dW pushed through the factorization.
     func testFactorGradientsEqualProjectedDenseGradients() throws {
         let m = try GPT2.load(directory: Self.compressed)
         let d = try m.densified()

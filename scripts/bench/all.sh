@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, each printing ratios measured in the same run: BLAS/LAPACK wrappers, MPI
-# all-reduce, the model's forward/backward, the KD step on 1 and 2 ranks, factorisations, and
+# all-reduce, the model's forward/backward, the KD step on 1 and 2 ranks, factorizations, and
 # PyTorch's figures on this machine when /work/venv (or $PYTHON with torch) is available.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"

@@ -2,7 +2,7 @@
 # `squeeze eval` against PyTorch + transformers on the same distilgpt2-shaped model (a random one
 # written by transformers' save_pretrained), the same text (the first 20,480 tokens of
 # data/corpus/test.txt) and the same rule (context = stride = 1024, 4 windows per forward, 2
-# threads), each as a whole fresh process: loading, tokenising and the forward passes. Prints
+# threads), each as a whole fresh process: loading, tokenizing and the forward passes. Prints
 # both tokens/s (scored tokens / the process's wall time), their ratio, both peak memories and
 # both perplexities (which must agree: the same weights). Needs a python with torch and
 # transformers ($PYTHON, default /work/venv/bin/python); run by hand, never in CI.
@@ -40,7 +40,7 @@ for i in range(1, rounds + 1):
 sq, mem = min(sqs, key=lambda s: s[1]["seconds"])
 pt = min(pts, key=lambda p: p["wall_s"])
 sq_tps, pt_tps = sq["tokens"] / mem["seconds"], pt["scored_tokens"] / pt["wall_s"]
-print(f"best of {rounds} rounds, each a whole fresh process (load, tokenise, forward); slowest in brackets")
+print(f"best of {rounds} rounds, each a whole fresh process (load, tokenize, forward); slowest in brackets")
 print(f"squeeze eval : {sq['tokens']:,} tokens, perplexity {sq['perplexity']:.4f}, {mem['seconds']:.2f} s "
       f"({max(m['seconds'] for _, m in sqs):.2f}) = {sq_tps:.1f} tokens/s, peak {mem['peak_rss_mb']:,} MB")
 print(f"PyTorch      : {pt['scored_tokens']:,} tokens, perplexity {pt['perplexity']:.4f}, {pt['wall_s']:.2f} s "

@@ -7,7 +7,7 @@ Measures, with torch.set_num_threads(--threads):
 
 1. sgemm peak: GFLOP/s of torch.mm on 2048x2048 @ 2048x2048 float32
    (2*n^3 FLOPs, best of --sgemm-runs runs after one warm-up).
-2. A distilgpt2-shaped randomly initialised GPT2LMHeadModel (n_layer=6,
+2. A distilgpt2-shaped randomly initialized GPT2LMHeadModel (n_layer=6,
    n_embd=768, n_head=12, vocab 50257, n_positions 1024, dropout 0, tied
    embeddings, float32, HF's default "sdpa" attention) at B=4, T=256:
    - forward:      eval mode under torch.no_grad()

@@ -7,7 +7,7 @@
 Every measurement runs in a fresh child process (this script with --child), so its peak resident
 memory is the child's own ru_maxrss, read with os.wait4() on that child (the per-child form of
 getrusage(RUSAGE_CHILDREN), which would report the largest child so far). Models are randomly
-initialised GPT2LMHeadModel (HF's init, seed 0; teacher seed 1), vocab 50257, n_positions 1024,
+initialized GPT2LMHeadModel (HF's init, seed 0; teacher seed 1), vocab 50257, n_positions 1024,
 float32, dropout 0, HF's default "sdpa" attention, torch.set_num_threads(--threads):
 
   shape         n_layer  n_embd  n_head
@@ -207,7 +207,7 @@ def child(args):
                    eval_batch=args.eval_batch, load_s=t_loaded - t_imported, tokenize_s=t_tok - t_loaded,
                    forward_s=t_end - t_tok, main_s=t_end - t_main, imports_s=t_imported - t_main,
                    perplexity=float(torch.tensor(nll / scored).exp()))
-        out["tokens_per_s_main"] = scored / (t_end - t_imported)   # load + tokenise + eval
+        out["tokens_per_s_main"] = scored / (t_end - t_imported)   # load + tokenize + eval
     print(json.dumps(out), flush=True)
 
 
@@ -292,9 +292,9 @@ def main():
             print(f"| {r['kind']} | {r['shape']} | {r['params']:,} | {' '.join(r['loadavg'])} | {fmt(r['estimate_gib'], '.1f')} | "
                   f"{r.get('skipped') or r.get('error')} | | | | |")
         elif r["kind"] == "throughput":
-            print(f"| throughput (load + tokenise + eval of {r['scored_tokens']:,} scored tokens, batch {r['eval_batch']}) | "
+            print(f"| throughput (load + tokenize + eval of {r['scored_tokens']:,} scored tokens, batch {r['eval_batch']}) | "
                   f"{r['shape']} | {r['params']:,} | {' '.join(r['loadavg'])} | | {r['peak_rss_gib']:.2f} | "
-                  f"load {r['load_s']:.1f}, tokenise {r['tokenize_s']:.2f} | {r['forward_s']:.1f} | "
+                  f"load {r['load_s']:.1f}, tokenize {r['tokenize_s']:.2f} | {r['forward_s']:.1f} | "
                   f"{r['tokens_per_s_main']:.0f} (process: {r['tokens_per_s_process']:.0f}) | {r['wall_s']:.1f} |")
         else:
             print(f"| {r['kind']} | {r['shape']} | {r['params']:,} | {' '.join(r['loadavg'])} | {r['estimate_gib']:.1f} | "

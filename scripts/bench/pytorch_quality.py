@@ -7,7 +7,7 @@ and distillation budget as scripts/quality.sh, for a side-by-side table (run by 
 
 Teacher: models/default (GPT-2 6x256, F16 weights, loaded as float32; dropout 0, as Squeeze has
 none). Student = a float32 copy of the teacher, compressed, then distilled from the teacher.
-Data: data/corpus/{train,valid,test}.txt (run `python3 scripts/fetch_data.py` first), tokenised
+Data: data/corpus/{train,valid,test}.txt (run `python3 scripts/fetch_data.py` first), tokenized
 with the GPT-2 tokenizer of models/default (train: 2,354,196 tokens, as Squeeze counts them);
 the train ids are cached in runs/pytorch_quality/.
 
@@ -157,7 +157,7 @@ def lr_at(step, d):
 
 # ----------------------------------------------------------------------------- data
 def tokenize(tok, path, cache_dir):
-    """Token ids of a text file (train.txt's ~18 s of tokenising is cached, keyed by content)."""
+    """Token ids of a text file (train.txt's ~18 s of tokenizing is cached, keyed by content)."""
     raw = open(path, "rb").read()
     key = hashlib.sha256(raw).hexdigest()[:16]
     cache = os.path.join(cache_dir, f"{os.path.basename(path)}-{key}.npy")

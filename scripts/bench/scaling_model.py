@@ -98,8 +98,8 @@ for net, (alpha, bw) in NETWORKS.items():
         out.append(f"| {shape} | " + " | ".join(cells) + " |")
     out.append("")
 
-out += ["## One-shot factorisation makespan (low rank 0.25 of every block linear and wte)", "",
-        "From the factorisation planner (`--dry-run --plan-ranks N`): layer jobs spread by cost, wte by",
+out += ["## One-shot factorization makespan (low rank 0.25 of every block linear and wte)", "",
+        "From the factorization planner (`--dry-run --plan-ranks N`): layer jobs spread by cost, wte by",
         "TSQR over the ranks its shape can use; seconds estimated from a LAPACK SVD timed on this",
         "machine's core. The makespan stops falling once the largest single job (wte's TSQR with the",
         "SVD of its stacked R on one rank, or one MLP matrix) dominates.", "",
@@ -111,7 +111,7 @@ plans = {}
 for shape in SHAPES:
     C = json.load(open(os.path.join(root, "assets", "configs", shape + ".json")))["n_embd"]
     for n in RANKS:
-        f = dry_run(shape, "lowrank", n)["factorisation"]
+        f = dry_run(shape, "lowrank", n)["factorization"]
         proj = next(j for j in f["jobs"] if j["layer"] == "h.0.attn.c_proj")
         plans[shape, n] = (f, proj["single_rank_seconds"] / C ** 3)
 c_ref = sorted(c for _, c in plans.values())[len(plans) // 2]

@@ -29,12 +29,12 @@ grep -q "<svg" "$WORK/a.svg" || fail "no svg"
 "$SQUEEZE" export --model "$WORK/out2" --dense --out "$WORK/dense" > /dev/null || fail export
 pd=$("$SQUEEZE" eval --model "$WORK/dense" --data "$TEXT" --json | json_field perplexity)
 python3 -c "import sys; sys.exit(0 if abs($pd - $p2) / $p2 < 1e-5 else 1)" || fail "exported perplexity $pd vs $p2"
-# One-shot factorisations (LAPACK on the owner rank, broadcast) are bitwise identical on 1 and 2 ranks.
+# One-shot factorizations (LAPACK on the owner rank, broadcast) are bitwise identical on 1 and 2 ranks.
 cat > "$WORK/oneshot.yaml" <<'YAML'
 stages:
   - kronecker: {targets: ["h.*.attn.c_proj"], factors: auto, terms: 2}
   - lowrank: {targets: ["h.*.mlp.*", "h.*.attn.c_attn"], rank_ratio: 0.5}
 YAML
 for np in 1 2; do mpirun -np $np "$SQUEEZE" compress --model "$TINY" --recipe "$WORK/oneshot.yaml" --out "$WORK/one$np" --json > /dev/null; done
-cmp -s "$WORK/one1/model.safetensors" "$WORK/one2/model.safetensors" || fail "one-shot factorisation differs between 1 and 2 ranks"
-echo "ok: compress on 1 and 2 ranks agree (one-shot factorisations bitwise); export keeps the perplexity"
+cmp -s "$WORK/one1/model.safetensors" "$WORK/one2/model.safetensors" || fail "one-shot factorization differs between 1 and 2 ranks"
+echo "ok: compress on 1 and 2 ranks agree (one-shot factorizations bitwise); export keeps the perplexity"

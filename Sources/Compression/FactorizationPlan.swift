@@ -3,7 +3,7 @@ import Foundation
 import Model
 import Tensor
 
-/// Which rank factorises which layer, by which path, and for about how long: the plan the
+/// Which rank factorizes which layer, by which path, and for about how long: the plan the
 /// compressor will follow (`planJobs` over the same costs, `svdPath`'s choices), made from the
 /// config and the recipe alone, before anything is loaded. `squeeze compress --dry-run` prints it.
 ///
@@ -14,13 +14,13 @@ import Tensor
 /// `p?gesvd` ≈ 20x LAPACK, divided by the ranks. Kronecker jobs (the SVD of the rearranged
 /// weight for each candidate factor shape) and SparseGPT (the inverse Hessian's Cholesky and the
 /// column sweep) use the costs the compressor spreads them by.
-public struct FactorisationPlan: Sendable, Encodable {
-    /// One factorisation job.
+public struct FactorizationPlan: Sendable, Encodable {
+    /// One factorization job.
     public struct Job: Sendable, Encodable {
         public let stage: Int
         public let layer: String
         public let method: String
-        /// The matrix factorised ([in, out]; [V, C] for wte).
+        /// The matrix factorized ([in, out]; [V, C] for wte).
         public let rows: Int, cols: Int
         public let path: SVDPath
         /// The rank that runs it (nil: all ranks together, one collective job after another).
@@ -71,20 +71,10 @@ public struct FactorisationPlan: Sendable, Encodable {
         return best / pow(Double(n), 3)
     }
 
-    /// The compressible layers of a config with their [in, out] shapes, in model order.
-    public static func layerShapes(_ c: GPT2Config) -> [(name: String, rows: Int, cols: Int)] {
-        var out = [("wte", c.vocabSize, c.nEmbd)]
-        for l in 0..<c.nLayer {
-            out += [("h.\(l).attn.c_attn", c.nEmbd, 3 * c.nEmbd), ("h.\(l).attn.c_proj", c.nEmbd, c.nEmbd),
-                    ("h.\(l).mlp.c_fc", c.nEmbd, c.nInner), ("h.\(l).mlp.c_proj", c.nInner, c.nEmbd)]
-        }
-        return out
-    }
-
     /// The plan for `recipe` on a model of shape `config` over `ranks` ranks.
     public static func make(recipe: Recipe, config: GPT2Config, ranks: Int, scalapackMinElements: Int?,
-                            secondsPerUnit c: Double) throws -> FactorisationPlan {
-        let shapes = layerShapes(config)
+                            secondsPerUnit c: Double) throws -> FactorizationPlan {
+        let shapes = config.compressibleShapes
         var kroneckerLayers = Set<String>()
         var jobs: [Job] = []
         func targets(_ patterns: [String], at: String) throws -> [(name: String, rows: Int, cols: Int)] {
@@ -136,7 +126,7 @@ public struct FactorisationPlan: Sendable, Encodable {
                 spread(st.index, "lowrank", local, cost: { lapackUnits($0.rows, $0.cols) }, repeats: spec.progressive)
             }
         }
-        return FactorisationPlan(ranks: ranks, jobs: jobs, secondsPerUnit: c)
+        return FactorizationPlan(ranks: ranks, jobs: jobs, secondsPerUnit: c)
     }
 
     /// The cost of a LAPACK SVD in units: m·n·min(m, n), 0.4x for tall or wide matrices (the QR path).
@@ -145,7 +135,7 @@ public struct FactorisationPlan: Sendable, Encodable {
         return max(m, n) >= 2 * min(m, n) ? 0.4 * u : u
     }
 
-    /// The cost of a Kronecker factorisation of an [m, n] weight: one SVD of its rearrangement
+    /// The cost of a Kronecker factorization of an [m, n] weight: one SVD of its rearrangement
     /// per candidate factor shape, about m·n·min(m, n) in all.
     public static func kroneckerUnits(_ m: Int, _ n: Int) -> Double { Double(m) * Double(n) * Double(min(m, n)) }
 
@@ -155,11 +145,11 @@ public struct FactorisationPlan: Sendable, Encodable {
 
     /// The plan as a table: one line per job, then the makespan against the ideal.
     public func describe() -> String {
-        guard !jobs.isEmpty else { return "factorisation plan: nothing to factorise (pruning and distillation only)" }
+        guard !jobs.isEmpty else { return "factorization plan: nothing to factorize (pruning and distillation only)" }
         func row(_ cells: [String]) -> String {
             "  " + zip(cells, [5, 18, 10, 11, 10, 7]).map { pad($0, $1) }.joined(separator: "  ") + "  " + cells[6]
         }
-        var lines = ["factorisation plan over \(ranks) rank(s) (estimates from a LAPACK SVD timed on this rank):",
+        var lines = ["factorization plan over \(ranks) rank(s) (estimates from a LAPACK SVD timed on this rank):",
                      row(["stage", "layer", "method", "matrix", "path", "rank", "est. seconds"])]
         for j in jobs {
             lines.append(row(["\(j.stage + 1)", j.layer, j.method, "\(j.rows)x\(j.cols)", j.path.rawValue, j.owner.map { "\($0)" } ?? "all",
