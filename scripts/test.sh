@@ -2,11 +2,13 @@
 # Squeeze's test script (CI runs it through .ci/run). Runnable from any directory; idempotent.
 #
 #   1. system packages   installs missing apt packages when root (nothing when all are present)
-#   2. build             swift build --build-tests
-#   3. single-rank tests swift test --skip-build --skip MultiRank
-#   4. multi-rank tests  the test bundle's MultiRank* classes under mpirun, -np 2 and -np 4
-#   5. CLI tests         every scripts/tests/*.sh, in name order (each must exit 0)
-#   6. summary           one line per phase with its time; exit status 1 if anything failed
+#   2. structure         scripts/check_structure.py: file and function lengths, form capabilities
+#                        instead of string matching and casts, docs/ARCHITECTURE.md's symbols exist
+#   3. build             swift build --build-tests
+#   4. single-rank tests swift test --skip-build --skip MultiRank
+#   5. multi-rank tests  the test bundle's MultiRank* classes under mpirun, -np 2 and -np 4
+#   6. CLI tests         every scripts/tests/*.sh, in name order (each must exit 0)
+#   7. summary           one line per phase with its time; exit status 1 if anything failed
 #
 # Options:
 #   --sanitize address|thread
@@ -16,7 +18,7 @@
 #       the suppression files of scripts/sanitizers/ (third-party code only; see their comments).
 #       The multi-rank and CLI phases are not run (the summary says so). Under `thread`, OpenBLAS
 #       runs single-threaded (it is not instrumented) and SQUEEZE_LOOP_CHECK_THREADS=2 runs every
-#       parallelFor of ours as 2 chunks on 2 threads (Sources/Model/Parallel.swift). Any sanitizer
+#       parallelFor of ours as 2 chunks on 2 threads (Sources/Kernels/Parallel.swift). Any sanitizer
 #       report fails the phase; the summary counts reports and suppressed ones. Sanitizer options
 #       already in ASAN_OPTIONS, LSAN_OPTIONS or TSAN_OPTIONS are appended (so they win).
 #
@@ -216,6 +218,7 @@ fi
 for tool in swift mpirun timeout; do
     command -v "$tool" >/dev/null || { echo "error: '$tool' is not on PATH"; exit 1; }
 done
+phase "structure (scripts/check_structure.py)" python3 scripts/check_structure.py
 
 if [[ -n $SANITIZE ]]; then
     phase "build (swift build --build-tests --sanitize=$SANITIZE)" \

@@ -52,10 +52,12 @@ public final class CompressionJob {
         public let bytesCommunicated: Int
         /// Seconds in the compression methods alone (no loading, distillation or writing).
         public let compressionSeconds: Double
+        /// This rank's peak resident memory over the whole job (VmHWM), when the system reports it.
+        public let peakResidentBytes: Int?
         enum CodingKeys: String, CodingKey {
             case layers, paramsBefore = "params_before", paramsAfter = "params_after", nonzeroBefore = "nonzero_before"
             case nonzeroAfter = "nonzero_after", bytes, stagePerplexity = "stage_perplexity", seconds
-            case bytesCommunicated = "bytes_communicated", compressionSeconds = "compression_seconds"
+            case bytesCommunicated = "bytes_communicated", compressionSeconds = "compression_seconds", peakResidentBytes = "peak_rss_bytes"
         }
     }
 
@@ -99,7 +101,7 @@ public final class CompressionJob {
         // calibration Hessians (Double, in² per block linear).
         let available = o.planNodeMemory ?? MemoryEstimate.availableBytes()
         var oneShot = MemoryEstimate(ranksPerNode: ranksPerNode, available: available)
-        oneShot.add("process (runtime, MPI, BLAS)", MemoryEstimate.processOverhead)
+        oneShot.add("process (runtime, MPI, BLAS)", MemoryEstimate.processOverhead())
         oneShot.add("model weights", 4 * student.parameterFloats)
         oneShot.add("working copies of the layers being compressed", 4 * student.parameterFloats)
         if recipe.stages.contains(where: { if case .prune(let p) = $0.method { return p.method != .magnitude }; return false }) {
@@ -195,7 +197,7 @@ public final class CompressionJob {
                        nonzeroBefore: before.nonzero, nonzeroAfter: student.nonzeroCount, bytes: bytes,
                        stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },
                        seconds: Date().timeIntervalSince(t0), bytesCommunicated: Communicator.trafficBytes,
-                       compressionSeconds: runner.compressionSeconds)
+                       compressionSeconds: runner.compressionSeconds, peakResidentBytes: MemoryEstimate.peakResidentBytes())
     }
 
     /// What the job needs to know of the input model.

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Tensor
 
 /// What a job will hold in memory, made before anything big is allocated: per rank (student
 /// weights, gradients, the optimizer shard, activations, workspaces) and per node (the shared
@@ -23,8 +24,12 @@ public struct MemoryEstimate: Codable, Sendable {
         self.available = available
     }
 
-    /// Runtime, MPI and BLAS buffers of one process, measured on an idle `squeeze` rank.
-    public static let processOverhead = 160 << 20
+    /// Runtime, OpenMPI, OpenBLAS and the tokenizer of one process running `threads` BLAS
+    /// threads. Measured (peak RSS less what the estimate counts) on a Zen 4 VM with Debian 12's
+    /// OpenMPI and OpenBLAS: a compress run without distillation peaked 112 MiB above its weights,
+    /// on 1 and 2 ranks alike; a distillation's GEMMs on a second BLAS thread add 60 MiB (its
+    /// buffers and malloc arena).
+    public static func processOverhead(threads: Int = BLAS.threads) -> Int { (112 << 20) + (60 << 20) * max(threads - 1, 0) }
 
     public mutating func add(_ name: String, _ bytes: Int, perNode: Bool = false) { items.append(Item(name: name, bytes: bytes, perNode: perNode)) }
 
@@ -43,6 +48,16 @@ public struct MemoryEstimate: Codable, Sendable {
         lines.append("  " + "node total".padding(toLength: 50, withPad: " ", startingAt: 0) + formatBytes(perNode).leftPad(10)
                      + (available.map { "  of \(formatBytes($0)) available (\(fits ? "fits" : "does not fit") in 90%)" } ?? ""))
         return lines.joined(separator: "\n")
+    }
+
+    /// This process's peak resident set so far (VmHWM from /proc/self/status; nil where there is none).
+    public static func peakResidentBytes() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let parts = line.split(separator: " ")
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return nil
     }
 
     /// MemAvailable from /proc/meminfo (nil where there is none).
@@ -84,7 +99,7 @@ public struct MemoryEstimate: Codable, Sendable {
         var e = MemoryEstimate(ranksPerNode: job.ranksPerNode, available: available)
         let s = job.settings, rows = microBatch * s.seq, floats = job.student.parameterFloats, sharded = job.shardOptimizer && job.ranks > 1
         if !job.loaded {
-            e.add("process (runtime, MPI, BLAS)", processOverhead)
+            e.add("process (runtime, MPI, BLAS)", processOverhead())
             e.add("student weights", 4 * floats)
         }
         if !job.gradientsAllocated { e.add("student gradients", 4 * floats) }
@@ -92,7 +107,9 @@ public struct MemoryEstimate: Codable, Sendable {
         e.add("activations (micro-batch \(microBatch) x \(s.seq)\(job.recompute ? ", recompute" : ""), component state included)",
               job.student.trainingActivationBytes(B: microBatch, T: s.seq, recompute: job.recompute))
         e.add("LM head chunks", job.student.headBytes(rows: rows, buffers: job.teacher == nil ? 2 : 3, backward: true))
-        e.add("validation workspace", job.student.inferenceBytes(rows: rows))
+        // Validation evaluates windows of seq tokens, at most a micro-batch of them at a time.
+        let windows = (s.validationTokens(parameters: floats) + s.seq - 1) / s.seq
+        e.add("validation workspace", job.student.inferenceBytes(rows: min(microBatch, max(windows, 1)) * s.seq))
         if let t = job.teacher {
             if !job.loaded { e.add("teacher weights", 4 * t.parameterFloats, perNode: true) }
             e.add("teacher workspace", t.inferenceBytes(rows: rows))
@@ -142,7 +159,7 @@ public struct MemoryEstimate: Codable, Sendable {
     /// Evaluation: the weights (once per node) and the workspace for `rows` rows per rank.
     public static func evaluation(forms: GPT2Forms, rows: Int, ranksPerNode: Int, tokens: Int) -> MemoryEstimate {
         var e = MemoryEstimate(ranksPerNode: ranksPerNode)
-        e.add("process (runtime, MPI, BLAS)", processOverhead)
+        e.add("process (runtime, MPI, BLAS)", processOverhead())
         e.add("weights", 4 * forms.parameterFloats, perNode: true)
         e.add("inference workspace (\(rows) rows)", forms.inferenceBytes(rows: rows))
         e.add("LM head chunks", forms.headBytes(rows: rows, buffers: 1))

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Tensor
 import XCTest
 
 /// The fast exp and GELU against libm (Double) and against each other: the eight-lane form must
@@ -7,7 +8,7 @@ import XCTest
 final class FastMathTests: XCTestCase {
     func testFastExpAgainstLibmAndAcrossLanes() {
         var xs: [Float] = [-1000, -87.4, -87.3, -50, -1, -1e-8, 0, 1e-8, 0.5, 1, 10, 88.7, 88.8, 1000, .infinity, -.infinity]
-        var g = SystemRandomNumberGenerator()
+        var g = RandomGenerator(seed: 2026)   // seeded: a failure reproduces
         for _ in 0..<4000 { xs.append(Float.random(in: -87...88.2, using: &g)) }
         while xs.count % 8 != 0 { xs.append(0.25) }
         for i in stride(from: 0, to: xs.count, by: 8) {
