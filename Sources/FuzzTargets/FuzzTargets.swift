@@ -202,7 +202,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     /// What the reader accepted, the writer writes (same limits) and the reader reads back the same.
     static func ggufRoundTrip(_ file: GGUFFile, _ data: Data) throws {
-        let writer = GGUFWriter(metadata: file.keys.map { ($0, file.metadata[$0]!) },
+        let writer = GGUFWriter(metadata: file.entries,
                                 tensors: file.tensors.map { GGUFTensorDescription(name: $0.name, shape: $0.shape, type: $0.type) })
         func write(_ source: GGUFFile, _ bytes: Data) -> Data {
             var out = Data()

@@ -75,6 +75,9 @@ public struct GGUFFile: Sendable {
         index = Dictionary(uniqueKeysWithValues: tensors.enumerated().map { ($1.name, $0) })
     }
 
+    /// The metadata in file order (what `GGUFWriter(metadata:)` takes).
+    public var entries: [(key: String, value: GGUFValue)] { keys.map { ($0, metadata[$0]!) } }
+
     /// The tensor called `name`, or an error naming the file and tensor.
     public func tensor(named name: String) throws -> GGUFTensorInfo {
         guard let i = index[name] else { throw FileError.format(url.path, "no tensor named '\(name)'") }
@@ -136,7 +139,7 @@ public struct GGUFFile: Sendable {
         }
         h.version = try c.u32("version")
         guard h.version == 2 || h.version == 3 else {
-            let hint = h.version & 0xFFFF == 0 ? " (a big-endian file? only little-endian GGUF is read)" : ""
+            let hint = h.version != 0 && h.version & 0xFFFF == 0 ? " (a big-endian file? only little-endian GGUF is read)" : ""
             throw c.error("unsupported GGUF version \(h.version)\(hint): versions 2 and 3 are read")
         }
         let tensorCount = try c.u64("tensor count"), kvCount = try c.u64("metadata kv count")

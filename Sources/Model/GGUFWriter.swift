@@ -32,7 +32,8 @@ public struct GGUFTensorDescription: Equatable, Sendable {
 /// `general.alignment`, default 32, including the last), so the same content gives the same bytes.
 ///
 /// Everything is checked before the file is created, with the reader's limits (what it writes,
-/// `GGUFFile` reads): keys non-empty, unique, at most 65535 bytes; `general.alignment`, when
+/// `GGUFFile` reads): keys non-empty, unique, at most 65535 bytes; strings at most 1 GiB;
+/// `general.alignment`, when
 /// present, a UINT32 power of two; arrays nested at most 8 deep; tensor names unique and at most
 /// 64 bytes (llama.cpp itself loads at most 63); 1 to 4 positive dimensions whose innermost is a
 /// multiple of the type's block size. Each tensor must produce exactly its `byteCount` bytes.
@@ -121,6 +122,19 @@ public struct GGUFWriter {
             if case .array(let a) = value, a.depth > GGUFLimits.maxArrayDepth {
                 throw fail("metadata '\(key)': arrays nested more than \(GGUFLimits.maxArrayDepth) deep")
             }
+            guard Self.longestString(value) <= GGUFLimits.maxStringLength else {
+                throw fail("metadata '\(key)': a string is longer than \(GGUFLimits.maxStringLength) bytes")
+            }
+        }
+    }
+
+    /// Bytes of the longest string in `v` (0 if none).
+    static func longestString(_ v: GGUFValue) -> Int {
+        switch v {
+        case .string(let s): return s.utf8.count
+        case .array(.string(let xs)): return xs.map(\.utf8.count).max() ?? 0
+        case .array(.array(let xs)): return xs.map { longestString(.array($0)) }.max() ?? 0
+        default: return 0
         }
     }
 

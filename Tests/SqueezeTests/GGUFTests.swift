@@ -58,7 +58,7 @@ final class GGUFTests: XCTestCase {
         for name in ["reference.gguf", "aligned.gguf"] {
             let original = try Data(contentsOf: Self.dir.appendingPathComponent(name))
             let f = try GGUFFile(data: original, url: Self.dir.appendingPathComponent(name))
-            let w = GGUFWriter(metadata: f.keys.map { ($0, f.metadata[$0]!) },
+            let w = GGUFWriter(metadata: f.entries,
                                tensors: f.tensors.map { GGUFTensorDescription(name: $0.name, shape: $0.shape, type: $0.type) })
             let out = tmp.appendingPathComponent(name)
             try w.write(to: out) { t, write in

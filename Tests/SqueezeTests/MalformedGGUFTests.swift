@@ -67,7 +67,7 @@ final class MalformedGGUFTests: XCTestCase {
         var r = file()
         r.bytes[3] = 0x47
         assertRefused(r, "magic", "bad magic 47 47 55 47", "not a GGUF file")
-        for (version, expect) in [(UInt32(1), "unsupported GGUF version 1:"), (4, "unsupported GGUF version 4:"),
+        for (version, expect) in [(UInt32(0), "unsupported GGUF version 0:"), (1, "unsupported GGUF version 1:"), (4, "unsupported GGUF version 4:"),
                                   (0x0300_0000, "version 50331648 (a big-endian file?")] {
             var v = RawGGUF()
             v.header(version: version, tensors: 0, kvs: 0)
