@@ -202,6 +202,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     /// What the reader accepted, the writer writes (same limits) and the reader reads back the same.
     static func ggufRoundTrip(_ file: GGUFFile, _ data: Data) throws {
+        // The writer pads the end of the tensor infos to the alignment even without tensors (as
+        // gguf-py and ggml do): a file of a few bytes asking for 2^31 would be rewritten as 2 GiB.
+        // With tensors, the input itself holds the padding, so the rewrite is about its size.
+        if file.tensors.isEmpty && file.alignment > 1 << 16 { return }
         let writer = GGUFWriter(metadata: file.entries,
                                 tensors: file.tensors.map { GGUFTensorDescription(name: $0.name, shape: $0.shape, type: $0.type) })
         func write(_ source: GGUFFile, _ bytes: Data) -> Data {
