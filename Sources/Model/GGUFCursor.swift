@@ -84,21 +84,21 @@ struct GGUFCursor {
     }
 
     /// One value of type `type`; `depth` is the number of arrays it sits in.
-    mutating func value(_ type: GGUFValueType, _ field: String, depth: Int = 0) throws -> GGUFValue {
+    mutating func value(_ type: GGUFValueType, _ field: @autoclosure () -> String, depth: Int = 0) throws -> GGUFValue {
         switch type {
-        case .uint8: return .uint8(try integer(UInt8.self, field))
-        case .int8: return .int8(try integer(Int8.self, field))
-        case .uint16: return .uint16(try integer(UInt16.self, field))
-        case .int16: return .int16(try integer(Int16.self, field))
-        case .uint32: return .uint32(try integer(UInt32.self, field))
-        case .int32: return .int32(try integer(Int32.self, field))
-        case .float32: return .float32(Float(bitPattern: try integer(UInt32.self, field)))
-        case .bool: return .bool(try bool(field))
-        case .string: return .string(try string(field))
-        case .array: return .array(try array(field, depth: depth + 1))
-        case .uint64: return .uint64(try integer(UInt64.self, field))
-        case .int64: return .int64(try integer(Int64.self, field))
-        case .float64: return .float64(Double(bitPattern: try integer(UInt64.self, field)))
+        case .uint8: return .uint8(try integer(UInt8.self, field()))
+        case .int8: return .int8(try integer(Int8.self, field()))
+        case .uint16: return .uint16(try integer(UInt16.self, field()))
+        case .int16: return .int16(try integer(Int16.self, field()))
+        case .uint32: return .uint32(try integer(UInt32.self, field()))
+        case .int32: return .int32(try integer(Int32.self, field()))
+        case .float32: return .float32(Float(bitPattern: try integer(UInt32.self, field())))
+        case .bool: return .bool(try bool(field()))
+        case .string: return .string(try string(field()))
+        case .array: return .array(try array(field(), depth: depth + 1))
+        case .uint64: return .uint64(try integer(UInt64.self, field()))
+        case .int64: return .int64(try integer(Int64.self, field()))
+        case .float64: return .float64(Double(bitPattern: try integer(UInt64.self, field())))
         }
     }
 
@@ -110,33 +110,34 @@ struct GGUFCursor {
     }
 
     /// An array (element type, count, elements) at nesting level `depth` (1 = not nested).
-    mutating func array(_ field: String, depth: Int) throws -> GGUFArray {
+    /// Field names are built only for an error: a file may hold millions of elements.
+    mutating func array(_ field: @autoclosure () -> String, depth: Int) throws -> GGUFArray {
         guard depth <= GGUFLimits.maxArrayDepth else {
-            throw error("\(field): arrays nested more than \(GGUFLimits.maxArrayDepth) deep")
+            throw error("\(field()): arrays nested more than \(GGUFLimits.maxArrayDepth) deep")
         }
-        let type = try valueType("\(field) element")
-        let n = try count("\(field) element count", minimumSize: type.minimumSize)
+        let type = try valueType("\(field()) element")
+        let n = try count("\(field()) element count", minimumSize: type.minimumSize)
         switch type {
-        case .uint8: return .uint8(try integers(n, field))
-        case .int8: return .int8(try integers(n, field))
-        case .uint16: return .uint16(try integers(n, field))
-        case .int16: return .int16(try integers(n, field))
-        case .uint32: return .uint32(try integers(n, field))
-        case .int32: return .int32(try integers(n, field))
-        case .float32: return .float32(try integers(n, field, as: UInt32.self).map(Float.init(bitPattern:)))
-        case .uint64: return .uint64(try integers(n, field))
-        case .int64: return .int64(try integers(n, field))
-        case .float64: return .float64(try integers(n, field, as: UInt64.self).map(Double.init(bitPattern:)))
-        case .bool: return .bool(try (0..<n).map { try bool("\(field)[\($0)]") })
-        case .string: return .string(try (0..<n).map { try string("\(field)[\($0)]") })
-        case .array: return .array(try (0..<n).map { try array("\(field)[\($0)]", depth: depth + 1) })
+        case .uint8: return .uint8(try integers(n, field()))
+        case .int8: return .int8(try integers(n, field()))
+        case .uint16: return .uint16(try integers(n, field()))
+        case .int16: return .int16(try integers(n, field()))
+        case .uint32: return .uint32(try integers(n, field()))
+        case .int32: return .int32(try integers(n, field()))
+        case .float32: return .float32(try integers(n, field(), as: UInt32.self).map(Float.init(bitPattern:)))
+        case .uint64: return .uint64(try integers(n, field()))
+        case .int64: return .int64(try integers(n, field()))
+        case .float64: return .float64(try integers(n, field(), as: UInt64.self).map(Double.init(bitPattern:)))
+        case .bool: return .bool(try (0..<n).map { try bool("\(field())[\($0)]") })
+        case .string: return .string(try (0..<n).map { try string("\(field())[\($0)]") })
+        case .array: return .array(try (0..<n).map { try array("\(field())[\($0)]", depth: depth + 1) })
         }
     }
 
     /// `n` little-endian integers (`n` already bounded by the bytes left).
-    mutating func integers<T: FixedWidthInteger>(_ n: Int, _ field: String, as: T.Type = T.self) throws -> [T] {
+    mutating func integers<T: FixedWidthInteger>(_ n: Int, _ field: @autoclosure () -> String, as: T.Type = T.self) throws -> [T] {
         let size = MemoryLayout<T>.size
-        let at = try take(n * size, "\(field) (\(n) elements)")
+        let at = try take(n * size, "\(field()) (\(n) elements)")
         return (0..<n).map { T(littleEndian: bytes.loadUnaligned(fromByteOffset: at + $0 * size, as: T.self)) }
     }
 }

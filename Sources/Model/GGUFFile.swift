@@ -168,14 +168,14 @@ public struct GGUFFile: Sendable {
             guard h.metadata[key] == nil else {
                 throw c.error("duplicate metadata key '\(key)' (entries #\(h.keys.firstIndex(of: key) ?? 0) and #\(i))")
             }
-            let field = "metadata '\(key)'"
-            let type = try c.valueType(field)
-            h.metadata[key] = try c.value(type, field)
+            let type = try c.valueType("metadata '\(key)'")
+            h.metadata[key] = try c.value(type, "metadata '\(key)'")
             h.keys.append(key)
         }
     }
 
-    /// `general.alignment`: a UINT32 power of two (as ggml and gguf-py require), default 32.
+    /// `general.alignment`: a UINT32 power of two (as ggml and gguf-py require), default 32. The
+    /// spec's prose asks for a multiple of 8; both reference readers accept 1, 2 and 4, so do we.
     static func alignment(_ metadata: [String: GGUFValue], _ c: GGUFCursor) throws -> Int {
         guard let v = metadata[alignmentKey] else { return defaultAlignment }
         guard case .uint32(let a) = v else {

@@ -111,6 +111,29 @@ final class RoundTripGGUFTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp.path), [])
     }
 
+    /// A GPT-2-sized vocabulary (50257 tokens, 50000 merges) and a 12 MB tensor streamed in 1 MB
+    /// pieces: written and parsed in well under a second each.
+    func testVocabularySizedFileIsQuick() throws {
+        let tmp = try Fixtures.temporaryDirectory(self)
+        let tokens = (0..<50_257).map { "tok\($0)" }, merges = (0..<50_000).map { "a\($0) b\($0)" }
+        let w = GGUFWriter(metadata: [("tokenizer.ggml.tokens", .array(.string(tokens))), ("tokenizer.ggml.merges", .array(.string(merges))),
+                                      ("tokenizer.ggml.token_type", .array(.int32([Int32](repeating: 1, count: tokens.count))))],
+                           tensors: [GGUFTensorDescription(name: "big", shape: [4096, 768], type: .f32)])
+        let piece = [Float](repeating: 0.5, count: 1 << 18)
+        let url = tmp.appendingPathComponent("vocab.gguf")
+        var t0 = Date()
+        try w.write(to: url) { _, out in
+            for _ in 0..<12 { try piece.withUnsafeBufferPointer { try GGUFWriter.writeFloats($0, as: .f32, to: out) } }
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 1, "write")
+        t0 = Date()
+        let f = try GGUFFile(url: url)
+        XCTAssertLessThan(Date().timeIntervalSince(t0), 1, "parse")
+        XCTAssertEqual(f.metadata["tokenizer.ggml.tokens"]?.stringArray, tokens)
+        XCTAssertEqual(f.metadata["tokenizer.ggml.merges"]?.stringArray?.last, "a49999 b49999")
+        XCTAssertEqual(try f.bytes(of: "big").count, 4096 * 768 * 4)
+    }
+
     func testGGMLTypeTable() throws {
         XCTAssertEqual(GGMLType.allCases.count, 35, "ids 0-42 less the 8 removed from ggml")
         XCTAssertEqual(Set(GGMLType.allCases.map(\.name)).count, GGMLType.allCases.count)

@@ -63,10 +63,13 @@ final class MalformedGGUFTests: XCTestCase {
         XCTAssertTrue(refusal(Data(), "empty").contains("truncated: magic needs 4 bytes"))
     }
 
-    func testBadMagicAndVersions() throws {
+    func testBadMagic() {
         var r = file()
         r.bytes[3] = 0x47
         assertRefused(r, "magic", "bad magic 47 47 55 47", "not a GGUF file")
+    }
+
+    func testUnsupportedVersions() throws {
         for (version, expect) in [(UInt32(0), "unsupported GGUF version 0:"), (1, "unsupported GGUF version 1:"), (4, "unsupported GGUF version 4:"),
                                   (0x0300_0000, "version 50331648 (a big-endian file?")] {
             var v = RawGGUF()
@@ -90,7 +93,7 @@ final class MalformedGGUFTests: XCTestCase {
         }
     }
 
-    func testStringLengths() {
+    func testStringLengthPastTheEndOrAbsurd() {
         var r = RawGGUF()
         r.header(tensors: 0, kvs: 1)
         r.u64(1000)
@@ -101,17 +104,24 @@ final class MalformedGGUFTests: XCTestCase {
                       "long-name", "tensor #0 name: string length 65 exceeds the limit of 64 bytes")
         assertRefused(file(kvs: [{ $0.kv(String(repeating: "k", count: 65_536), .uint8) { $0.int(UInt8(1)) } }]),
                       "long-key", "metadata key #0: string length 65536 exceeds the limit of 65535 bytes")
-        assertRefused(file(kvs: [{ $0.u64(2); $0.bytes += [0xC3, 0x28]; $0.u32(0); $0.int(UInt8(0)) }]), "utf8", "metadata key #0: string at byte 32 is not valid UTF-8")
-        assertRefused(file(kvs: [{ $0.kv("", .uint8) { $0.int(UInt8(1)) } }]), "empty-key", "metadata key #0 is empty")
     }
 
-    func testArrayLengthsAndNesting() {
+    func testInvalidStringsBoolsAndEmptyKeys() {
+        assertRefused(file(kvs: [{ $0.u64(2); $0.bytes += [0xC3, 0x28]; $0.u32(0); $0.int(UInt8(0)) }]), "utf8", "metadata key #0: string at byte 32 is not valid UTF-8")
+        assertRefused(file(kvs: [{ $0.kv("", .uint8) { $0.int(UInt8(1)) } }]), "empty-key", "metadata key #0 is empty")
+        assertRefused(file(kvs: [{ $0.kv("b", .bool) { $0.int(UInt8(2)) } }]), "bool", "metadata 'b': bool byte 2", "neither 0 nor 1")
+    }
+
+    func testArrayLengthPastTheEnd() {
         assertRefused(file(kvs: [{ $0.kv("a", .array) { $0.u32(GGUFValueType.uint32.rawValue); $0.u64(1 << 40) } }]),
                       "array-past-end", "metadata 'a' element count = 1099511627776 cannot fit", "each takes at least 4")
         assertRefused(file(kvs: [{ $0.kv("a", .array) { $0.u32(GGUFValueType.string.rawValue); $0.u64(1_000_000) } }]),
                       "strings-past-end", "metadata 'a' element count = 1000000 cannot fit", "each takes at least 8")
         assertRefused(file(kvs: [{ $0.kv("a", .array) { $0.u32(GGUFValueType.array.rawValue); $0.u64(UInt64.max) } }]),
                       "arrays-past-end", "element count = 18446744073709551615 cannot fit")
+    }
+
+    func testNestedArrayDepthLimit() {
         func nested(_ depth: Int) -> RawGGUF {
             file(kvs: [{ r in r.kv("n", .array) { r in
                 for _ in 1..<depth { r.u32(GGUFValueType.array.rawValue); r.u64(1) }
@@ -122,30 +132,47 @@ final class MalformedGGUFTests: XCTestCase {
         assertRefused(nested(9), "depth-9", "metadata 'n'[0][0][0][0][0][0][0][0]: arrays nested more than 8 deep")
     }
 
-    func testValueTypesBoolsAndDuplicates() {
+    func testUnknownValueType() {
         assertRefused(file(kvs: [{ $0.kv("k", .uint8) { _ in }; $0.bytes.removeLast(4); $0.u32(13); $0.int(UInt8(0)) }]),
                       "unknown-type", "metadata 'k': unknown value type 13")
         assertRefused(file(kvs: [{ $0.kv("a", .array) { $0.u32(99); $0.u64(0) } }]), "unknown-element-type", "metadata 'a' element: unknown value type 99")
-        assertRefused(file(kvs: [{ $0.kv("b", .bool) { $0.int(UInt8(2)) } }]), "bool", "metadata 'b': bool byte 2", "neither 0 nor 1")
+    }
+
+    func testDuplicateKeys() {
         let kv: (inout RawGGUF) -> Void = { $0.kv("dup.key", .int32) { $0.int(Int32(1)) } }
         assertRefused(file(kvs: [kv, { $0.kv("other", .uint8) { $0.int(UInt8(1)) } }, kv]), "dup-key", "duplicate metadata key 'dup.key' (entries #0 and #2)")
+    }
+
+    func testDuplicateTensorNames() {
         let t: (inout RawGGUF) -> Void = { $0.tensorInfo("w", dims: [4]) }
         assertRefused(file(tensors: [t, t], data: 64), "dup-tensor", "duplicate tensor name 'w' (tensor #0 and #1)")
     }
 
-    func testTensorDimensionsAndTypes() {
-        func one(_ dims: [UInt64], type: UInt32 = 0, offset: UInt64 = 0, data: Int = 16) -> RawGGUF {
-            file(tensors: [{ $0.tensorInfo("w", dims: dims, type: type, offset: offset) }], data: data)
-        }
+    /// A file with one tensor 'w'.
+    func one(_ dims: [UInt64] = [4], type: UInt32 = 0, offset: UInt64 = 0, data: Int = 16) -> RawGGUF {
+        file(tensors: [{ $0.tensorInfo("w", dims: dims, type: type, offset: offset) }], data: data)
+    }
+
+    func testNDimsZeroOrAboveFour() {
         assertRefused(one([]), "ndims-0", "tensor 'w': n_dims = 0, must be 1 to 4")
         assertRefused(one([1, 1, 1, 1, 4]), "ndims-5", "tensor 'w': n_dims = 5, must be 1 to 4")
+    }
+
+    func testDimensionZeroOrOverflowingProduct() {
         assertRefused(one([4, 0]), "dim-0", "tensor 'w': dimension 1 is 0")
         assertRefused(one([1 << 32, 1 << 32]), "dims-overflow", "tensor 'w': dimensions [4294967296, 4294967296] have more elements than Int can count")
         assertRefused(one([1 << 63]), "dim-huge", "tensor 'w': dimension 0 = 9223372036854775808 is larger than Int.max")
         assertRefused(one([1 << 61]), "bytes-overflow", "tensor 'w': 2305843009213693952 elements of F32 (0) need more bytes than Int can count")
+    }
+
+    func testRowsNotAMultipleOfTheBlockSize() {
         assertRefused(one([33, 2], type: 8), "block", "tensor 'w': rows of 33 elements (ne[0]) are not a multiple of the Q8_0 (8) block size 32")
-        assertRefused(one([4], type: 4), "type-removed", "tensor 'w': unknown ggml type id 4")
-        assertRefused(one([4], type: 99), "type-unknown", "tensor 'w': unknown ggml type id 99")
+        assertRefused(one([128], type: 12, data: 144), "block-k", "tensor 'w': rows of 128 elements (ne[0]) are not a multiple of the Q4_K (12) block size 256")
+    }
+
+    func testUnknownAndUnsupportedTensorTypes() {
+        assertRefused(one(type: 4), "type-removed", "tensor 'w': unknown ggml type id 4")
+        assertRefused(one(type: 99), "type-unknown", "tensor 'w': unknown ggml type id 99")
         // Known but unsupported: parsed, refused when read.
         let q4k = one([256], type: 12, data: 144)
         XCTAssertEqual(refusal(q4k.data, "q4k"), "accepted")
@@ -155,22 +182,25 @@ final class MalformedGGUFTests: XCTestCase {
         }
     }
 
-    func testTensorOffsetsAndOverlaps() {
-        func one(offset: UInt64, data: Int = 16) -> RawGGUF {
-            file(tensors: [{ $0.tensorInfo("w", dims: [4], offset: offset) }], data: data)
-        }
+    func testOffsetNotAligned() {
         assertRefused(one(offset: 8, data: 64), "unaligned", "tensor 'w': offset 8 is not a multiple of the alignment 32")
+    }
+
+    func testOffsetPastTheEnd() {
         assertRefused(one(offset: 64), "past-end", "tensor 'w': data at offset 64", "is past the end of the file (80 bytes; data section at byte 64)")
         assertRefused(one(offset: 1 << 62), "far-past-end", "tensor 'w': data at offset 4611686018427387904", "past the end of the file")
         assertRefused(one(offset: UInt64(Int.max) - 31), "overflow", "tensor 'w': data at offset 9223372036854775776", "past Int.max")
         assertRefused(one(offset: 1 << 63), "offset-huge", "tensor 'w': offset 9223372036854775808 is past the end of the file")
+    }
+
+    func testOverlappingTensors() {
         let overlap = file(tensors: [{ $0.tensorInfo("a", dims: [16]) }, { $0.tensorInfo("b", dims: [8], offset: 32) }], data: 96)
         assertRefused(overlap, "overlap", "tensors 'a' and 'b' overlap in the data section (offsets 0 + 64 bytes and 32)")
         let same = file(tensors: [{ $0.tensorInfo("a", dims: [4]) }, { $0.tensorInfo("b", dims: [4]) }], data: 16)
         assertRefused(same, "same-offset", "tensors 'a' and 'b' overlap")
     }
 
-    func testAlignment() {
+    func testAlignmentNotAPowerOfTwo() {
         func aligned(_ value: @escaping (inout RawGGUF) -> Void, type: GGUFValueType = .uint32) -> RawGGUF {
             file(kvs: [{ $0.kv("general.alignment", type, value) }])
         }
