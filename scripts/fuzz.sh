@@ -2,7 +2,7 @@
 # libFuzzer harnesses for Squeeze's file parsers (ASan + libFuzzer, one target at a time).
 #
 #   scripts/fuzz.sh [SECONDS]          build, then fuzz every target for SECONDS each (default 600)
-#   SQUEEZE_FUZZ_TARGETS="config"      only these targets (safetensors config tokenizer recipe)
+#   SQUEEZE_FUZZ_TARGETS="config"      only these targets (safetensors config tokenizer recipe gguf)
 #   scripts/fuzz.sh --build            only build; prints the fuzzer's path
 #   scripts/fuzz.sh --merge TARGET DIR minimize the target's corpus into DIR (libFuzzer -merge=1)
 #   scripts/fuzz.sh --pick TARGET [N]  add up to N (default 30) small, coverage-rich inputs of the
@@ -15,6 +15,9 @@
 #   tokenizer    GPT2Tokenizer(vocabData:mergesData:...) + encode/decode round trips;
 #                input = vocab.json, separator, merges.txt [, separator, text]
 #   recipe       Recipe.parse(_:)
+#   gguf         GGUFFile(data:url:) + bytes(of:)/floats(of:) of every tensor, then a GGUFWriter
+#                round trip in memory (what the reader accepts, the writer writes back the same);
+#                every rejection must name the input file
 #
 # How it is built (and why this way): the harness code is an ordinary library target,
 # FuzzTargets, that `swift build` compiles like any other and FuzzRegressionTests links, so the
@@ -31,7 +34,7 @@
 # directives (autolink) plus pkg-config's -L paths.
 #
 # Inputs: seeds from the fixtures (scripts/fuzz/seeds.py: the tiny models with their vocabulary
-# cut to 16 tokens, small tokenizers, the recipes), a dictionary per target
+# cut to 16 tokens, small tokenizers, the recipes, the GGUF fixtures), a dictionary per target
 # (scripts/fuzz/<target>.dict: JSON keys, dtypes, YAML syntax, extreme numbers) and the committed
 # corpus Tests/Fixtures/fuzz/<target>/ (read-only); new units go to $SCRATCH/fuzz/corpus/<target>/,
 # crashes/timeouts/OOMs to $SCRATCH/fuzz/artifacts/<target>/ (crash-*, timeout-*, oom-*), logs to
@@ -51,21 +54,23 @@ source scripts/lib.sh
 SCRATCH=${SQUEEZE_FUZZ_SCRATCH:-$ROOT/.build-fuzz}
 WORK=$SCRATCH/fuzz
 FUZZER=$SCRATCH/squeeze-fuzz
-TARGETS=(${SQUEEZE_FUZZ_TARGETS:-safetensors config tokenizer recipe})
+TARGETS=(${SQUEEZE_FUZZ_TARGETS:-safetensors config tokenizer recipe gguf})
 # Deterministic Dictionary order: a finding must reproduce.
 export SWIFT_DETERMINISTIC_HASHING=1
 # Crashes go to libFuzzer's handler (artifact + stack), not to the interactive swift-backtrace.
 export SWIFT_BACKTRACE=enable=no
 
 # Longest input per target: model directories are config + a 17-33 KB shrunk safetensors file;
-# safetensors seeds are mostly headers (the one whole file is 17 KB); tokenizer seeds are ~8 KB.
+# safetensors seeds are mostly headers (the one whole file is 17 KB); tokenizer seeds are ~8 KB;
+# the GGUF fixtures are 1-3 KB.
 max_len() {
     case $1 in
         safetensors) echo 32768 ;;
         config) echo 65536 ;;
         tokenizer) echo 32768 ;;
         recipe) echo 4096 ;;
-        *) echo "unknown target '$1' (safetensors config tokenizer recipe)" >&2; exit 2 ;;
+        gguf) echo 16384 ;;
+        *) echo "unknown target '$1' (safetensors config tokenizer recipe gguf)" >&2; exit 2 ;;
     esac
 }
 

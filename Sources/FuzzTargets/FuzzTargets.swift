@@ -27,6 +27,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case tokenizer
     /// `Recipe.parse(_:)`.
     case recipe
+    /// `GGUFFile(data:url:)`, then every tensor through `bytes(of:)` / `floats(of:)`; an accepted
+    /// file is written again by `GGUFWriter` (in memory) and must read back the same. Every
+    /// rejection must name the input file.
+    case gguf
 
     /// Separates the files of a multi-file input ("\0--8<--\0": NUL bytes never occur in the
     /// JSON/text parts of a valid input).
@@ -47,6 +51,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             case .config: try Self.config(data)
             case .tokenizer: try Self.tokenizer(data)
             case .recipe: try Self.recipe(data)
+            case .gguf: try Self.gguf(data)
             }
             return nil
         } catch {
@@ -170,5 +175,64 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         for stage in recipe.stages {
             for pattern in stage.method.targets { _ = globMatch(pattern, "h.11.attn.c_attn") }
         }
+    }
+
+    static func gguf(_ data: Data) throws {
+        let url = directory.appendingPathComponent("model.gguf")
+        let file: GGUFFile
+        do { file = try GGUFFile(data: data, url: url) } catch {
+            invariant("\(error)".hasPrefix(url.path + ": "), "GGUF error does not name the file: \(error)")
+            throw error
+        }
+        for t in file.tensors {
+            invariant(t.range.lowerBound >= file.dataOffset && t.range.upperBound <= data.count
+                      && t.range.count == t.type.byteCount(elements: t.elementCount) && t.shape.reduce(1, *) == t.elementCount,
+                      "tensor '\(t.name)': range \(t.range) for \(t.dims) of \(t.type) in \(data.count) bytes")
+            guard t.type.supported else {
+                invariant((try? file.bytes(of: t.name)) == nil, "bytes(of: '\(t.name)') accepted \(t.type)")
+                continue
+            }
+            let bytes = try file.bytes(of: t.name)
+            invariant(bytes.count == t.byteCount, "tensor '\(t.name)': \(bytes.count) bytes, expected \(t.byteCount)")
+            let floats = try? file.floats(of: t.name)
+            invariant(t.type.isFloat ? floats?.count == t.elementCount : floats == nil, "floats(of: '\(t.name)') of \(t.type)")
+        }
+        try ggufRoundTrip(file, data)
+    }
+
+    /// What the reader accepted, the writer writes (same limits) and the reader reads back the same.
+    static func ggufRoundTrip(_ file: GGUFFile, _ data: Data) throws {
+        // The writer pads the end of the tensor infos to the alignment even without tensors (as
+        // gguf-py and ggml do): a file of a few bytes asking for 2^31 would be rewritten as 2 GiB.
+        // With tensors, the input itself holds the padding, so the rewrite is about its size.
+        if file.tensors.isEmpty && file.alignment > 1 << 16 { return }
+        let writer = GGUFWriter(metadata: file.entries,
+                                tensors: file.tensors.map { GGUFTensorDescription(name: $0.name, shape: $0.shape, type: $0.type) })
+        func write(_ source: GGUFFile, _ bytes: Data) -> Data {
+            var out = Data()
+            do {
+                try writer.write(path: "/fuzz-output/model.gguf", to: { out.append(contentsOf: $0) }) { t, sink in
+                    let r = try source.tensor(named: t.name).range
+                    try bytes[(bytes.startIndex + r.lowerBound)..<(bytes.startIndex + r.upperBound)].withUnsafeBytes { try sink($0) }
+                }
+            } catch {
+                invariant(false, "GGUFWriter refused what GGUFFile accepted: \(error)")
+            }
+            return out
+        }
+        let out = write(file, data)
+        let again = try GGUFFile(data: out, url: URL(fileURLWithPath: "/fuzz-output/model.gguf"))
+        invariant(again.keys == file.keys && again.alignment == file.alignment, "keys or alignment changed in the round trip")
+        for k in file.keys {
+            let a = file.metadata[k]!, b = again.metadata[k]!
+            invariant(a == b || "\(a)" == "\(b)", "metadata '\(k)': \(a) read back as \(b)")  // NaNs compare by description
+        }
+        invariant(again.tensors.map(\.name) == file.tensors.map(\.name) && again.tensors.map(\.dims) == file.tensors.map(\.dims)
+                  && again.tensors.map(\.type) == file.tensors.map(\.type), "tensor infos changed in the round trip")
+        for (a, b) in zip(file.tensors, again.tensors) {
+            invariant(data[(data.startIndex + a.range.lowerBound)..<(data.startIndex + a.range.upperBound)] == out[b.range],
+                      "tensor '\(a.name)': bytes changed in the round trip")
+        }
+        invariant(write(again, out) == out, "writing the re-read file gives different bytes")
     }
 }

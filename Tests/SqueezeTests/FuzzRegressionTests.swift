@@ -10,6 +10,8 @@ final class FuzzRegressionTests: XCTestCase {
     func testConfigInputs() throws { try replay(.config) }
     func testTokenizerInputs() throws { try replay(.tokenizer) }
     func testRecipeInputs() throws { try replay(.recipe) }
+    /// GGUF inputs; every rejection must name the input file (the harness asserts it too).
+    func testGGUFInputs() throws { try replay(.gguf, errorsName: "/fuzz-input/model.gguf") }
 
     func testSeparatorSplitsAtMostIntoParts() {
         let sep = Data(FuzzTarget.separator)
@@ -18,7 +20,7 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(FuzzTarget.parts(Data("abc".utf8), maxParts: 2), [Data("abc".utf8)])
     }
 
-    private func replay(_ target: FuzzTarget) throws {
+    private func replay(_ target: FuzzTarget, errorsName path: String? = nil) throws {
         let dir = Fixtures.root.appendingPathComponent("fuzz").appendingPathComponent(target.rawValue)
         let files = try FileManager.default.contentsOfDirectory(at: dir, includingPropertiesForKeys: nil)
             .filter { !$0.lastPathComponent.hasPrefix(".") }
@@ -28,6 +30,9 @@ final class FuzzRegressionTests: XCTestCase {
         for file in files {
             let error = target.run(try Data(contentsOf: file))
             if error == nil { accepted.append(file.lastPathComponent) }
+            if let error, let path {
+                XCTAssertTrue("\(error)".hasPrefix(path + ": "), "\(file.lastPathComponent): the error does not name \(path): \(error)")
+            }
         }
         print("fuzz corpus \(target.rawValue): \(accepted.count) of \(files.count) inputs accepted")
         // The corpus keeps valid inputs too: the harness must reach past the parser's first checks.

@@ -3,7 +3,7 @@
 
     python3 scripts/fuzz/seeds.py OUT_DIR
 
-writes OUT_DIR/{safetensors,config,tokenizer,recipe}/*. The fixture models have GPT-2's 50257-token
+writes OUT_DIR/{safetensors,config,tokenizer,recipe,gguf}/*. The fixture models have GPT-2's 50257-token
 vocabulary (MBs of embedding); the seeds shrink it to a few tokens so that whole model
 directories fit in a fuzz input (config.json + separator + model.safetensors, a few tens of KB).
 Multi-file inputs use FuzzTarget.separator (Sources/FuzzTargets/FuzzTargets.swift).
@@ -96,7 +96,7 @@ def small_tokenizer(merge_count):
 
 def main():
     out = sys.argv[1]
-    seeds = {t: {} for t in ("safetensors", "config", "tokenizer", "recipe")}
+    seeds = {t: {} for t in ("safetensors", "config", "tokenizer", "recipe", "gguf")}
 
     # config: config.json alone (an empty weights file) and shrunk model directories.
     for name in ("tiny-gpt2", "tiny-gpt2-f16-base", "tiny-compressed"):
@@ -147,6 +147,14 @@ def main():
         if f.endswith(".yaml"):
             seeds["recipe"][f[:-5]] = read(os.path.join(recipes, f))
     seeds["recipe"]["tiny-compressed"] = read(os.path.join(FIX, "tiny-compressed.yaml"))
+
+    # gguf: the fixtures gguf-py wrote and the one our writer wrote (Tests/Fixtures/gguf/), and
+    # one as version 2 (the same layout).
+    for name in ("reference", "aligned", "swift-written"):
+        seeds["gguf"][name] = read(os.path.join(FIX, "gguf", name + ".gguf"))
+    v2 = bytearray(seeds["gguf"]["aligned"])
+    v2[4] = 2
+    seeds["gguf"]["aligned-v2"] = bytes(v2)
 
     for target, files in seeds.items():
         d = os.path.join(out, target)
