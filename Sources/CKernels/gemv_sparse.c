@@ -1,0 +1,641 @@
+// Sparse weights: unstructured (bitmask + packed values) and 2:4 (values + 2-bit positions),
+// GEMV and decode_rows, F32 or BF16 values.
+//
+// Bitmask form, W [rows, cols]:
+//   mask [rows, wpr] u64, wpr = (cols + 63) / 64: bit j of word k of row r <-> W[r, 64k + j] kept
+//        (bits past cols are 0);
+//   values: the kept values, row-major; row r's are values[row_start[r] .. row_start[r + 1]).
+//   y[r - r0] = sum over kept (r, c) of W[r, c] * x[c]
+// The AVX-512 kernels expand the packed values to their columns in registers (vexpandps /
+// VBMI2's vpexpandw expand-loads, or a masked load + vexpandps), 16 or 32 columns at a time:
+// no loop over bits. x is read with the same mask (never past cols, and pruned columns of x
+// never enter the sum). AVX2 has no expand: a byte of mask selects a vpermps index vector from a
+// 256-entry table. The scalar path walks the set bits.
+//
+// 2:4 form, W [rows, cols], cols % 4 == 0, G = cols / 4 groups per row:
+//   values [rows, 2G]: the two kept values of group g at 2g, 2g + 1 (increasing position);
+//   positions [rows, PB], PB = (G + 1) / 2 bytes: group g's nibble is byte g / 2 (low nibble
+//        for even g), nibble = p0 | p1 << 2. So value i of a row has its position in bits
+//        2i, 2i + 1 of the row's little-endian position bytes: a u32 of positions covers 16
+//        values (8 groups, 32 columns).
+//   y[r - r0] = sum_g v[2g] x[4g + p0(g)] + v[2g + 1] x[4g + p1(g)]
+// The vector kernels build each value's column index from those bit pairs and gather x from
+// registers with vpermt2ps (AVX-512: 32 columns) or two vpermps (AVX2: 16 columns).
+#include "internal.h"
+
+#define SQ_INLINE static inline __attribute__((always_inline))
+
+static inline size_t words_per_row(size_t cols) { return (cols + 63) / 64; }
+
+void squeeze_bitmask_row_starts(const uint64_t *mask, size_t rows, size_t cols, uint64_t *row_start) {
+    const size_t wpr = words_per_row(cols);
+    uint64_t n = 0;
+    for (size_t r = 0; r < rows; r++) {
+        row_start[r] = n;
+        for (size_t k = 0; k < wpr; k++) n += sq_popcount64(mask[r * wpr + k]);
+    }
+    row_start[rows] = n;
+}
+
+// =============================================================================================
+// Bitmask: scalar
+// =============================================================================================
+
+/// One row: the kept values v in order against x at their columns.
+SQ_INLINE float bitmask_dot_scalar(const uint64_t *m, const void *v, int bf16, size_t wpr, const float *x) {
+    const float *vf = (const float *)v;
+    const uint16_t *vh = (const uint16_t *)v;
+    float s0 = 0, s1 = 0;
+    size_t i = 0;
+    for (size_t k = 0; k < wpr; k++) {
+        uint64_t word = m[k];
+        const float *xk = x + 64 * k;
+        while (word) {
+            const float w = bf16 ? squeeze_bf16_to_fp32(vh[i]) : vf[i];
+            s0 += w * xk[__builtin_ctzll(word)];
+            i++;
+            word &= word - 1;
+            if (!word) break;
+            const float w1 = bf16 ? squeeze_bf16_to_fp32(vh[i]) : vf[i];
+            s1 += w1 * xk[__builtin_ctzll(word)];
+            i++;
+            word &= word - 1;
+        }
+    }
+    return s0 + s1;
+}
+
+SQ_INLINE void bitmask_decode_scalar(const uint64_t *m, const void *v, int bf16, size_t cols, float *dst) {
+    const float *vf = (const float *)v;
+    const uint16_t *vh = (const uint16_t *)v;
+    memset(dst, 0, cols * sizeof(float));
+    size_t i = 0;
+    for (size_t k = 0; k < words_per_row(cols); k++) {
+        for (uint64_t word = m[k]; word; word &= word - 1, i++)
+            dst[64 * k + (size_t)__builtin_ctzll(word)] = bf16 ? squeeze_bf16_to_fp32(vh[i]) : vf[i];
+    }
+}
+
+#if SQ_X86
+// =============================================================================================
+// Bitmask: AVX-512
+// =============================================================================================
+
+/// 16 BF16 -> 16 F32, exact.
+SQ_INLINE SQ_AVX512 __m512 widen16(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/// Store the first n (<= 16) lanes.
+SQ_INLINE SQ_AVX512 void store16(float *p, __m512 v, size_t n) {
+    if (n >= 16) _mm512_storeu_ps(p, v);
+    else _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+}
+
+/// The 16 columns of mask m16 with their packed values v: expanded to lanes (zeros elsewhere).
+/// f32: vexpandps from memory. bf16 without VBMI2: load popcount values (masked, so nothing past
+/// them is read), widen, vexpandps in registers.
+SQ_INLINE SQ_AVX512 __m512 expand16(const void *v, int bf16, __mmask16 m16) {
+    if (!bf16) return _mm512_maskz_expandloadu_ps(m16, v);
+    const unsigned n = (unsigned)_mm_popcnt_u32(m16);
+    const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1u), v);
+    return _mm512_maskz_expand_ps(m16, widen16(h));
+}
+
+/// One 64-column word of a row, 16 columns per accumulator; returns the number of values used.
+SQ_INLINE SQ_AVX512 unsigned bitmask_word_avx512(uint64_t m, const void *v, int bf16, const float *xk, __m512 acc[4]) {
+    const size_t es = bf16 ? 2 : 4;
+    const char *vb = (const char *)v;
+    const unsigned o1 = (unsigned)_mm_popcnt_u64(m & 0xFFFFu), o2 = (unsigned)_mm_popcnt_u64(m & 0xFFFFFFFFu);
+    const unsigned o3 = (unsigned)_mm_popcnt_u64(m & 0xFFFFFFFFFFFFull);
+    const __mmask16 m0 = (__mmask16)m, m1 = (__mmask16)(m >> 16), m2 = (__mmask16)(m >> 32), m3 = (__mmask16)(m >> 48);
+    acc[0] = _mm512_fmadd_ps(expand16(vb, bf16, m0), _mm512_maskz_loadu_ps(m0, xk), acc[0]);
+    acc[1] = _mm512_fmadd_ps(expand16(vb + o1 * es, bf16, m1), _mm512_maskz_loadu_ps(m1, xk + 16), acc[1]);
+    acc[2] = _mm512_fmadd_ps(expand16(vb + o2 * es, bf16, m2), _mm512_maskz_loadu_ps(m2, xk + 32), acc[2]);
+    acc[3] = _mm512_fmadd_ps(expand16(vb + o3 * es, bf16, m3), _mm512_maskz_loadu_ps(m3, xk + 48), acc[3]);
+    return (unsigned)_mm_popcnt_u64(m);
+}
+
+SQ_INLINE SQ_AVX512 float bitmask_row_avx512(const uint64_t *mr, const void *v, int bf16, size_t wpr, const float *x) {
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const char *vb = (const char *)v;
+    const size_t es = bf16 ? 2 : 4;
+    for (size_t k = 0; k < wpr; k++) {
+        const uint64_t m = mr[k];
+        if (!m) continue;  // a whole pruned word (64 columns): per word, not per element
+        vb += es * bitmask_word_avx512(m, vb, bf16, x + 64 * k, acc);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+SQ_AVX512 static void gemv_bitmask_avx512(const uint64_t *mask, const void *values, int bf16, const uint64_t *row_start,
+                                          size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+    const size_t wpr = words_per_row(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++)
+        y[r - r0] = bitmask_row_avx512(mask + r * wpr, (const char *)values + es * row_start[r], bf16, wpr, x);
+}
+
+/// BF16 with VBMI2: 32 columns per vpexpandw expand-load, widened in two halves.
+SQ_AVX512_VBMI2 static void gemv_bitmask_bf16_vbmi2(const uint64_t *mask, const uint16_t *values, const uint64_t *row_start,
+                                                    size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+    const size_t wpr = words_per_row(cols);
+    for (size_t r = r0; r < r1; r++) {
+        const uint64_t *mr = mask + r * wpr;
+        const uint16_t *v = values + row_start[r];
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t k = 0; k < wpr; k++) {
+            const uint64_t m = mr[k];
+            if (!m) continue;
+            const float *xk = x + 64 * k;
+            const __mmask32 lo = (__mmask32)m, hi = (__mmask32)(m >> 32);
+            const unsigned nlo = (unsigned)_mm_popcnt_u32(lo);
+            const __m512i e0 = _mm512_maskz_expandloadu_epi16(lo, v);
+            const __m512i e1 = _mm512_maskz_expandloadu_epi16(hi, v + nlo);
+            a0 = _mm512_fmadd_ps(widen16(_mm512_castsi512_si256(e0)), _mm512_maskz_loadu_ps((__mmask16)lo, xk), a0);
+            a1 = _mm512_fmadd_ps(widen16(_mm512_extracti64x4_epi64(e0, 1)), _mm512_maskz_loadu_ps((__mmask16)(lo >> 16), xk + 16), a1);
+            a2 = _mm512_fmadd_ps(widen16(_mm512_castsi512_si256(e1)), _mm512_maskz_loadu_ps((__mmask16)hi, xk + 32), a2);
+            a3 = _mm512_fmadd_ps(widen16(_mm512_extracti64x4_epi64(e1, 1)), _mm512_maskz_loadu_ps((__mmask16)(hi >> 16), xk + 48), a3);
+            v += _mm_popcnt_u64(m);
+        }
+        y[r - r0] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
+SQ_AVX512 static void decode_bitmask_avx512(const uint64_t *mask, const void *values, int bf16, const uint64_t *row_start,
+                                            size_t cols, size_t r0, size_t r1, float *dst) {
+    const size_t wpr = words_per_row(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const uint64_t *mr = mask + r * wpr;
+        const char *vb = (const char *)values + es * row_start[r];
+        float *d = dst + (r - r0) * cols;
+        for (size_t c = 0; c < cols; c += 16) {
+            const __mmask16 m = (__mmask16)(mr[c / 64] >> (c % 64));
+            store16(d + c, expand16(vb, bf16, m), cols - c);
+            vb += es * (size_t)_mm_popcnt_u32(m);
+        }
+    }
+}
+
+SQ_AVX512_VBMI2 static void decode_bitmask_bf16_vbmi2(const uint64_t *mask, const uint16_t *values, const uint64_t *row_start,
+                                                      size_t cols, size_t r0, size_t r1, float *dst) {
+    const size_t wpr = words_per_row(cols);
+    for (size_t r = r0; r < r1; r++) {
+        const uint64_t *mr = mask + r * wpr;
+        const uint16_t *v = values + row_start[r];
+        float *d = dst + (r - r0) * cols;
+        for (size_t c = 0; c < cols; c += 32) {
+            const __mmask32 m = (__mmask32)(mr[c / 64] >> (c % 64));
+            const __m512i e = _mm512_maskz_expandloadu_epi16(m, v);
+            store16(d + c, widen16(_mm512_castsi512_si256(e)), cols - c);
+            if (cols - c > 16) store16(d + c + 16, widen16(_mm512_extracti64x4_epi64(e, 1)), cols - c - 16);
+            v += _mm_popcnt_u32(m);
+        }
+    }
+}
+
+// =============================================================================================
+// Bitmask: AVX2
+// =============================================================================================
+
+// For a mask byte b, the vpermps indices that expand packed values to b's lanes: lane j (bit j
+// set) takes value popcount(b & ((1 << j) - 1)); one byte per lane, 8 lanes in a u64 (compile-time
+// table, 2 KB).
+#define SQ_POP8(v) (((v) & 1) + ((v) >> 1 & 1) + ((v) >> 2 & 1) + ((v) >> 3 & 1) + ((v) >> 4 & 1) + ((v) >> 5 & 1) + ((v) >> 6 & 1) + ((v) >> 7 & 1))
+#define SQ_LANE(b, j) ((uint64_t)(((b) >> (j) & 1) ? SQ_POP8((b) & ((1 << (j)) - 1)) : 0) << (8 * (j)))
+#define SQ_E(b) (SQ_LANE(b, 0) | SQ_LANE(b, 1) | SQ_LANE(b, 2) | SQ_LANE(b, 3) | SQ_LANE(b, 4) | SQ_LANE(b, 5) | SQ_LANE(b, 6) | SQ_LANE(b, 7))
+#define SQ_E4(b) SQ_E(b), SQ_E((b) + 1), SQ_E((b) + 2), SQ_E((b) + 3)
+#define SQ_E16(b) SQ_E4(b), SQ_E4((b) + 4), SQ_E4((b) + 8), SQ_E4((b) + 12)
+#define SQ_E64(b) SQ_E16(b), SQ_E16((b) + 16), SQ_E16((b) + 32), SQ_E16((b) + 48)
+static const uint64_t expand_index8[256] = {SQ_E64(0), SQ_E64(64), SQ_E64(128), SQ_E64(192)};
+
+/// Lanes of byte b set to all ones, others zero.
+SQ_INLINE SQ_AVX2 __m256i lanes8(unsigned b) {
+    const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)b), bits), bits);
+}
+
+/// The first n (<= 8) lanes set.
+SQ_INLINE SQ_AVX2 __m256i first8(unsigned n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/// The 8 packed values of byte b at v expanded to their lanes (zeros elsewhere). Reads only
+/// popcount(b) values for F32 (vmaskmovps); for BF16 it reads 8 when they lie before vend (the
+/// end of the row's values), else copies the few left.
+SQ_INLINE SQ_AVX2 __m256 expand8(const void *v, const void *vend, int bf16, unsigned b, __m256i lanes) {
+    const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&expand_index8[b]));
+    __m256 packed;
+    if (bf16) {
+        const uint16_t *vh = (const uint16_t *)v;
+        __m128i h;
+        if (vh + 8 <= (const uint16_t *)vend) {
+            h = _mm_loadu_si128((const __m128i *)vh);
+        } else {
+            uint16_t tmp[8] = {0};
+            memcpy(tmp, vh, (size_t)((const uint16_t *)vend - vh) * sizeof(uint16_t));
+            h = _mm_loadu_si128((const __m128i *)tmp);
+        }
+        packed = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    } else {
+        packed = _mm256_maskload_ps((const float *)v, first8((unsigned)_mm_popcnt_u32(b)));
+    }
+    return _mm256_and_ps(_mm256_permutevar8x32_ps(packed, idx), _mm256_castsi256_ps(lanes));
+}
+
+SQ_AVX2 static void gemv_bitmask_avx2(const uint64_t *mask, const void *values, int bf16, const uint64_t *row_start,
+                                      size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+    const size_t wpr = words_per_row(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const uint64_t *mr = mask + r * wpr;
+        const char *vb = (const char *)values + es * row_start[r];
+        const char *vend = (const char *)values + es * row_start[r + 1];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (size_t k = 0; k < wpr; k++) {
+            uint64_t m = mr[k];
+            if (!m) continue;
+            const float *xk = x + 64 * k;
+            for (int q = 0; q < 8; q += 2, m >>= 16) {
+                const unsigned b0 = (unsigned)(m & 0xFF), b1 = (unsigned)(m >> 8 & 0xFF);
+                const __m256i l0 = lanes8(b0), l1 = lanes8(b1);
+                const char *vb1 = vb + es * (size_t)_mm_popcnt_u32(b0);
+                a0 = _mm256_fmadd_ps(expand8(vb, vend, bf16, b0, l0), _mm256_maskload_ps(xk + 8 * q, l0), a0);
+                a1 = _mm256_fmadd_ps(expand8(vb1, vend, bf16, b1, l1), _mm256_maskload_ps(xk + 8 * q + 8, l1), a1);
+                vb = vb1 + es * (size_t)_mm_popcnt_u32(b1);
+            }
+        }
+        __m256 a = _mm256_add_ps(a0, a1);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        y[r - r0] = _mm_cvtss_f32(s);
+    }
+}
+
+SQ_AVX2 static void decode_bitmask_avx2(const uint64_t *mask, const void *values, int bf16, const uint64_t *row_start,
+                                        size_t cols, size_t r0, size_t r1, float *dst) {
+    const size_t wpr = words_per_row(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const uint64_t *mr = mask + r * wpr;
+        const char *vb = (const char *)values + es * row_start[r];
+        const char *vend = (const char *)values + es * row_start[r + 1];
+        float *d = dst + (r - r0) * cols;
+        for (size_t c = 0; c < cols; c += 8) {
+            const unsigned b = (unsigned)(mr[c / 64] >> (c % 64) & 0xFF);
+            const __m256 e = expand8(vb, vend, bf16, b, lanes8(b));
+            if (cols - c >= 8) _mm256_storeu_ps(d + c, e);
+            else _mm256_maskstore_ps(d + c, first8((unsigned)(cols - c)), e);
+            vb += es * (size_t)_mm_popcnt_u32(b);
+        }
+    }
+}
+#endif
+
+// =============================================================================================
+// Bitmask: dispatch
+// =============================================================================================
+
+void squeeze_gemv_bitmask_f32(const uint64_t *mask, const float *values, const uint64_t *row_start,
+                              size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { gemv_bitmask_avx512(mask, values, 0, row_start, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_bitmask_avx2(mask, values, 0, row_start, cols, r0, r1, x, y); return; }
+#endif
+    const size_t wpr = words_per_row(cols);
+    for (size_t r = r0; r < r1; r++) y[r - r0] = bitmask_dot_scalar(mask + r * wpr, values + row_start[r], 0, wpr, x);
+}
+
+void squeeze_gemv_bitmask_bf16(const uint64_t *mask, const uint16_t *values, const uint64_t *row_start,
+                               size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) {
+        if (squeeze_internal_vbmi2()) gemv_bitmask_bf16_vbmi2(mask, values, row_start, cols, r0, r1, x, y);
+        else gemv_bitmask_avx512(mask, values, 1, row_start, cols, r0, r1, x, y);
+        return;
+    }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_bitmask_avx2(mask, values, 1, row_start, cols, r0, r1, x, y); return; }
+#endif
+    const size_t wpr = words_per_row(cols);
+    for (size_t r = r0; r < r1; r++) y[r - r0] = bitmask_dot_scalar(mask + r * wpr, values + row_start[r], 1, wpr, x);
+}
+
+void squeeze_decode_rows_bitmask_f32(const uint64_t *mask, const float *values, const uint64_t *row_start,
+                                     size_t cols, size_t r0, size_t r1, float *dst) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { decode_bitmask_avx512(mask, values, 0, row_start, cols, r0, r1, dst); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { decode_bitmask_avx2(mask, values, 0, row_start, cols, r0, r1, dst); return; }
+#endif
+    const size_t wpr = words_per_row(cols);
+    for (size_t r = r0; r < r1; r++) bitmask_decode_scalar(mask + r * wpr, values + row_start[r], 0, cols, dst + (r - r0) * cols);
+}
+
+void squeeze_decode_rows_bitmask_bf16(const uint64_t *mask, const uint16_t *values, const uint64_t *row_start,
+                                      size_t cols, size_t r0, size_t r1, float *dst) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) {
+        if (squeeze_internal_vbmi2()) decode_bitmask_bf16_vbmi2(mask, values, row_start, cols, r0, r1, dst);
+        else decode_bitmask_avx512(mask, values, 1, row_start, cols, r0, r1, dst);
+        return;
+    }
+    if (isa >= SQUEEZE_ISA_AVX2) { decode_bitmask_avx2(mask, values, 1, row_start, cols, r0, r1, dst); return; }
+#endif
+    const size_t wpr = words_per_row(cols);
+    for (size_t r = r0; r < r1; r++) bitmask_decode_scalar(mask + r * wpr, values + row_start[r], 1, cols, dst + (r - r0) * cols);
+}
+
+// =============================================================================================
+// 2:4: packing
+// =============================================================================================
+
+int squeeze_nm24_pack_f32(const float *W, size_t rows, size_t cols, float *values, uint8_t *positions,
+                          size_t *bad_row, size_t *bad_group) {
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols);
+    for (size_t r = 0; r < rows; r++) {
+        uint8_t *pr = positions + r * PB;
+        memset(pr, 0, PB);
+        for (size_t g = 0; g < G; g++) {
+            const float *w = W + r * cols + 4 * g;
+            unsigned kept[2], n = 0;
+            for (unsigned p = 0; p < 4; p++) {
+                if (w[p] != 0.0f || w[p] != w[p]) {  // non-zero or NaN
+                    if (n == 2) {
+                        if (bad_row) *bad_row = r;
+                        if (bad_group) *bad_group = g;
+                        return -1;
+                    }
+                    kept[n++] = p;
+                }
+            }
+            // Fill up with the lowest free positions, then order: p0 < p1.
+            for (unsigned p = 0; n < 2 && p < 4; p++)
+                if (n == 0 || kept[0] != p) kept[n++] = p;
+            if (kept[0] > kept[1]) { const unsigned t = kept[0]; kept[0] = kept[1]; kept[1] = t; }
+            values[r * 2 * G + 2 * g] = w[kept[0]];
+            values[r * 2 * G + 2 * g + 1] = w[kept[1]];
+            pr[g / 2] |= (uint8_t)((kept[0] | kept[1] << 2) << (4 * (g & 1)));
+        }
+    }
+    return 0;
+}
+
+// =============================================================================================
+// 2:4: scalar
+// =============================================================================================
+
+SQ_INLINE float nm24_dot_scalar(const void *v, int bf16, const uint8_t *pr, size_t G, const float *x) {
+    const float *vf = (const float *)v;
+    const uint16_t *vh = (const uint16_t *)v;
+    float s0 = 0, s1 = 0;
+    for (size_t g = 0; g < G; g++) {
+        const unsigned nib = (unsigned)(pr[g / 2] >> (4 * (g & 1))) & 15u;
+        const float w0 = bf16 ? squeeze_bf16_to_fp32(vh[2 * g]) : vf[2 * g];
+        const float w1 = bf16 ? squeeze_bf16_to_fp32(vh[2 * g + 1]) : vf[2 * g + 1];
+        s0 += w0 * x[4 * g + (nib & 3)];
+        s1 += w1 * x[4 * g + (nib >> 2)];
+    }
+    return s0 + s1;
+}
+
+SQ_INLINE void nm24_decode_scalar(const void *v, int bf16, const uint8_t *pr, size_t G, float *d) {
+    const float *vf = (const float *)v;
+    const uint16_t *vh = (const uint16_t *)v;
+    for (size_t g = 0; g < G; g++) {
+        const unsigned nib = (unsigned)(pr[g / 2] >> (4 * (g & 1))) & 15u;
+        d[4 * g] = d[4 * g + 1] = d[4 * g + 2] = d[4 * g + 3] = 0.0f;
+        d[4 * g + (nib & 3)] = bf16 ? squeeze_bf16_to_fp32(vh[2 * g]) : vf[2 * g];
+        d[4 * g + (nib >> 2)] = bf16 ? squeeze_bf16_to_fp32(vh[2 * g + 1]) : vf[2 * g + 1];
+    }
+}
+
+#if SQ_X86
+// =============================================================================================
+// 2:4: AVX-512, 8 groups (32 columns, 16 values) a step
+// =============================================================================================
+
+/// The position bits of groups [g, g + n) of a row (n <= 8; g even) as a u32, without reading
+/// past the row's (n + 1) / 2 bytes.
+static inline uint32_t nm24_bits(const uint8_t *pr, size_t g, size_t n) {
+    uint32_t P = 0;
+    if (n == 8) {
+        memcpy(&P, pr + g / 2, 4);
+        return P;
+    }
+    for (size_t b = 0; b < (n + 1) / 2; b++) P |= (uint32_t)pr[g / 2 + b] << (8 * b);
+    if (n & 1) P &= (1u << (4 * n)) - 1u;  // drop the padding nibble
+    return P;
+}
+
+/// Column index (0..31) of each of 16 values from their position bits P: 4 (i / 2) + bits 2i..2i+1.
+SQ_INLINE SQ_AVX512 __m512i nm24_index16(uint32_t P) {
+    const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+    return _mm512_add_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)P), shifts), _mm512_set1_epi32(3)), base);
+}
+
+/// 16 values (the first n valid, n <= 16) as F32; masked so nothing past them is read.
+SQ_INLINE SQ_AVX512 __m512 nm24_values16(const void *v, int bf16, size_t n) {
+    const __mmask16 k = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    if (bf16) return widen16(_mm256_maskz_loadu_epi16(k, v));
+    return _mm512_maskz_loadu_ps(k, v);
+}
+
+/// One step: groups [g, g + n) of a row (n <= 8), accumulated into acc.
+SQ_INLINE SQ_AVX512 __m512 nm24_step_avx512(const void *v, int bf16, const uint8_t *pr, size_t g, size_t n, const float *x, __m512 acc) {
+    const size_t es = bf16 ? 2 : 4;
+    const __m512 w = nm24_values16((const char *)v + es * 2 * g, bf16, 2 * n);
+    const float *xg = x + 4 * g;
+    __m512 xlo, xhi;
+    if (n == 8) {
+        xlo = _mm512_loadu_ps(xg);
+        xhi = _mm512_loadu_ps(xg + 16);
+    } else {  // 4n columns left
+        const size_t c = 4 * n;
+        xlo = _mm512_maskz_loadu_ps(c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << c) - 1u), xg);
+        xhi = _mm512_maskz_loadu_ps(c > 16 ? (__mmask16)((1u << (c - 16)) - 1u) : (__mmask16)0, xg + 16);
+    }
+    const __m512 xs = _mm512_permutex2var_ps(xlo, nm24_index16(nm24_bits(pr, g, n)), xhi);
+    return _mm512_fmadd_ps(w, xs, acc);
+}
+
+SQ_AVX512 static void gemv_nm24_avx512(const void *values, int bf16, const uint8_t *positions, size_t cols,
+                                       size_t r0, size_t r1, const float *x, float *y) {
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const char *v = (const char *)values + es * r * 2 * G;
+        const uint8_t *pr = positions + r * PB;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        size_t g = 0;
+        for (; g + 16 <= G; g += 16) {
+            a0 = nm24_step_avx512(v, bf16, pr, g, 8, x, a0);
+            a1 = nm24_step_avx512(v, bf16, pr, g + 8, 8, x, a1);
+        }
+        for (; g < G; g += 8) a0 = nm24_step_avx512(v, bf16, pr, g, G - g < 8 ? G - g : 8, x, a0);
+        y[r - r0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    }
+}
+
+/// Groups [g, g + n) (n <= 8) to 4n dense columns at d: output column c of the step takes value
+/// 2 (c / 4) + (p1 == c % 4) where c % 4 is p0 or p1, else 0.
+SQ_INLINE SQ_AVX512 void nm24_decode_step_avx512(const void *v, int bf16, const uint8_t *pr, size_t g, size_t n, float *d) {
+    const size_t es = bf16 ? 2 : 4;
+    const __m512 w = nm24_values16((const char *)v + es * 2 * g, bf16, 2 * n);
+    const __m512i P = _mm512_set1_epi32((int)nm24_bits(pr, g, n));
+    const __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+    const __m512i three = _mm512_set1_epi32(3);
+    for (int h = 0; h < 2; h++) {  // output columns [16h, 16h + 16): groups 4h .. 4h + 3
+        const int s = 16 * h;
+        const __m512i nib = _mm512_srlv_epi32(P, _mm512_setr_epi32(s, s, s, s, s + 4, s + 4, s + 4, s + 4, s + 8, s + 8, s + 8, s + 8,
+                                                                   s + 12, s + 12, s + 12, s + 12));
+        const __mmask16 k0 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(nib, three), pos);
+        const __mmask16 k1 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_srli_epi32(nib, 2), three), pos);
+        const int b = 8 * h;
+        const __m512i base = _mm512_setr_epi32(b, b, b, b, b + 2, b + 2, b + 2, b + 2, b + 4, b + 4, b + 4, b + 4, b + 6, b + 6, b + 6, b + 6);
+        const __m512i idx = _mm512_mask_add_epi32(base, k1, base, _mm512_set1_epi32(1));
+        const __m512 out = _mm512_maskz_permutexvar_ps(k0 | k1, idx, w);
+        const size_t c = 4 * n;
+        if (c >= (size_t)s + 16) _mm512_storeu_ps(d + 4 * g + s, out);
+        else if (c > (size_t)s) _mm512_mask_storeu_ps(d + 4 * g + s, (__mmask16)((1u << (c - s)) - 1u), out);
+    }
+}
+
+SQ_AVX512 static void decode_nm24_avx512(const void *values, int bf16, const uint8_t *positions, size_t cols,
+                                         size_t r0, size_t r1, float *dst) {
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const char *v = (const char *)values + es * r * 2 * G;
+        for (size_t g = 0; g < G; g += 8)
+            nm24_decode_step_avx512(v, bf16, positions + r * PB, g, G - g < 8 ? G - g : 8, dst + (r - r0) * cols);
+    }
+}
+
+// =============================================================================================
+// 2:4: AVX2, 4 groups (16 columns, 8 values) a step; fewer than 4 groups left: scalar
+// =============================================================================================
+
+/// Column index (0..15) of each of 8 values from position bits P (16 bits).
+SQ_INLINE SQ_AVX2 __m256i nm24_index8(uint32_t P) {
+    const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
+    return _mm256_add_epi32(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)P), shifts), _mm256_set1_epi32(3)), base);
+}
+
+SQ_INLINE SQ_AVX2 __m256 nm24_values8(const void *v, int bf16) {
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)v)), 16));
+    return _mm256_loadu_ps((const float *)v);
+}
+
+SQ_INLINE SQ_AVX2 uint32_t nm24_bits16(const uint8_t *pr, size_t g) { return (uint32_t)pr[g / 2] | (uint32_t)pr[g / 2 + 1] << 8; }
+
+SQ_INLINE SQ_AVX2 __m256 nm24_step_avx2(const void *v, int bf16, const uint8_t *pr, size_t g, const float *x, __m256 acc) {
+    const size_t es = bf16 ? 2 : 4;
+    const __m256i idx = nm24_index8(nm24_bits16(pr, g));
+    const __m256 xlo = _mm256_loadu_ps(x + 4 * g), xhi = _mm256_loadu_ps(x + 4 * g + 8);
+    // Values 0..3 index columns 0..7 (xlo), values 4..7 columns 8..15 (xhi; vpermps uses idx & 7).
+    const __m256 xs = _mm256_blend_ps(_mm256_permutevar8x32_ps(xlo, idx), _mm256_permutevar8x32_ps(xhi, idx), 0xF0);
+    return _mm256_fmadd_ps(nm24_values8((const char *)v + es * 2 * g, bf16), xs, acc);
+}
+
+SQ_AVX2 static void gemv_nm24_avx2(const void *values, int bf16, const uint8_t *positions, size_t cols,
+                                   size_t r0, size_t r1, const float *x, float *y) {
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols), es = bf16 ? 2 : 4;
+    for (size_t r = r0; r < r1; r++) {
+        const char *v = (const char *)values + es * r * 2 * G;
+        const uint8_t *pr = positions + r * PB;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        size_t g = 0;
+        for (; g + 8 <= G; g += 8) {
+            a0 = nm24_step_avx2(v, bf16, pr, g, x, a0);
+            a1 = nm24_step_avx2(v, bf16, pr, g + 4, x, a1);
+        }
+        if (g + 4 <= G) {
+            a0 = nm24_step_avx2(v, bf16, pr, g, x, a0);
+            g += 4;
+        }
+        const __m256 a = _mm256_add_ps(a0, a1);
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        float t = _mm_cvtss_f32(s);
+        if (g < G) t += nm24_dot_scalar(v + es * 2 * g, bf16, pr + g / 2, G - g, x + 4 * g);
+        y[r - r0] = t;
+    }
+}
+
+SQ_AVX2 static void decode_nm24_avx2(const void *values, int bf16, const uint8_t *positions, size_t cols,
+                                     size_t r0, size_t r1, float *dst) {
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols), es = bf16 ? 2 : 4;
+    const __m256i pos = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3), three = _mm256_set1_epi32(3);
+    for (size_t r = r0; r < r1; r++) {
+        const char *v = (const char *)values + es * r * 2 * G;
+        const uint8_t *pr = positions + r * PB;
+        float *d = dst + (r - r0) * cols;
+        size_t g = 0;
+        for (; g + 4 <= G; g += 4) {
+            const __m256 w = nm24_values8(v + es * 2 * g, bf16);
+            const __m256i P = _mm256_set1_epi32((int)nm24_bits16(pr, g));
+            for (int h = 0; h < 2; h++) {  // output columns [8h, 8h + 8): groups 2h, 2h + 1
+                const int s = 8 * h, b = 4 * h;
+                const __m256i nib = _mm256_srlv_epi32(P, _mm256_setr_epi32(s, s, s, s, s + 4, s + 4, s + 4, s + 4));
+                const __m256i k0 = _mm256_cmpeq_epi32(_mm256_and_si256(nib, three), pos);
+                const __m256i k1 = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srli_epi32(nib, 2), three), pos);
+                // value index: 2 (group) + 1 where p1 matches (k1 is -1 there: subtract it)
+                const __m256i idx = _mm256_sub_epi32(_mm256_setr_epi32(b, b, b, b, b + 2, b + 2, b + 2, b + 2), k1);
+                const __m256 out = _mm256_and_ps(_mm256_permutevar8x32_ps(w, idx), _mm256_castsi256_ps(_mm256_or_si256(k0, k1)));
+                _mm256_storeu_ps(d + 4 * g + s, out);
+            }
+        }
+        if (g < G) nm24_decode_scalar(v + es * 2 * g, bf16, pr + g / 2, G - g, d + 4 * g);
+    }
+}
+#endif
+
+// =============================================================================================
+// 2:4: dispatch
+// =============================================================================================
+
+void squeeze_gemv_nm24_f32(const float *values, const uint8_t *positions, size_t cols,
+                           size_t r0, size_t r1, const float *x, float *y) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { gemv_nm24_avx512(values, 0, positions, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_nm24_avx2(values, 0, positions, cols, r0, r1, x, y); return; }
+#endif
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols);
+    for (size_t r = r0; r < r1; r++) y[r - r0] = nm24_dot_scalar(values + r * 2 * G, 0, positions + r * PB, G, x);
+}
+
+void squeeze_gemv_nm24_bf16(const uint16_t *values, const uint8_t *positions, size_t cols,
+                            size_t r0, size_t r1, const float *x, float *y) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { gemv_nm24_avx512(values, 1, positions, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_nm24_avx2(values, 1, positions, cols, r0, r1, x, y); return; }
+#endif
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols);
+    for (size_t r = r0; r < r1; r++) y[r - r0] = nm24_dot_scalar(values + r * 2 * G, 1, positions + r * PB, G, x);
+}
+
+void squeeze_decode_rows_nm24_f32(const float *values, const uint8_t *positions, size_t cols,
+                                  size_t r0, size_t r1, float *dst) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { decode_nm24_avx512(values, 0, positions, cols, r0, r1, dst); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { decode_nm24_avx2(values, 0, positions, cols, r0, r1, dst); return; }
+#endif
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols);
+    for (size_t r = r0; r < r1; r++) nm24_decode_scalar(values + r * 2 * G, 0, positions + r * PB, G, dst + (r - r0) * cols);
+}
+
+void squeeze_decode_rows_nm24_bf16(const uint16_t *values, const uint8_t *positions, size_t cols,
+                                   size_t r0, size_t r1, float *dst) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { decode_nm24_avx512(values, 1, positions, cols, r0, r1, dst); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { decode_nm24_avx2(values, 1, positions, cols, r0, r1, dst); return; }
+#endif
+    const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols);
+    for (size_t r = r0; r < r1; r++) nm24_decode_scalar(values + r * 2 * G, 1, positions + r * PB, G, dst + (r - r0) * cols);
+}
