@@ -6,11 +6,12 @@
 //        (bits past cols are 0);
 //   values: the kept values, row-major; row r's are values[row_start[r] .. row_start[r + 1]).
 //   y[r - r0] = sum over kept (r, c) of W[r, c] * x[c]
-// The AVX-512 kernels expand the packed values to their columns in registers (vexpandps /
-// VBMI2's vpexpandw expand-loads, or a masked load + vexpandps), 16 or 32 columns at a time:
-// no loop over bits. x is read with the same mask (never past cols, and pruned columns of x
-// never enter the sum). AVX2 has no expand: a byte of mask selects a vpermps index vector from a
-// 256-entry table. The scalar path walks the set bits.
+// The AVX-512 kernels expand the packed values to their columns in registers (BF16: VBMI2's
+// vpexpandw expand-load, 32 columns at a time; F32, or BF16 without VBMI2: a masked load of the
+// popcount values + vexpandps, 16 columns at a time): no loop over bits. x is read with the same
+// mask (never past cols, and pruned columns of x never enter the sum). Values are prefetched in
+// software (their addresses depend on the mask words). AVX2 has no expand: a byte of mask
+// selects a vpermps index vector from a 256-entry table. The scalar path walks the set bits.
 //
 // 2:4 form, W [rows, cols], cols % 4 == 0, G = cols / 4 groups per row:
 //   values [rows, 2G]: the two kept values of group g at 2g, 2g + 1 (increasing position);
@@ -93,14 +94,19 @@ SQ_INLINE SQ_AVX512 void store16(float *p, __m512 v, size_t n) {
 }
 
 /// The 16 columns of mask m16 with their packed values v: expanded to lanes (zeros elsewhere).
-/// f32: vexpandps from memory. bf16 without VBMI2: load popcount values (masked, so nothing past
-/// them is read), widen, vexpandps in registers.
+/// The popcount(m16) values are loaded with a mask (nothing past them is read), BF16 widened,
+/// then vexpandps in registers (for F32 this measured faster than vexpandps from memory on
+/// Zen 5).
 SQ_INLINE SQ_AVX512 __m512 expand16(const void *v, int bf16, __mmask16 m16) {
-    if (!bf16) return _mm512_maskz_expandloadu_ps(m16, v);
-    const unsigned n = (unsigned)_mm_popcnt_u32(m16);
-    const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1u), v);
-    return _mm512_maskz_expand_ps(m16, widen16(h));
+    const __mmask16 first = (__mmask16)((1u << _mm_popcnt_u32(m16)) - 1u);
+    const __m512 packed = bf16 ? widen16(_mm256_maskz_loadu_epi16(first, v)) : _mm512_maskz_loadu_ps(first, v);
+    return _mm512_maskz_expand_ps(m16, packed);
 }
+
+/// Software prefetch distance (bytes) for the packed values: their addresses depend on loaded
+/// mask words, so the core cannot run far ahead on its own and the hardware prefetchers do not
+/// keep up (without it a DRAM-resident matrix streams at ~1/4 of the read bandwidth).
+#define SQ_BITMASK_PREFETCH 2048
 
 /// One 64-column word of a row, 16 columns per accumulator; returns the number of values used.
 SQ_INLINE SQ_AVX512 unsigned bitmask_word_avx512(uint64_t m, const void *v, int bf16, const float *xk, __m512 acc[4]) {
@@ -109,6 +115,7 @@ SQ_INLINE SQ_AVX512 unsigned bitmask_word_avx512(uint64_t m, const void *v, int 
     const unsigned o1 = (unsigned)_mm_popcnt_u64(m & 0xFFFFu), o2 = (unsigned)_mm_popcnt_u64(m & 0xFFFFFFFFu);
     const unsigned o3 = (unsigned)_mm_popcnt_u64(m & 0xFFFFFFFFFFFFull);
     const __mmask16 m0 = (__mmask16)m, m1 = (__mmask16)(m >> 16), m2 = (__mmask16)(m >> 32), m3 = (__mmask16)(m >> 48);
+    _mm_prefetch(vb + SQ_BITMASK_PREFETCH, _MM_HINT_T0);
     acc[0] = _mm512_fmadd_ps(expand16(vb, bf16, m0), _mm512_maskz_loadu_ps(m0, xk), acc[0]);
     acc[1] = _mm512_fmadd_ps(expand16(vb + o1 * es, bf16, m1), _mm512_maskz_loadu_ps(m1, xk + 16), acc[1]);
     acc[2] = _mm512_fmadd_ps(expand16(vb + o2 * es, bf16, m2), _mm512_maskz_loadu_ps(m2, xk + 32), acc[2]);
@@ -122,6 +129,7 @@ SQ_INLINE SQ_AVX512 float bitmask_row_avx512(const uint64_t *mr, const void *v, 
     const size_t es = bf16 ? 2 : 4;
     for (size_t k = 0; k < wpr; k++) {
         const uint64_t m = mr[k];
+        if ((k & 7) == 0) _mm_prefetch((const char *)(mr + k) + SQ_BITMASK_PREFETCH / 4, _MM_HINT_T0);
         if (!m) continue;  // a whole pruned word (64 columns): per word, not per element
         vb += es * bitmask_word_avx512(m, vb, bf16, x + 64 * k, acc);
     }
@@ -135,7 +143,8 @@ SQ_AVX512 static void gemv_bitmask_avx512(const uint64_t *mask, const void *valu
         y[r - r0] = bitmask_row_avx512(mask + r * wpr, (const char *)values + es * row_start[r], bf16, wpr, x);
 }
 
-/// BF16 with VBMI2: 32 columns per vpexpandw expand-load, widened in two halves.
+/// BF16 with VBMI2: 32 columns per vpexpandw expand-load (fault-suppressing: reads only the
+/// popcount values), widened in two halves; on Zen 5 faster than the 16-column path above.
 SQ_AVX512_VBMI2 static void gemv_bitmask_bf16_vbmi2(const uint64_t *mask, const uint16_t *values, const uint64_t *row_start,
                                                     size_t cols, size_t r0, size_t r1, const float *x, float *y) {
     const size_t wpr = words_per_row(cols);
@@ -145,7 +154,9 @@ SQ_AVX512_VBMI2 static void gemv_bitmask_bf16_vbmi2(const uint64_t *mask, const 
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (size_t k = 0; k < wpr; k++) {
             const uint64_t m = mr[k];
+            if ((k & 7) == 0) _mm_prefetch((const char *)(mr + k) + SQ_BITMASK_PREFETCH / 4, _MM_HINT_T0);
             if (!m) continue;
+            _mm_prefetch((const char *)v + SQ_BITMASK_PREFETCH, _MM_HINT_T0);
             const float *xk = x + 64 * k;
             const __mmask32 lo = (__mmask32)m, hi = (__mmask32)(m >> 32);
             const unsigned nlo = (unsigned)_mm_popcnt_u32(lo);
@@ -252,7 +263,9 @@ SQ_AVX2 static void gemv_bitmask_avx2(const uint64_t *mask, const void *values, 
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         for (size_t k = 0; k < wpr; k++) {
             uint64_t m = mr[k];
+            if ((k & 7) == 0) _mm_prefetch((const char *)(mr + k) + SQ_BITMASK_PREFETCH / 4, _MM_HINT_T0);
             if (!m) continue;
+            _mm_prefetch(vb + SQ_BITMASK_PREFETCH, _MM_HINT_T0);
             const float *xk = x + 64 * k;
             for (int q = 0; q < 8; q += 2, m >>= 16) {
                 const unsigned b0 = (unsigned)(m & 0xFF), b1 = (unsigned)(m >> 8 & 0xFF);
@@ -442,39 +455,57 @@ SQ_INLINE SQ_AVX512 __m512 nm24_values16(const void *v, int bf16, size_t n) {
     return _mm512_maskz_loadu_ps(k, v);
 }
 
-/// One step: groups [g, g + n) of a row (n <= 8), accumulated into acc.
-SQ_INLINE SQ_AVX512 __m512 nm24_step_avx512(const void *v, int bf16, const uint8_t *pr, size_t g, size_t n, const float *x, __m512 acc) {
+/// Software prefetch distance (bytes) for 2:4 values (measured: the hardware prefetchers alone
+/// left DRAM-resident matrices ~20% below the read bandwidth on Zen 5).
+#define SQ_NM24_PREFETCH 1024
+
+/// x [4g, 4g + 4n) as two vectors of 16 (n <= 8 groups; masked past 4n columns).
+SQ_INLINE SQ_AVX512 void nm24_x32(const float *x, size_t g, size_t n, __m512 *xlo, __m512 *xhi) {
+    const float *xg = x + 4 * g;
+    if (n == 8) {
+        *xlo = _mm512_loadu_ps(xg);
+        *xhi = _mm512_loadu_ps(xg + 16);
+    } else {
+        const size_t c = 4 * n;
+        *xlo = _mm512_maskz_loadu_ps(c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << c) - 1u), xg);
+        *xhi = _mm512_maskz_loadu_ps(c > 16 ? (__mmask16)((1u << (c - 16)) - 1u) : (__mmask16)0, xg + 16);
+    }
+}
+
+/// One step of one row: groups [g, g + n) (n <= 8) against x's 32 columns there, into acc.
+SQ_INLINE SQ_AVX512 __m512 nm24_step_avx512(const void *v, int bf16, const uint8_t *pr, size_t g, size_t n,
+                                            __m512 xlo, __m512 xhi, __m512 acc) {
     const size_t es = bf16 ? 2 : 4;
     const __m512 w = nm24_values16((const char *)v + es * 2 * g, bf16, 2 * n);
-    const float *xg = x + 4 * g;
-    __m512 xlo, xhi;
-    if (n == 8) {
-        xlo = _mm512_loadu_ps(xg);
-        xhi = _mm512_loadu_ps(xg + 16);
-    } else {  // 4n columns left
-        const size_t c = 4 * n;
-        xlo = _mm512_maskz_loadu_ps(c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << c) - 1u), xg);
-        xhi = _mm512_maskz_loadu_ps(c > 16 ? (__mmask16)((1u << (c - 16)) - 1u) : (__mmask16)0, xg + 16);
-    }
     const __m512 xs = _mm512_permutex2var_ps(xlo, nm24_index16(nm24_bits(pr, g, n)), xhi);
     return _mm512_fmadd_ps(w, xs, acc);
+}
+
+/// One row: two accumulators (even and odd steps of 8 groups), the tail step masked.
+SQ_INLINE SQ_AVX512 float nm24_row_avx512(const char *v, int bf16, const uint8_t *pr, size_t G, const float *x) {
+    const size_t es = bf16 ? 2 : 4;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, xlo, xhi;
+    size_t g = 0;
+    for (; g + 16 <= G; g += 16) {
+        _mm_prefetch(v + es * 2 * g + SQ_NM24_PREFETCH, _MM_HINT_T0);
+        nm24_x32(x, g, 8, &xlo, &xhi);
+        a0 = nm24_step_avx512(v, bf16, pr, g, 8, xlo, xhi, a0);
+        nm24_x32(x, g + 8, 8, &xlo, &xhi);
+        a1 = nm24_step_avx512(v, bf16, pr, g + 8, 8, xlo, xhi, a1);
+    }
+    for (; g < G; g += 8) {
+        const size_t n = G - g < 8 ? G - g : 8;
+        nm24_x32(x, g, n, &xlo, &xhi);
+        a0 = nm24_step_avx512(v, bf16, pr, g, n, xlo, xhi, a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
 }
 
 SQ_AVX512 static void gemv_nm24_avx512(const void *values, int bf16, const uint8_t *positions, size_t cols,
                                        size_t r0, size_t r1, const float *x, float *y) {
     const size_t G = cols / 4, PB = squeeze_nm24_position_bytes(cols), es = bf16 ? 2 : 4;
-    for (size_t r = r0; r < r1; r++) {
-        const char *v = (const char *)values + es * r * 2 * G;
-        const uint8_t *pr = positions + r * PB;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-        size_t g = 0;
-        for (; g + 16 <= G; g += 16) {
-            a0 = nm24_step_avx512(v, bf16, pr, g, 8, x, a0);
-            a1 = nm24_step_avx512(v, bf16, pr, g + 8, 8, x, a1);
-        }
-        for (; g < G; g += 8) a0 = nm24_step_avx512(v, bf16, pr, g, G - g < 8 ? G - g : 8, x, a0);
-        y[r - r0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-    }
+    for (size_t r = r0; r < r1; r++)
+        y[r - r0] = nm24_row_avx512((const char *)values + r * 2 * G * es, bf16, positions + r * PB, G, x);
 }
 
 /// Groups [g, g + n) (n <= 8) to 4n dense columns at d: output column c of the step takes value
@@ -547,6 +578,7 @@ SQ_AVX2 static void gemv_nm24_avx2(const void *values, int bf16, const uint8_t *
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         size_t g = 0;
         for (; g + 8 <= G; g += 8) {
+            _mm_prefetch(v + es * 2 * g + SQ_NM24_PREFETCH, _MM_HINT_T0);
             a0 = nm24_step_avx2(v, bf16, pr, g, x, a0);
             a1 = nm24_step_avx2(v, bf16, pr, g + 4, x, a1);
         }
