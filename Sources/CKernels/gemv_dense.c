@@ -122,13 +122,13 @@ SQ_INLINE SQ_AVX512 void rows_avx512(const void *w, int bf16, size_t cols, size_
 }
 
 SQ_AVX512 static void gemv_f32_avx512(const float *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
     for (size_t i = 0; i < q; i++) rows_avx512(W + (r0 + i) * cols, 0, cols, q * cols, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx512(W + r * cols, 0, cols, cols, x, y + (r - r0), 1, 1);
 }
 
 SQ_AVX512 static void gemv_bf16_avx512(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
     for (size_t i = 0; i < q; i++) rows_avx512(W + (r0 + i) * cols, 1, cols, q * cols, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx512(W + r * cols, 1, cols, cols, x, y + (r - r0), 1, 1);
 }
@@ -210,13 +210,13 @@ SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int bf16, size_t cols, size_t rs
 }
 
 SQ_AVX2 static void gemv_f32_avx2(const float *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
     for (size_t i = 0; i < q; i++) rows_avx2(W + (r0 + i) * cols, 0, cols, q * cols, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx2(W + r * cols, 0, cols, cols, x, y + (r - r0), 1, 1);
 }
 
 SQ_AVX2 static void gemv_bf16_avx2(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
     for (size_t i = 0; i < q; i++) rows_avx2(W + (r0 + i) * cols, 1, cols, q * cols, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx2(W + r * cols, 1, cols, cols, x, y + (r - r0), 1, 1);
 }

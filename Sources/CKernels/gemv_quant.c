@@ -122,13 +122,13 @@ SQ_INLINE SQ_AVX512 void quant_rows_avx512(const void *w, int q4, size_t nb, siz
 }
 
 SQ_AVX512 static void gemv_q8_0_avx512(const squeeze_block_q8_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;  // 4 rows a quarter of the range apart: 4 sequential streams
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
     for (size_t i = 0; i < q; i++) quant_rows_avx512(W + (r0 + i) * nb, 0, nb, q * nb, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx512(W + r * nb, 0, nb, nb, x, y + (r - r0), 1, 1);
 }
 
 SQ_AVX512 static void gemv_q4_0_avx512(const squeeze_block_q4_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;  // 4 rows a quarter of the range apart: 4 sequential streams
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
     for (size_t i = 0; i < q; i++) quant_rows_avx512(W + (r0 + i) * nb, 1, nb, q * nb, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx512(W + r * nb, 1, nb, nb, x, y + (r - r0), 1, 1);
 }
@@ -209,13 +209,13 @@ SQ_INLINE SQ_AVX2 void quant_rows_avx2(const void *w, int q4, size_t nb, size_t 
 }
 
 SQ_AVX2 static void gemv_q8_0_avx2(const squeeze_block_q8_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;  // 4 rows a quarter of the range apart: 4 sequential streams
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
     for (size_t i = 0; i < q; i++) quant_rows_avx2(W + (r0 + i) * nb, 0, nb, q * nb, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx2(W + r * nb, 0, nb, nb, x, y + (r - r0), 1, 1);
 }
 
 SQ_AVX2 static void gemv_q4_0_avx2(const squeeze_block_q4_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = (r1 - r0) / 4;  // 4 rows a quarter of the range apart: 4 sequential streams
+    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
     for (size_t i = 0; i < q; i++) quant_rows_avx2(W + (r0 + i) * nb, 1, nb, q * nb, x, y + i, q, 4);
     for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx2(W + r * nb, 1, nb, nb, x, y + (r - r0), 1, 1);
 }

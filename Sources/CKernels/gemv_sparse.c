@@ -211,9 +211,11 @@ SQ_AVX512_VBMI2 static void decode_bitmask_bf16_vbmi2(const uint64_t *mask, cons
 // For a mask byte b, the vpermps indices that expand packed values to b's lanes: lane j (bit j
 // set) takes value popcount(b & ((1 << j) - 1)); one byte per lane, 8 lanes in a u64 (compile-time
 // table, 2 KB).
-#define SQ_POP8(v) (((v) & 1) + ((v) >> 1 & 1) + ((v) >> 2 & 1) + ((v) >> 3 & 1) + ((v) >> 4 & 1) + ((v) >> 5 & 1) + ((v) >> 6 & 1) + ((v) >> 7 & 1))
+#define SQ_POP8(v) (((v) & 1) + ((v) >> 1 & 1) + ((v) >> 2 & 1) + ((v) >> 3 & 1) + \
+                    ((v) >> 4 & 1) + ((v) >> 5 & 1) + ((v) >> 6 & 1) + ((v) >> 7 & 1))
 #define SQ_LANE(b, j) ((uint64_t)(((b) >> (j) & 1) ? SQ_POP8((b) & ((1 << (j)) - 1)) : 0) << (8 * (j)))
-#define SQ_E(b) (SQ_LANE(b, 0) | SQ_LANE(b, 1) | SQ_LANE(b, 2) | SQ_LANE(b, 3) | SQ_LANE(b, 4) | SQ_LANE(b, 5) | SQ_LANE(b, 6) | SQ_LANE(b, 7))
+#define SQ_E(b) (SQ_LANE(b, 0) | SQ_LANE(b, 1) | SQ_LANE(b, 2) | SQ_LANE(b, 3) | \
+                 SQ_LANE(b, 4) | SQ_LANE(b, 5) | SQ_LANE(b, 6) | SQ_LANE(b, 7))
 #define SQ_E4(b) SQ_E(b), SQ_E((b) + 1), SQ_E((b) + 2), SQ_E((b) + 3)
 #define SQ_E16(b) SQ_E4(b), SQ_E4((b) + 4), SQ_E4((b) + 8), SQ_E4((b) + 12)
 #define SQ_E64(b) SQ_E16(b), SQ_E16((b) + 16), SQ_E16((b) + 32), SQ_E16((b) + 48)
@@ -518,12 +520,13 @@ SQ_INLINE SQ_AVX512 void nm24_decode_step_avx512(const void *v, int bf16, const 
     const __m512i three = _mm512_set1_epi32(3);
     for (int h = 0; h < 2; h++) {  // output columns [16h, 16h + 16): groups 4h .. 4h + 3
         const int s = 16 * h;
-        const __m512i nib = _mm512_srlv_epi32(P, _mm512_setr_epi32(s, s, s, s, s + 4, s + 4, s + 4, s + 4, s + 8, s + 8, s + 8, s + 8,
-                                                                   s + 12, s + 12, s + 12, s + 12));
+        const __m512i nib = _mm512_srlv_epi32(P, _mm512_setr_epi32(s, s, s, s, s + 4, s + 4, s + 4, s + 4,
+                                                                   s + 8, s + 8, s + 8, s + 8, s + 12, s + 12, s + 12, s + 12));
         const __mmask16 k0 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(nib, three), pos);
         const __mmask16 k1 = _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_srli_epi32(nib, 2), three), pos);
         const int b = 8 * h;
-        const __m512i base = _mm512_setr_epi32(b, b, b, b, b + 2, b + 2, b + 2, b + 2, b + 4, b + 4, b + 4, b + 4, b + 6, b + 6, b + 6, b + 6);
+        const __m512i base = _mm512_setr_epi32(b, b, b, b, b + 2, b + 2, b + 2, b + 2,
+                                               b + 4, b + 4, b + 4, b + 4, b + 6, b + 6, b + 6, b + 6);
         const __m512i idx = _mm512_mask_add_epi32(base, k1, base, _mm512_set1_epi32(1));
         const __m512 out = _mm512_maskz_permutexvar_ps(k0 | k1, idx, w);
         const size_t c = 4 * n;
