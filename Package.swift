@@ -40,8 +40,13 @@ let package = Package(
         .target(name: "Reporting", swiftSettings: checkedSettings),
         .target(name: "MPI", dependencies: ["CMPI"], swiftSettings: checkedSettings),
         .target(name: "Tensor", dependencies: ["COpenBLAS"], swiftSettings: numericSettings),
+        // CPU kernels for packed weight forms (BF16, Q8_0/Q4_0, bitmask and 2:4 sparse): C, compiled
+        // for baseline x86-64 with per-function AVX2/AVX-512 paths picked at run time
+        // (include/squeeze_kernels.h; SQUEEZE_ISA caps the level).
+        .target(name: "CKernels", path: "Sources/CKernels",
+                cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
         // The inner loops: GPT-2 layer kernels (forward/backward pairs), losses, fast math, parallel loops.
-        .target(name: "Kernels", dependencies: ["Tensor"], swiftSettings: numericSettings),
+        .target(name: "Kernels", dependencies: ["Tensor", "CKernels"], swiftSettings: numericSettings),
         .target(name: "Model", dependencies: ["Tensor", "Kernels"], swiftSettings: checkedSettings),
         .target(name: "Distributed",
                 dependencies: ["MPI", "Reporting", "Tensor", "Model", "CScaLAPACK", "CMPI"],
@@ -72,7 +77,7 @@ let package = Package(
                  swiftSettings: checkedSettings),
         .testTarget(name: "SqueezeTests",
                     dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
-                                   "FuzzTargets", "TestSupport"],
+                                   "CKernels", "FuzzTargets", "TestSupport"],
                     swiftSettings: checkedSettings),
     ],
     swiftLanguageModes: [.v5]

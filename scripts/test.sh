@@ -6,6 +6,9 @@
 #                        instead of string matching and casts, docs/ARCHITECTURE.md's symbols exist
 #   3. build             swift build --build-tests
 #   4. single-rank tests swift test --skip-build --skip MultiRank
+#      kernel fallbacks  PackedKernelTests again under SQUEEZE_ISA=avx2 and SQUEEZE_ISA=generic (the
+#                        C kernels' dispatch cap, Sources/CKernels/include/squeeze_kernels.h), so
+#                        the AVX2 and scalar paths also run through the environment knob
 #   5. multi-rank tests  the test bundle's MultiRank* classes under mpirun, -np 2 and -np 4
 #   6. CLI tests         every scripts/tests/*.sh, in name order (each must exit 0)
 #   7. summary           one line per phase with its time; exit status 1 if anything failed
@@ -237,6 +240,13 @@ phase "build (swift build --build-tests)" swift build --build-tests "${SCRATCH[@
 if [[ ${STATUSES[-1]} == pass ]]; then
     phase "single-rank tests (swift test --skip MultiRank)" \
         swift test --skip-build --skip MultiRank "${SCRATCH[@]}"
+    # The packed-weight C kernels pick AVX-512 / AVX2 / scalar code at run time; the tests above
+    # already loop over every level the machine has (squeeze_set_isa), these runs cap it from the
+    # environment as users would.
+    for isa in avx2 generic; do
+        phase "packed kernels with SQUEEZE_ISA=$isa (swift test --filter PackedKernelTests)" \
+            env SQUEEZE_ISA=$isa swift test --skip-build --filter PackedKernelTests "${SCRATCH[@]}"
+    done
 
     BIN=$(swift build --show-bin-path "${SCRATCH[@]}")
     shopt -s nullglob
