@@ -57,69 +57,18 @@ extension Compressor {
         model.applyMasks()
     }
 
-    /// Calibration sequences for this rank: `samples` windows of `seq` tokens (seeded), split over ranks.
-    func calibrationBatches(at: String) throws -> [[Int32]] {
-        let seq = min(calibration.seq, model.config.nPositions)
-        guard calibrationTokens.count > seq + 1 else {
-            throw CompressionError.recipe("\(at): Wanda and SparseGPT need calibration text (--data) of more than \(seq) tokens")
-        }
-        var rng = RandomGenerator(seed: seed &+ 0x5EED)
-        let starts = (0..<calibration.samples).map { _ in Int(rng.next() % UInt64(calibrationTokens.count - seq)) }
-        return starts[share(starts.count, rank: comm.rank, size: comm.size)].map { s in (0..<seq).map { Int32(calibrationTokens[s + $0]) } }
-    }
-
-    /// Wanda / SparseGPT, block by block (sequential, as in both papers): the calibration windows'
-    /// residual streams are carried from block to block, so block l's inputs come from blocks < l
-    /// as already pruned; each block runs twice, once to collect its linears' inputs (from the
-    /// unpruned block) and once, pruned, to move the streams on. XᵀX is accumulated over this
-    /// rank's windows and summed over ranks; the per-layer solves are spread over ranks.
+    /// Wanda / SparseGPT on the calibration (`calibrate`): per block, the masks (and SparseGPT's
+    /// updated weights) of its targeted layers, solved on the ranks by cost, installed before the
+    /// windows move on.
     func calibratedPrune(_ spec: Recipe.PruneSpec, sparsity s: Double, names: [String], masks: inout [String: [Float]],
                          weights: inout [String: Tensor], at: String) throws {
-        let batches = try calibrationBatches(at: at)
-        let seq = min(calibration.seq, model.config.nPositions), C = model.config.nEmbd
-        let wanted = Set(names)
         let model = self.model
-        let workspace = InferenceWorkspace(rows: seq, forms: model.forms)
-        // Residual streams [windows, seq, C] and a scratch copy for the collecting pass.
-        var streams = [Float](repeating: 0, count: batches.count * seq * C), scratch = [Float](repeating: 0, count: seq * C)
-        streams.withUnsafeMutableBufferPointer { x in
-            for (w, ids) in batches.enumerated() { model.embed(ids: ids, B: 1, T: seq, into: x.baseAddress! + w * seq * C, workspace: workspace) }
-        }
-        func advance(_ l: Int) throws {
-            try streams.withUnsafeMutableBufferPointer { x in
-                for w in batches.indices { try model.inferBlock(l, x: x.baseAddress! + w * seq * C, B: 1, T: seq, workspace: workspace) }
-            }
-        }
-        for l in 0..<model.config.nLayer {
-            let layers = model.blocks[l].linears.filter { wanted.contains($0.name) }
-            if layers.isEmpty { try advance(l); continue }
-            // Hessians XᵀX (Double, upper triangle) of this block's targeted layers.
-            var hess: [String: [Double]] = [:]
-            for lin in layers { hess[lin.name] = [Double](repeating: 0, count: lin.inFeatures * lin.inFeatures) }
-            for w in batches.indices {
-                streams.withUnsafeBufferPointer { x in scratch.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: x.baseAddress! + w * seq * C, count: seq * C) } }
-                try scratch.withUnsafeMutableBufferPointer { x in
-                    try model.inferBlock(l, x: x.baseAddress!, B: 1, T: seq, workspace: workspace) { inputs in
-                        for (lin, input) in inputs.pairs(model.blocks[l]) where wanted.contains(lin.name) {
-                            hess[lin.name]!.withUnsafeMutableBufferPointer { h in
-                                accumulateGram(input, rows: seq, cols: lin.inFeatures, into: h.baseAddress!)
-                            }
-                        }
-                    }
-                }
-            }
-            for lin in layers {
-                let n = lin.inFeatures
-                hess[lin.name]!.withUnsafeMutableBufferPointer { h in
-                    for i in 0..<n { for j in 0..<i { h[i * n + j] = h[j * n + i] } }   // syrk filled the upper triangle
-                }
-                try comm.allreduce(&hess[lin.name]!)
-            }
+        try calibrate(names, at: at) { _, layers, grams in
             let costs = layers.map { FactorizationPlan.sparseGPTUnits($0.inFeatures, $0.outFeatures) }
             let results = try distributedCompute(costs: costs, comm: comm) { j in
                 let lin = layers[j]
                 let w = lin.denseWeight(params: model.params)
-                let h = hess[lin.name]!
+                let h = grams[lin.name]!
                 let rows = lin.inFeatures, cols = lin.outFeatures
                 switch spec.method {
                 case .wanda:
@@ -140,7 +89,6 @@ extension Compressor {
             }
             // Install now so the next block's inputs come from the pruned model.
             try install(masks: blockMasks, weights: blockWeights)
-            try advance(l)
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Model
 import Training
 import Yams
@@ -30,6 +31,8 @@ public struct Recipe {
 
     public struct Stage {
         public var method: Method
+        /// Quantization after the stage's method (GPTQ with SparseGPT in the same stage: one joint sweep).
+        public var quantize: QuantizeSpec?
         public var distill: DistillSettings?
         /// Position in the recipe (0-based), for messages.
         public var index: Int
@@ -44,6 +47,14 @@ public struct Recipe {
 
         public var name: String {
             switch self { case .prune: return "prune"; case .kronecker: return "kronecker"; case .lowrank: return "lowrank"; case .distillOnly: return "distill" }
+        }
+        /// Progressive steps of a low-rank or Kronecker stage (1 otherwise).
+        public var progressive: Int {
+            switch self {
+            case .lowrank(let l): return l.progressive
+            case .kronecker(let k): return k.progressive
+            default: return 1
+            }
         }
         public var targets: [String] {
             switch self {
@@ -104,6 +115,23 @@ public struct Recipe {
         }
     }
 
+    /// `quantize: {format, method, targets, skip, blocksize, percdamp, order}`.
+    public struct QuantizeSpec: Equatable {
+        /// Round to nearest (ggml's reference quantizer) or GPTQ (calibrated error feedback).
+        public enum Method: String, CaseIterable { case rtn, gptq }
+        /// GPTQ's column order: as stored, or by descending activation energy (diag of XᵀX, with
+        /// every block's scale fixed up front from the weights).
+        public enum Order: String, CaseIterable { case natural, activation }
+        public var format: QuantFormat
+        public var method: Method = .rtn
+        public var targets: [String]
+        /// Layers matched by `targets` to leave unquantized (e.g. a layer whose inputs are not a multiple of 32).
+        public var skip: [String] = []
+        public var blockSize = 128
+        public var percdamp = 0.01
+        public var order: Order = .natural
+    }
+
     public struct LowRankSpec: Equatable {
         public var targets: [String]
         public var rule: LowRank.RankRule
@@ -119,6 +147,7 @@ public struct Recipe {
     public static let pruneKeys = ["sparsity", "method", "scope", "schedule", "targets", "n", "m", "initial", "frequency", "end", "blocksize", "percdamp"]
     public static let kroneckerKeys = ["targets", "factors", "terms", "budget", "init", "scale", "progressive"]
     public static let lowrankKeys = ["targets", "rank_ratio", "energy", "budget", "rank", "progressive", "sparse_residual"]
+    public static let quantizeKeys = ["format", "method", "targets", "skip", "blocksize", "percdamp", "order"]
 
     /// Parses and validates a recipe file.
     public static func load(_ url: URL) throws -> Recipe {
@@ -158,13 +187,13 @@ public struct Recipe {
             let at = "stages[\(i)]"
             guard let st = item as? [String: Any] else { throw CompressionError.recipe("\(at) must be a mapping") }
             let methods = st.keys.filter { ["prune", "kronecker", "lowrank"].contains($0) }
-            try checkKeys(st, allowed: ["prune", "kronecker", "lowrank", "distill"], at: "\(at).")
+            try checkKeys(st, allowed: ["prune", "kronecker", "lowrank", "quantize", "distill"], at: "\(at).")
             let method: Method
-            if methods.isEmpty && st["distill"] != nil {
+            if methods.isEmpty && (st["distill"] != nil || st["quantize"] != nil) {
                 method = .distillOnly
             } else {
                 guard methods.count == 1, let key = methods.first, let body = st[key] as? [String: Any] else {
-                    throw CompressionError.recipe("\(at) needs exactly one of prune, kronecker, lowrank (a mapping), or only a distill block")
+                    throw CompressionError.recipe("\(at) needs at most one of prune, kronecker, lowrank (a mapping), with or without quantize and distill")
                 }
                 switch key {
                 case "prune": method = .prune(try parsePrune(body, at: "\(at).prune"))
@@ -180,7 +209,19 @@ public struct Recipe {
             if case .prune(let p) = method, p.schedule == .cubic, distill == nil {
                 throw CompressionError.recipe("\(at).prune.schedule: cubic prunes during distillation and needs a 'distill' block in the same stage")
             }
-            recipe.stages.append(Stage(method: method, distill: distill, index: i))
+            var quantize: QuantizeSpec?
+            if let q = st["quantize"] {
+                guard let qd = q as? [String: Any] else { throw CompressionError.recipe("\(at).quantize must be a mapping") }
+                quantize = try parseQuantize(qd, at: "\(at).quantize")
+                if case .prune(let p) = method, p.schedule == .cubic {
+                    throw CompressionError.recipe("\(at).quantize: a cubic pruning schedule prunes during distillation; quantize in a later stage")
+                }
+                if method.progressive > 1 { throw CompressionError.recipe("\(at).quantize: a progressive stage changes its layers step by step; quantize in a later stage") }
+                if case .prune(let p) = method, p.method == .sparsegpt, quantize?.method == .gptq, quantize?.order == .activation {
+                    throw CompressionError.recipe("\(at).quantize.order: activation order cannot prune in the same sweep; use natural")
+                }
+            }
+            recipe.stages.append(Stage(method: method, quantize: quantize, distill: distill, index: i))
         }
         return recipe
     }
@@ -261,16 +302,9 @@ public struct Recipe {
         guard d["sparsity"] != nil || hasNM else { throw CompressionError.recipe("\(at).sparsity is required (a fraction in [0, 1), e.g. 0.5), or n and m for N:M") }
         var p = PruneSpec(sparsity: 0, targets: try targets(d, at: at))
         if let s = d["sparsity"] { p.sparsity = try fraction(s, "\(at).sparsity", open: true) }
-        func pick<E: RawRepresentable & CaseIterable>(_ key: String, _: E.Type) throws -> E? where E.RawValue == String {
-            guard let v = d[key] else { return nil }
-            guard let s = v as? String, let e = E(rawValue: s) else {
-                throw CompressionError.recipe("\(at).\(key) must be one of \(E.allCases.map(\.rawValue).joined(separator: ", ")), got '\(v)'")
-            }
-            return e
-        }
-        p.method = try pick("method", PruneSpec.Method.self) ?? .magnitude
-        p.scope = try pick("scope", PruneSpec.Scope.self) ?? .layer
-        p.schedule = try pick("schedule", PruneSpec.Schedule.self) ?? .oneshot
+        p.method = try choice(d, "method", PruneSpec.Method.self, at: at) ?? .magnitude
+        p.scope = try choice(d, "scope", PruneSpec.Scope.self, at: at) ?? .layer
+        p.schedule = try choice(d, "schedule", PruneSpec.Schedule.self, at: at) ?? .oneshot
         if hasNM {
             guard let n = d["n"], let m = d["m"] else { throw CompressionError.recipe("\(at): give both n and m for N:M sparsity") }
             let ni = try int(n, "\(at).n", min: 1), mi = try int(m, "\(at).m", min: 2)
@@ -291,6 +325,38 @@ public struct Recipe {
         if let v = d["percdamp"] { p.percdamp = try number(v, "\(at).percdamp"); guard p.percdamp > 0 else { throw CompressionError.recipe("\(at).percdamp must be > 0") } }
         if p.initial > p.sparsity { throw CompressionError.recipe("\(at).initial (\(p.initial)) must not exceed sparsity (\(p.sparsity))") }
         return p
+    }
+
+    static func parseQuantize(_ d: [String: Any], at: String) throws -> QuantizeSpec {
+        try checkKeys(d, allowed: quantizeKeys, at: at + ".")
+        guard let f = d["format"] else { throw CompressionError.recipe("\(at).format is required (\(QuantFormat.allCases.map(\.rawValue).joined(separator: " or ")))") }
+        guard let s = f as? String, let format = QuantFormat(rawValue: s) else {
+            throw CompressionError.recipe("\(at).format must be one of \(QuantFormat.allCases.map(\.rawValue).joined(separator: ", ")), got '\(f)'")
+        }
+        var q = QuantizeSpec(format: format, targets: try targets(d, at: at))
+        q.method = try choice(d, "method", QuantizeSpec.Method.self, at: at) ?? .rtn
+        q.order = try choice(d, "order", QuantizeSpec.Order.self, at: at) ?? .natural
+        if d["skip"] != nil { q.skip = try targets(["targets": d["skip"]!], at: "\(at).skip") }
+        if let v = d["blocksize"] {
+            q.blockSize = try int(v, "\(at).blocksize", min: QuantFormat.blockSize)
+            guard q.blockSize % QuantFormat.blockSize == 0 else {
+                throw CompressionError.recipe("\(at).blocksize must be a multiple of \(QuantFormat.blockSize) (whole ggml blocks), got \(q.blockSize)")
+            }
+        }
+        if let v = d["percdamp"] { q.percdamp = try number(v, "\(at).percdamp"); guard q.percdamp > 0 else { throw CompressionError.recipe("\(at).percdamp must be > 0") } }
+        if q.method == .rtn && (d["blocksize"] != nil || d["percdamp"] != nil || d["order"] != nil) {
+            throw CompressionError.recipe("\(at): blocksize, percdamp and order are GPTQ's; method rtn takes none of them")
+        }
+        return q
+    }
+
+    /// One of an enumeration's raw values, or nil when the key is absent; errors list the choices.
+    static func choice<E: RawRepresentable & CaseIterable>(_ d: [String: Any], _ key: String, _: E.Type, at: String) throws -> E? where E.RawValue == String {
+        guard let v = d[key] else { return nil }
+        guard let s = v as? String, let e = E(rawValue: s) else {
+            throw CompressionError.recipe("\(at).\(key) must be one of \(E.allCases.map(\.rawValue).joined(separator: ", ")), got '\(v)'")
+        }
+        return e
     }
 
     static func parseKronecker(_ d: [String: Any], at: String) throws -> KroneckerSpec {

@@ -84,6 +84,10 @@ public final class RecipeRunner {
             if case .prune(let p) = st.method, p.method != .magnitude, train == nil {
                 throw CompressionError.recipe("stages[\(st.index)].prune.method \(p.method.rawValue) needs calibration text: pass --data")
             }
+            if let q = st.quantize {
+                _ = try compressor.resolve(q.targets, at: "stages[\(st.index)].quantize")
+                if q.method == .gptq && train == nil { throw CompressionError.recipe("stages[\(st.index)].quantize.method gptq needs calibration text: pass --data") }
+            }
         }
     }
 
@@ -155,17 +159,25 @@ public final class RecipeRunner {
                 return try compressor.kronecker(k, stage: st.index, budget: budget)
             }
         default:
-            if !(resume && pos.distilling) {
-                if case .distillOnly = st.method {} else { Console.status("\(label): compressing") }
-                switch st.method {
-                case .prune(let p): try timed { try compressor.prune(p, stage: st.index) }
-                case .kronecker(let k): try timed { try compressor.kronecker(k, stage: st.index) }
-                case .lowrank(let l): try timed { try compressor.lowrank(l, stage: st.index) }
-                case .distillOnly: break
-                }
-            }
+            if !(resume && pos.distilling) { try compress(st, label: label) }
             if let d = st.distill.map(scaled) { try distill(d, stage: st.index, substep: 0, resume: resume && pos.distilling, label: label) }
         }
+    }
+
+    /// A one-shot stage's compression: its method, then its quantization (SparseGPT and GPTQ in the
+    /// same stage: one joint sweep).
+    private func compress(_ st: Recipe.Stage, label: String) throws {
+        if case .distillOnly = st.method, st.quantize == nil { return }
+        Console.status("\(label): compressing")
+        var joint: Recipe.PruneSpec?
+        switch st.method {
+        case .prune(let p) where p.method == .sparsegpt && st.quantize?.method == .gptq: joint = p
+        case .prune(let p): try timed { try compressor.prune(p, stage: st.index) }
+        case .kronecker(let k): try timed { try compressor.kronecker(k, stage: st.index) }
+        case .lowrank(let l): try timed { try compressor.lowrank(l, stage: st.index) }
+        case .distillOnly: break
+        }
+        if let q = st.quantize { try timed { try compressor.quantize(q, stage: st.index, joint: joint) } }
     }
 
     /// A progressive stage: `steps` compressions, each followed by an equal share of the stage's

@@ -4,7 +4,7 @@ import Tensor
 /// A dense weight `[in, out]`, optionally with a frozen pruning mask (unstructured or N:M). A
 /// masked weight is stored as `<name>.bitmask` (one bit per weight) and `<name>.values` (the kept
 /// values).
-public final class DenseComponent: Maskable {
+public final class DenseComponent: Maskable, QuantizableForm {
     public static let kind = "dense"
     public let inFeatures: Int
     public let outFeatures: Int
@@ -21,6 +21,7 @@ public final class DenseComponent: Maskable {
     }
 
     public var parameters: [(name: String, shape: [Int])] { [(weightName, [inFeatures, outFeatures])] }
+    public var quantizableMatrices: [(name: String, inputAxis: Int)] { [(weightName, 0)] }
     public var summary: String { mask == nil ? "dense" : "sparse" }
 
     public var configEntry: [String: JSONValue] {

@@ -19,7 +19,7 @@ public struct KroneckerShape: Equatable, Sendable, Codable {
 /// GEMMs (`KroneckerProduct`). With `scaled`, each term has a learnable scale `s_i` (parameter
 /// `<prefix>.kron.<i>.s`, Krony-PT): it starts at ‖W‖_F / ‖Σ A_i ⊗ B_i‖_F, so the initial weight
 /// keeps the norm of the dense one.
-public final class KroneckerComponent: KroneckerStructured, FactorizedForm {
+public final class KroneckerComponent: KroneckerStructured, FactorizedForm, QuantizableForm {
     public static let kind = "kronecker"
     public let shape: KroneckerShape
     public let terms: Int
@@ -93,6 +93,15 @@ public final class KroneckerComponent: KroneckerStructured, FactorizedForm {
             (factorRankA.map { r in [(name(i, "a0"), [s.m1, r]), (name(i, "a1"), [s.n1, r])] } ?? [(name(i, "a"), [s.m1, s.n1])]) +
             (factorRankB.map { r in [(name(i, "b0"), [s.m2, r]), (name(i, "b1"), [s.n2, r])] } ?? [(name(i, "b"), [s.m2, s.n2])]) +
             (scaled ? [(name(i, "s"), [1])] : [])
+        }
+    }
+
+    /// Aᵀ X B reduces over m1 (axis 0 of A [m1, n1]) and m2 (axis 0 of B [m2, n2]); a low-rank
+    /// factor F = F0 F1ᵀ over its rows (F0) then its rank (F1). Scales stay F32.
+    public var quantizableMatrices: [(name: String, inputAxis: Int)] {
+        (0..<terms).flatMap { i -> [(name: String, inputAxis: Int)] in
+            (factorRankA == nil ? [(name(i, "a"), 0)] : [(name(i, "a0"), 0), (name(i, "a1"), 1)])
+                + (factorRankB == nil ? [(name(i, "b"), 0)] : [(name(i, "b0"), 0), (name(i, "b1"), 1)])
         }
     }
 

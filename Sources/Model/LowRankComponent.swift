@@ -3,7 +3,7 @@ import Tensor
 
 /// A low-rank weight `W = W0 · W1ᵀ` with `W0 [in, r]` and `W1 [out, r]`: two thin GEMMs.
 /// Parameters `<layer>.lowrank.w0` and `<layer>.lowrank.w1` (`wte.lowrank.*` for the embedding).
-public final class LowRankComponent: RankedForm {
+public final class LowRankComponent: RankedForm, QuantizableForm {
     public static let kind = "lowrank"
     public let inFeatures: Int
     public let outFeatures: Int
@@ -21,6 +21,8 @@ public final class LowRankComponent: RankedForm {
     }
 
     public var parameters: [(name: String, shape: [Int])] { [(w0Name, [inFeatures, rank]), (w1Name, [outFeatures, rank])] }
+    /// x · W0 reduces over `in` (axis 0 of W0 [in, r]), then · W1ᵀ over r (axis 1 of W1 [out, r]).
+    public var quantizableMatrices: [(name: String, inputAxis: Int)] { [(w0Name, 0), (w1Name, 1)] }
     public var configEntry: [String: JSONValue] { ["kind": .string(Self.kind), "rank": .number(Double(rank))] }
     public var summary: String { "lowrank r=\(rank)" }
 

@@ -7,7 +7,7 @@ import Tensor
 /// Element types of a safetensors entry that Squeeze reads or writes.
 public enum SafeTensorsDType: String, Sendable, CaseIterable {
     case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64"
-    case i64 = "I64", i32 = "I32", u8 = "U8", bool = "BOOL"
+    case i64 = "I64", i32 = "I32", i8 = "I8", u8 = "U8", bool = "BOOL"
 
     /// Bytes per element.
     public var size: Int {
@@ -15,7 +15,7 @@ public enum SafeTensorsDType: String, Sendable, CaseIterable {
         case .f64, .i64: return 8
         case .f32, .i32: return 4
         case .f16, .bf16: return 2
-        case .u8, .bool: return 1
+        case .i8, .u8, .bool: return 1
         }
     }
 
@@ -236,13 +236,14 @@ public struct SafeTensorsFile {
         return out
     }
 
-    /// An integer entry (I64, I32, U8, BOOL) as Ints.
+    /// An integer entry (I64, I32, I8, U8, BOOL) as Ints.
     public func integers(_ name: String) throws -> [Int] {
         let e = try entry(name)
         let raw = try bytes(name)
         switch e.dtype {
         case .i64: return raw.withUnsafeBytes { p in (0..<e.count).map { Int(Int64(littleEndian: p.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } }
         case .i32: return raw.withUnsafeBytes { p in (0..<e.count).map { Int(Int32(littleEndian: p.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self))) } }
+        case .i8: return raw.map { Int(Int8(bitPattern: $0)) }
         case .u8, .bool: return raw.map(Int.init)
         default: throw FileError.format(url.path, "tensor '\(name)' is \(e.dtype.rawValue), expected an integer type")
         }

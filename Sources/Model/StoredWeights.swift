@@ -1,3 +1,5 @@
+import Kernels
+
 /// A model's tensors in its weight files: the key each parameter is stored under (the
 /// checkpoint's `transformer.` prefix, older files' names) and the checks made from the headers
 /// alone, before anything is allocated. The components read and check their own tensors (a
@@ -23,8 +25,8 @@ struct StoredWeights {
         // Refuse keys we do not understand (a different architecture, a typo'd export).
         let known = Set(specs.map { key($0.name) })
         for k in weights.entries.keys where !known.contains(k) && !GPT2.isIgnoredKey(k) && !GPT2.isIgnoredKey(String(k.dropFirst(prefix.count))) {
-            let base = k.hasSuffix(".bitmask") ? String(k.dropLast(8)) : k.hasSuffix(".values") ? String(k.dropLast(7)) : k
-            if known.contains(base) { continue }
+            let suffixes = [".bitmask", ".values"] + QuantFormat.allCases.map { "." + $0.rawValue }
+            if let s = suffixes.first(where: { k.hasSuffix($0) }), known.contains(String(k.dropLast(s.count))) { continue }
             throw FileError.format(weights.url.path, "unexpected tensor '\(k)' (not part of a GPT-2 model with this config)")
         }
     }

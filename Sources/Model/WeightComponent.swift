@@ -68,10 +68,22 @@ public protocol WeightComponent: AnyObject {
     /// Reads the stored parameters into `params` (with `fill`; without, only what the component
     /// itself keeps, such as a mask).
     func load(from weights: WeightFiles, key: (String) -> String, into params: ParameterSet, fill: Bool) throws
+
+    /// The parts of this component whose weights a frozen mask prunes (itself, or a wrapped form).
+    var maskedParts: [Maskable] { get }
+    /// Memory the component keeps beside its parameters (masks, quantized blocks, copies), while
+    /// training or not.
+    func residentBytes(training: Bool) -> Int
+    /// Bytes the component's weights take when saved with `valueBytes` per float (4 for F32, 2 for
+    /// F16/BF16): values, masks, codes and scales — what the reports call a model's real bytes.
+    func storedBytes(valueBytes: Int) -> Int
 }
 
 extension WeightComponent {
     public var kind: String { Self.kind }
+    public var maskedParts: [Maskable] { (self as? Maskable).map { [$0] } ?? [] }
+    public func residentBytes(training: Bool) -> Int { maskedParts.reduce(0) { $0 + ($1.mask.map { ($0.count + 63) / 64 * 8 } ?? 0) } }
+    public func storedBytes(valueBytes: Int) -> Int { valueBytes * counts.stored + maskedParts.reduce(0) { $0 + ($1.mask.map { ($0.count + 7) / 8 } ?? 0) } }
 
     public func store(in writer: inout SafeTensorsWriter, key: (String) -> String, params: ParameterSet, dtype: SafeTensorsDType) {
         for p in parameters {
@@ -119,6 +131,14 @@ public protocol FactorizedForm: WeightComponent {
     /// kind of factor: the largest asked for), and the new parameters by name.
     func withLowRankFactors(params: ParameterSet, rank: (Tensor) throws -> Int,
                             factorize: (Tensor, Int) throws -> (w0: Tensor, w1: Tensor)) throws -> (WeightComponent, [String: Tensor])
+}
+
+/// A form whose weight matrices can be stored in ggml's quantized blocks: each matrix with the
+/// axis of its shape along which the layer's forward (`x · W`) reduces (its input dimension).
+/// Blocks of 32 run along that axis; for the tied embedding, whose head multiplies by Wᵀ, along
+/// the other one.
+public protocol QuantizableForm: WeightComponent {
+    var quantizableMatrices: [(name: String, inputAxis: Int)] { get }
 }
 
 /// A sum of Kronecker products of a fixed factor shape (a progressive Kronecker stage keeps the

@@ -1,6 +1,6 @@
 /// Every weight form, by its config.json kind: the one registry (loading reads forms through it).
 public let weightForms: [String: WeightComponent.Type] = Dictionary(
-    uniqueKeysWithValues: ([DenseComponent.self, LowRankComponent.self, KroneckerComponent.self] as [WeightComponent.Type]).map { ($0.kind, $0) })
+    uniqueKeysWithValues: ([DenseComponent.self, LowRankComponent.self, KroneckerComponent.self, QuantizedComponent.self] as [WeightComponent.Type]).map { ($0.kind, $0) })
 
 /// A component read from its config.json entry; errors name `at`.
 public func decodeWeightComponent(_ entry: [String: JSONValue], layer: String, inFeatures: Int, outFeatures: Int, at: String) throws -> WeightComponent {

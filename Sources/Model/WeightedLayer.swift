@@ -40,14 +40,14 @@ extension WeightedLayer {
         set { maskable?.mask = newValue }
     }
 
-    /// Re-applies the masks of every maskable component to the weights.
+    /// Re-applies the masks of every masked part to the weights.
     public func applyMasks(params: ParameterSet) {
-        for case let m as Maskable in components { m.applyMask(params: params) }
+        for c in components { for m in c.maskedParts { m.applyMask(params: params) } }
     }
 
     /// Zeroes gradients of masked weights (before the optimizer).
     public func maskGradients(params: ParameterSet) {
-        for case let m as Maskable in components { m.maskGradient(params: params) }
+        for c in components { for m in c.maskedParts { m.maskGradient(params: params) } }
     }
 
     /// A few words for reports and messages ("dense", "sparse", "lowrank r=96+sparse"); never

@@ -4,9 +4,10 @@ import COpenBLAS
 // calibration Gram matrices), so the libraries above never call LAPACK themselves.
 
 /// Row-major `C = alpha · A [m, k] · B [k, n] + beta · C` in Double (BLAS dgemm).
-public func dgemm(m: Int, n: Int, k: Int, alpha: Double = 1, a: UnsafePointer<Double>, b: UnsafePointer<Double>,
+public func dgemm(transA: Bool = false, m: Int, n: Int, k: Int, alpha: Double = 1, a: UnsafePointer<Double>, b: UnsafePointer<Double>,
                   beta: Double = 0, c: UnsafeMutablePointer<Double>) {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha, a, Int32(k), b, Int32(n), beta, c, Int32(n))
+    cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), alpha, a, Int32(transA ? m : k),
+                b, Int32(n), beta, c, Int32(n))
 }
 
 /// H (upper triangle, row-major cols x cols) += Xᵀ X in Double for X row-major [rows, cols] (BLAS

@@ -10,7 +10,8 @@
 #   $SQUEEZE_LLAMACPP_CACHE (default ~/.cache/squeeze/llama.cpp)/
 #     llama_cpp_python-VERSION.tar.gz, src-VERSION/ (unpacked; src-VERSION/llama.cpp is llama.cpp,
 #     with convert_hf_to_gguf.py and gguf-py), build-VERSION/bin/ (the tools), build-VERSION/build.log
-# Installs cmake, g++, make and python3-pip when missing (apt, as root). About 20 minutes on 2 cores.
+# Installs cmake, g++, make and python3-pip when missing (apt, as root). The build takes 7 minutes
+# on 2 idle cores (12 while other builds run).
 #
 #   scripts/bench/llamacpp.sh                 build if needed; print version, tools and paths
 #   BIN=$(scripts/bench/llamacpp.sh --print-dir)   the same, but stdout is only the bin directory
@@ -99,7 +100,7 @@ if ! built; then
     rm -f "$BUILD/squeeze-stamp"
     cmake -S "$SRC/llama.cpp" -B "$BUILD" "${CMAKE_FLAGS[@]}" -DLLAMA_BUILD_COMMIT="${COMMIT:-unknown}" > "$BUILD.configure.log" 2>&1 \
         || { tail -20 "$BUILD.configure.log" >&2; echo "error: cmake configure failed; see $BUILD.configure.log" >&2; exit 1; }
-    echo "==> cmake --build (${TOOLS[*]}) -j$(nproc): about 20 minutes on 2 cores; log $BUILD/build.log"
+    echo "==> cmake --build (${TOOLS[*]}) -j$(nproc): 7-12 minutes on 2 cores; log $BUILD/build.log"
     if ! cmake --build "$BUILD" --config Release -j"$(nproc)" --target "${TOOLS[@]}" > "$BUILD/build.log" 2>&1; then
         grep -E 'error|Error' "$BUILD/build.log" | head -20 >&2
         echo "error: the llama.cpp build failed; see $BUILD/build.log" >&2
@@ -112,7 +113,7 @@ fi
 if ((PRINT_DIR)); then
     echo "$BUILD/bin" >&3
 else
-    "$BUILD/bin/llama-quantize" --version 2>&1 | grep -m1 version || true
+    echo "llama.cpp $("$BUILD/bin/llama-perplexity" --version 2>&1 | grep -m1 '^version' || true)"
     echo "tools:     ${TOOLS[*]}"
     echo "converter: $SRC/llama.cpp/convert_hf_to_gguf.py (gguf-py: $SRC/llama.cpp/gguf-py)"
     echo "$BUILD/bin" >&3
