@@ -47,7 +47,7 @@ let package = Package(
                 cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
         // The inner loops: GPT-2 layer kernels (forward/backward pairs), losses, fast math, parallel loops.
         .target(name: "Kernels", dependencies: ["Tensor", "CKernels"], swiftSettings: numericSettings),
-        .target(name: "Model", dependencies: ["Tensor", "Kernels"], swiftSettings: checkedSettings),
+        .target(name: "Model", dependencies: ["Tensor", "Kernels", "CKernels"], swiftSettings: checkedSettings),
         .target(name: "Distributed",
                 dependencies: ["MPI", "Reporting", "Tensor", "Model", "CScaLAPACK", "CMPI"],
                 swiftSettings: checkedSettings),
@@ -63,7 +63,7 @@ let package = Package(
         .executableTarget(
             name: "squeeze",
             dependencies: [
-                "MPI", "Reporting", "Tensor", "Model", "Training", "Compression", "Distributed", "Benchmarks",
+                "MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: checkedSettings),

@@ -30,7 +30,7 @@ extension Compressor {
         let seq = min(calibration.seq, model.config.nPositions), C = model.config.nEmbd
         let wanted = Set(names)
         let model = self.model
-        let workspace = InferenceWorkspace(rows: seq, forms: model.forms)
+        let workspace = InferenceWorkspace(rows: seq, config: model.config, scratchFloats: model.layerScratchFloats(rows: seq))
         // Residual streams [windows, seq, C] and a scratch copy for the collecting pass.
         var streams = [Float](repeating: 0, count: batches.count * seq * C), scratch = [Float](repeating: 0, count: seq * C)
         streams.withUnsafeMutableBufferPointer { x in

@@ -35,7 +35,7 @@ extension Compressor {
         case (.wanda, _, _), (.sparsegpt, _, _):
             try calibratedPrune(spec, sparsity: s, names: names, masks: &masks, weights: &newWeights, at: at)
         }
-        try install(masks: masks, weights: newWeights)
+        try install(masks: masks, weights: newWeights, nm: spec.nm)
         return zip(names, before).enumerated().map { k, nw in
             LayerReport(stage: stage, layer: nw.0, method: describe(spec, s), paramsBefore: paramsBefore[k],
                         paramsAfter: storedParameters(nw.0), relativeError: relativeError(nw.1, denseWeight(nw.0)))
@@ -47,11 +47,13 @@ extension Compressor {
         return "\(spec.method.rawValue) \(Int((s * 100).rounded()))%\(spec.scope == .global ? " global" : "")"
     }
 
-    /// Sets masks (and SparseGPT's updated weights) on the layers' dense components and applies them.
-    func install(masks: [String: [Float]], weights: [String: Tensor]) throws {
+    /// Sets masks (and SparseGPT's updated weights) on the layers' dense components and applies
+    /// them; `nm` records an N:M structure on the weights (so 2:4 packs as 2:4).
+    func install(masks: [String: [Float]], weights: [String: Tensor], nm: (n: Int, m: Int)? = nil) throws {
         for (name, mask) in masks {
             guard let d = layer(name).maskable else { throw CompressionError.layer(name, "has no dense weight to prune") }
             d.mask = BitMask(mask)
+            (d as? DenseComponent)?.nm = nm
             if let w = weights[name] { try model.params.set(d.weightName, w) }
         }
         model.applyMasks()
@@ -88,7 +90,7 @@ extension Compressor {
                 if r.count > 1 { blockWeights[lin.name] = r[1]; weights[lin.name] = r[1] }
             }
             // Install now so the next block's inputs come from the pruned model.
-            try install(masks: blockMasks, weights: blockWeights)
+            try install(masks: blockMasks, weights: blockWeights, nm: spec.nm)
         }
     }
 }

@@ -68,3 +68,7 @@ public enum QuantFormat: String, CaseIterable, Sendable, Codable {
 /// fp32 -> fp16 (round to nearest even) and back, as ggml converts block scales.
 public func fp16(_ x: Float) -> UInt16 { squeeze_fp32_to_fp16(x) }
 public func float(fp16 h: UInt16) -> Float { squeeze_fp16_to_fp32(h) }
+
+/// fp32 -> bf16 (round to nearest even) and back.
+public func bf16(_ x: Float) -> UInt16 { squeeze_fp32_to_bf16(x) }
+public func float(bf16 b: UInt16) -> Float { squeeze_bf16_to_fp32(b) }

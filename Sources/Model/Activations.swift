@@ -160,26 +160,26 @@ public final class InferenceWorkspace {
     let scratch: UnsafeMutablePointer<Float> // the largest component's scratchFloats(rows: N) (lookups included)
     private let arena: Arena
 
-    /// A workspace for up to `rows` rows of a model with these forms.
-    public init(rows: Int, forms: GPT2Forms) {
+    /// A workspace for up to `rows` rows of a model of `config` whose layers need `scratchFloats`.
+    public init(rows: Int, config: GPT2Config, scratchFloats: Int) {
         capacity = rows
-        let a = Arena(floats: Self.floats(rows: rows, forms: forms))
-        (x, ln1, qkv, atty, ln2, fc, proj, stats, scratch) = Self.layout(rows, forms, a)
+        let a = Arena(floats: Self.floats(rows: rows, config: config, scratchFloats: scratchFloats))
+        (x, ln1, qkv, atty, ln2, fc, proj, stats, scratch) = Self.layout(rows, config, scratchFloats, a)
         arena = a
     }
 
     /// Floats a workspace of `rows` rows needs.
-    public static func floats(rows: Int, forms: GPT2Forms) -> Int {
-        Arena.floats { _ = layout(rows, forms, $0) }
+    public static func floats(rows: Int, config: GPT2Config, scratchFloats: Int) -> Int {
+        Arena.floats { _ = layout(rows, config, scratchFloats, $0) }
     }
 
-    private static func layout(_ N: Int, _ f: GPT2Forms, _ a: Arena)
+    private static func layout(_ N: Int, _ c: GPT2Config, _ scratchFloats: Int, _ a: Arena)
         -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
             UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
             UnsafeMutablePointer<Float>) {
-        let C = f.config.nEmbd
-        return (a.take(N * C), a.take(N * C), a.take(N * 3 * C), a.take(N * C), a.take(N * C), a.take(N * f.config.nInner),
-                a.take(N * C), a.take(2 * N), a.take(f.weightedLayers.map { $0.scratchFloats(rows: N) }.max() ?? 0))
+        let C = c.nEmbd
+        return (a.take(N * C), a.take(N * C), a.take(N * 3 * C), a.take(N * C), a.take(N * C), a.take(N * c.nInner),
+                a.take(N * C), a.take(2 * N), a.take(scratchFloats))
     }
 }
 

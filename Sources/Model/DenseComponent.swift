@@ -12,6 +12,9 @@ public final class DenseComponent: Maskable, QuantizableForm {
     public let weightName: String
     /// The frozen pruning mask; nil for an unpruned weight.
     public var mask: BitMask?
+    /// The mask's N:M structure (n kept in every m consecutive inputs), when it was pruned so:
+    /// recorded in config.json, so a 2:4 weight packs as 2:4 after loading.
+    public var nm: (n: Int, m: Int)?
 
     public init(weightName: String, inFeatures: Int, outFeatures: Int, mask: BitMask? = nil) {
         self.weightName = weightName
@@ -27,6 +30,7 @@ public final class DenseComponent: Maskable, QuantizableForm {
     public var configEntry: [String: JSONValue] {
         var o: [String: JSONValue] = ["kind": .string(Self.kind), "sparse": .bool(mask != nil)]
         if weightName.hasSuffix(".sparse") { o["name"] = .string("sparse") }
+        if let nm, mask != nil { o["nm"] = .array([.number(Double(nm.n)), .number(Double(nm.m))]) }
         return o
     }
 
@@ -35,10 +39,27 @@ public final class DenseComponent: Maskable, QuantizableForm {
     public static func decode(_ entry: [String: JSONValue], layer: String, inFeatures: Int, outFeatures: Int, at: String) throws -> DenseComponent {
         let sub = entry["name"]?.stringValue ?? "weight"
         guard sub == "weight" || sub == "sparse" else { throw ModelError.input("\(at): dense name must be 'weight' or 'sparse'") }
-        return DenseComponent(weightName: "\(layer).\(sub)", inFeatures: inFeatures, outFeatures: outFeatures)
+        let d = DenseComponent(weightName: "\(layer).\(sub)", inFeatures: inFeatures, outFeatures: outFeatures)
+        if let v = entry["nm"] {
+            guard let a = v.arrayValue?.compactMap(\.intValue), a.count == 2, a[0] >= 1, a[0] < a[1], inFeatures % a[1] == 0 else {
+                throw ModelError.input("\(at): nm must be [n, m] with 1 <= n < m and m dividing the \(inFeatures) inputs, got \(v)")
+            }
+            d.nm = (a[0], a[1])
+        }
+        return d
     }
 
     public func savedFloats(rows N: Int) -> Int { 0 }
+
+    public func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator {
+        let w = UnsafePointer(params.value(weightName))
+        guard let mask else {
+            return precision == .f32 ? PackedHF(w, inFeatures: inFeatures, outFeatures: outFeatures, owner: params)
+                                     : Packing.rows(w, inFeatures: inFeatures, outFeatures: outFeatures, precision: precision)
+        }
+        let is24 = nm.map { $0.n == 2 && $0.m == 4 } ?? false
+        return try Packing.sparse(w, mask: mask, inFeatures: inFeatures, outFeatures: outFeatures, nm24: is24, precision: precision)
+    }
     public func scratchFloats(rows N: Int) -> Int { 0 }
 
     public func forward(x: UnsafePointer<Float>, N: Int, out: UnsafeMutablePointer<Float>, params: ParameterSet, buffers: ComponentBuffers) {

@@ -4,19 +4,20 @@ import Tensor
 
 /// Text generation with a key/value cache: the prompt runs through one batched forward pass,
 /// then each new token costs one row through every layer.
-extension GPT2 {
-    /// Sampling settings: `temperature == 0` is greedy; `topK` keeps the k most likely tokens.
-    public struct Sampling: Sendable {
-        public var temperature: Float
-        public var topK: Int?
-        public var seed: UInt64
-        public init(temperature: Float = 1, topK: Int? = nil, seed: UInt64 = 0) {
-            self.temperature = temperature
-            self.topK = topK
-            self.seed = seed
-        }
+/// Sampling settings: `temperature == 0` is greedy; `topK` keeps the k most likely tokens.
+public struct Sampling: Sendable {
+    public var temperature: Float
+    public var topK: Int?
+    public var seed: UInt64
+    public init(temperature: Float = 1, topK: Int? = nil, seed: UInt64 = 0) {
+        self.temperature = temperature
+        self.topK = topK
+        self.seed = seed
     }
+}
 
+
+extension InferenceNetwork {
     /// Generates up to `maxTokens` ids after `prompt` (stopping early at `stopID`, or when the
     /// context is full). `onToken` sees each new id as it is produced. Returns the new ids.
     public func generate(prompt: [Int], maxTokens: Int, sampling: Sampling, stopID: Int? = nil,
@@ -38,14 +39,14 @@ extension GPT2 {
             if next == stopID || cache.used >= cache.maxT || out.count == maxTokens { break }
             logits = try self.logits(ids: [Int32(next)], B: 1, T: 1, cache: cache, lastRowOnly: true)
         }
-        releaseActivations()
+        releaseInferenceBuffers()
         return out
     }
 }
 
 /// Picks the next id: argmax when temperature is 0, else a draw from softmax(logits / T)
 /// restricted to the top k.
-func sample(_ logits: [Float], _ s: GPT2.Sampling, _ rng: inout RandomGenerator) -> Int {
+func sample(_ logits: [Float], _ s: Sampling, _ rng: inout RandomGenerator) -> Int {
     if s.temperature == 0 {
         var best = 0
         for i in 1..<logits.count where logits[i] > logits[best] { best = i }
@@ -65,4 +66,8 @@ func sample(_ logits: [Float], _ s: GPT2.Sampling, _ rng: inout RandomGenerator)
         if u <= 0 { return i }
     }
     return idx.last!
+}
+
+extension GPT2 {
+    public typealias Sampling = Model.Sampling
 }

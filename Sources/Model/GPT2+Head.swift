@@ -7,7 +7,7 @@ import Tensor
 /// needs only the logits and, for a factored embedding, the scratch).
 final class HeadScratch {
     let rows: Int, vocab: Int
-    private let sizes: [Int]
+    let sizes: [Int]
     private var buffers: [UnsafeMutablePointer<Float>?]
 
     /// `scratchFloats` and `savedFloats`: the components' needs for `rows` rows.
@@ -44,38 +44,54 @@ final class HeadScratch {
     }
 }
 
-/// The LM head fused with its loss: logits are made, scored and turned into gradients chunk by
-/// chunk over rows, so [N, V] logits never exist whole (as Liger-Kernel's fused linear losses).
-extension GPT2 {
-    /// The head's chunk buffers for up to `N` rows (and a teacher's head).
-    func headBuffers(rows N: Int, teacher: GPT2?) -> HeadScratch {
+/// The head's chunk buffers, shared by every network's inference forward.
+extension InferenceNetwork {
+    /// The head's chunk buffers for up to `N` rows (and a teacher's head beside them).
+    func headBuffers(rows N: Int, teacher: InferenceNetwork?, savedFloats: Int = 0) -> HeadScratch {
         let chunk = min(HeadScratch.rows(vocab: config.vocabSize), max(N, 1))
-        if let b = headScratch, b.rows >= chunk { return b }
-        let scratch = ([embedding] + (teacher.map { [$0.embedding] } ?? [])).map { $0.scratchFloats(rows: chunk) }.max() ?? 0
-        let b = HeadScratch(rows: chunk, vocab: config.vocabSize, scratchFloats: scratch, savedFloats: embedding.headSavedFloats(rows: chunk))
-        headScratch = b
+        let scratch = max(layerScratchFloats(rows: chunk), teacher?.layerScratchFloats(rows: chunk) ?? 0)
+        // Reused while it is large enough for the rows, the scratch and the state asked for.
+        if let b = inferenceBuffers.head, b.rows >= chunk, b.sizes[3] >= scratch, b.sizes[4] >= savedFloats { return b }
+        let b = HeadScratch(rows: chunk, vocab: config.vocabSize, scratchFloats: scratch, savedFloats: savedFloats)
+        inferenceBuffers.head = b
         return b
     }
 
+    /// Cross-entropy sum of the rows of `hidden [N, C]` against `targets` (negative = ignored),
+    /// the head run chunk by chunk so [N, V] logits never exist whole.
+    public func evaluationLoss(hidden: UnsafePointer<Float>, N: Int, targets: UnsafePointer<Int32>) -> (kd: Double, ce: Double) {
+        let V = config.vocabSize, C = config.nEmbd, buf = headBuffers(rows: N, teacher: nil)
+        var ce = 0.0
+        for r0 in stride(from: 0, to: N, by: buf.rows) {
+            let n = min(buf.rows, N - r0)
+            head(hidden + r0 * C, N: n, logits: buf.logits, scratch: buf.scratch)
+            ce += distillationLoss(student: buf.logits, teacher: nil, targets: targets + r0, N: n, V: V, temperature: 1, alpha: 0, scale: 1,
+                                   dlogits: nil, rowLosses: nil).ce
+        }
+        return (0, ce)
+    }
+}
+
+/// The LM head fused with its loss: logits are made, scored and turned into gradients chunk by
+/// chunk over rows, so [N, V] logits never exist whole (as Liger-Kernel's fused linear losses).
+extension GPT2 {
     /// Loss of the rows of `hidden [N, C]` (final LayerNorm output): cross-entropy against
-    /// `targets` (negative = ignored) and, with a teacher (its model and its hidden states for the
-    /// same tokens), `α T² KL(teacher ‖ student)`; returns both sums over scored rows (see
+    /// `targets` (negative = ignored) and, with a teacher (any network and its hidden states for
+    /// the same tokens), `α T² KL(teacher ‖ student)`; returns both sums over scored rows (see
     /// `distillationLoss`). With `dHidden`, accumulates the head's weight gradient (wte) scaled
     /// by `scale` and writes `dHidden [N, C]` for `backward`. `rowLosses` gets each row's CE.
-    public func headLoss(hidden: UnsafePointer<Float>, N: Int, targets: UnsafePointer<Int32>, teacher: (model: GPT2, hidden: UnsafePointer<Float>)?,
+    public func headLoss(hidden: UnsafePointer<Float>, N: Int, targets: UnsafePointer<Int32>, teacher: (model: InferenceNetwork, hidden: UnsafePointer<Float>)?,
                          temperature: Float, alpha: Float, scale: Float, dHidden: UnsafeMutablePointer<Float>?,
                          rowLosses: UnsafeMutablePointer<Float>? = nil) -> (kd: Double, ce: Double) {
         let V = config.vocabSize, C = config.nEmbd
-        let buf = headBuffers(rows: N, teacher: teacher?.model)
+        let buf = headBuffers(rows: N, teacher: teacher?.model, savedFloats: embedding.headSavedFloats(rows: min(HeadScratch.rows(vocab: V), max(N, 1))))
         var kd = 0.0, ce = 0.0
         var r0 = 0
         while r0 < N {
             let n = min(buf.rows, N - r0)
             let h = hidden + r0 * C
-            embedding.headForward(h: h, N: n, logits: buf.logits, params: params, scratch: buf.scratch)
-            if let t = teacher {
-                t.model.embedding.headForward(h: t.hidden + r0 * C, N: n, logits: buf.teacherLogits, params: t.model.params, scratch: buf.scratch)
-            }
+            head(h, N: n, logits: buf.logits, scratch: buf.scratch)
+            if let t = teacher { t.model.head(t.hidden + r0 * C, N: n, logits: buf.teacherLogits, scratch: buf.scratch) }
             let (k, c) = distillationLoss(student: buf.logits, teacher: teacher == nil ? nil : UnsafePointer(buf.teacherLogits),
                                           targets: targets + r0, N: n, V: V, temperature: temperature, alpha: alpha, scale: scale,
                                           dlogits: dHidden == nil ? nil : buf.dlogits, rowLosses: rowLosses.map { $0 + r0 })

@@ -133,14 +133,12 @@ public final class GPT2 {
     var training: TrainingActivations?
     /// The inference forward's workspace and the fused head's chunk buffers, reused while the
     /// shape fits (allocated once: no page faults per forward).
-    var workspace: InferenceWorkspace?
-    var headScratch: HeadScratch?
+    public let inferenceBuffers = InferenceBuffers()
 
     /// Frees activation and workspace memory (e.g. a teacher or calibration model after use).
     public func releaseActivations() {
         training = nil
-        workspace = nil
-        headScratch = nil
+        inferenceBuffers.release()
     }
 
     /// The training activations for [B, T], allocated once per shape.
@@ -151,16 +149,6 @@ public final class GPT2 {
         let a = TrainingActivations(shape: shape, blocks: blocks, embedding: embedding, recompute: recompute)
         training = a
         return a
-    }
-
-    /// Checks a batch of ids [B, T] before any work.
-    func checkInput(_ ids: [Int32], B: Int, T: Int, offset: Int = 0) throws {
-        guard ids.count == B * T, B > 0, T > 0 else { throw ModelError.input("forward: \(ids.count) ids for B=\(B) x T=\(T)") }
-        guard offset + T <= config.nPositions else {
-            throw ModelError.input("forward: sequence length \(offset + T) exceeds n_positions \(config.nPositions)")
-        }
-        let V = config.vocabSize
-        for id in ids where id < 0 || Int(id) >= V { throw ModelError.input("forward: token id \(id) outside the vocabulary 0..<\(V)") }
     }
 
     /// Training forward on `ids [B, T]` (row-major) up to the final LayerNorm, keeping what

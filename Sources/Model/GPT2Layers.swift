@@ -125,7 +125,9 @@ public struct GPT2Forms {
     }
 
     /// Bytes of the inference forward's workspace for `rows` rows.
-    public func inferenceBytes(rows: Int) -> Int { 4 * InferenceWorkspace.floats(rows: rows, forms: self) }
+    public func inferenceBytes(rows: Int) -> Int {
+        4 * InferenceWorkspace.floats(rows: rows, config: config, scratchFloats: weightedLayers.map { $0.scratchFloats(rows: rows) }.max() ?? 0)
+    }
 
     /// Bytes of the fused head's chunk buffers: student logits, plus teacher logits and their
     /// gradient when distilling (`buffers` 3), student logits only when evaluating (1); with

@@ -250,6 +250,12 @@ public final class KroneckerComponent: KroneckerStructured, FactorizedForm, Quan
 
     // MARK: - Capabilities
 
+    /// The factors concatenated once (F32: they are small).
+    public func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator {
+        let f = scaledFactors(params: params)
+        return PackedKronecker(shape: shape, a: f.a, b: f.b)
+    }
+
     public func withLowRankFactors(params: ParameterSet, rank: (Tensor) throws -> Int,
                                    factorize: (Tensor, Int) throws -> (w0: Tensor, w1: Tensor)) throws -> (WeightComponent, [String: Tensor]) {
         let s = shape

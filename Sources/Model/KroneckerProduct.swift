@@ -17,16 +17,31 @@ enum KroneckerProduct {
         init(_ a: Arena, shape s: KroneckerShape, terms k: Int, rows N: Int) {
             aCat = a.take(k * s.m1 * s.n1)
             bCat = a.take(k * s.m2 * s.n2)
-            mid = a.take(s.bFirst ? k * s.m1 * N * s.n2 : N * s.n1 * k * s.m2)
+            mid = intermediate(a, shape: s, terms: k, rows: N)
         }
+        init(aCat: UnsafeMutablePointer<Float>, bCat: UnsafeMutablePointer<Float>, mid: UnsafeMutablePointer<Float>) {
+            self.aCat = aCat
+            self.bCat = bCat
+            self.mid = mid
+        }
+    }
+
+    /// The intermediate product of N rows (Z'' or U).
+    @discardableResult
+    static func intermediate(_ a: Arena, shape s: KroneckerShape, terms k: Int, rows N: Int) -> UnsafeMutablePointer<Float> {
+        a.take(s.bFirst ? k * s.m1 * N * s.n2 : N * s.n1 * k * s.m2)
     }
 
     /// Lays out the scaled factors `a` [m1, n1] and `b` [m2, n2] of every term as `Saved` says.
     static func concatenate(a: [[Float]], b: [[Float]], shape s: KroneckerShape, into saved: Saved) {
+        concatenate(a: a, b: b, shape: s, aCat: saved.aCat, bCat: saved.bCat)
+    }
+
+    static func concatenate(a: [[Float]], b: [[Float]], shape s: KroneckerShape, aCat: UnsafeMutablePointer<Float>, bCat: UnsafeMutablePointer<Float>) {
         let (m1, n1, m2, n2, k) = (s.m1, s.n1, s.m2, s.n2, a.count), bFirst = s.bFirst
         for i in 0..<k {
-            for r in 0..<m1 { for c in 0..<n1 { saved.aCat[bFirst ? (i * m1 + r) * n1 + c : r * k * n1 + i * n1 + c] = a[i][r * n1 + c] } }
-            for r in 0..<m2 { for c in 0..<n2 { saved.bCat[bFirst ? r * k * n2 + i * n2 + c : (i * m2 + r) * n2 + c] = b[i][r * n2 + c] } }
+            for r in 0..<m1 { for c in 0..<n1 { aCat[bFirst ? (i * m1 + r) * n1 + c : r * k * n1 + i * n1 + c] = a[i][r * n1 + c] } }
+            for r in 0..<m2 { for c in 0..<n2 { bCat[bFirst ? r * k * n2 + i * n2 + c : (i * m2 + r) * n2 + c] = b[i][r * n2 + c] } }
         }
     }
 

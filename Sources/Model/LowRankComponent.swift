@@ -32,6 +32,14 @@ public final class LowRankComponent: RankedForm, QuantizableForm {
         return LowRankComponent(layer: layer, inFeatures: i, outFeatures: o, rank: r)
     }
 
+    /// x · W0 (W0 [in, r] read where it lies in F32), then · W1ᵀ (W1 [out, r] already rows).
+    public func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator {
+        let w0 = UnsafePointer(params.value(w0Name)), w1 = UnsafePointer(params.value(w1Name))
+        let first: PackedOperator = precision == .f32 ? PackedHF(w0, inFeatures: inFeatures, outFeatures: rank, owner: params)
+                                                      : Packing.rows(w0, inFeatures: inFeatures, outFeatures: rank, precision: precision)
+        return PackedLowRank(first: first, second: Packing.rowMajor(w1, rows: outFeatures, cols: rank, precision: precision, owner: params))
+    }
+
     /// Forward keeps h = x · W0 [N, r].
     public func savedFloats(rows N: Int) -> Int { N * rank }
     /// dh [N, r] in backward; x · W1 [N, r] in the transposed product; gathered W0 rows [N, r]

@@ -180,6 +180,22 @@ public final class QuantizedComponent: WeightComponent {
 
     public func denseWeight(params: ParameterSet) -> Tensor { inner.denseWeight(params: currentGrid(params)) }
 
+    /// The blocks as they are (ggml's kernels read them in registers); a Kronecker inner form
+    /// on its (small) dequantized factors.
+    public func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator {
+        let grid = currentGrid(params)
+        func rows(_ name: String) -> PackedRows {
+            let m = matrices.first { $0.name == name }!
+            let b = PackedBuffer<UInt8>(blocks[name]!)
+            return Packing.quantized(UnsafeRawPointer(b.pointer), format: format, rows: m.rows, cols: m.cols, owner: b)
+        }
+        switch inner {
+        case let d as DenseComponent: return rows(d.weightName)
+        case let l as LowRankComponent: return PackedLowRank(first: rows(l.w0Name), second: rows(l.w1Name))
+        default: return try inner.packed(params: grid, precision: .f32)
+        }
+    }
+
     /// The grid's copy of the inner parameters (and their gradients while training).
     public func residentBytes(training: Bool) -> Int {
         inner.residentBytes(training: training) + (training ? 8 : 4) * inner.parameters.reduce(0) { $0 + $1.shape.reduce(1, *) }

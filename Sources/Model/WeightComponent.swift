@@ -77,6 +77,10 @@ public protocol WeightComponent: AnyObject {
     /// Bytes the component's weights take when saved with `valueBytes` per float (4 for F32, 2 for
     /// F16/BF16): values, masks, codes and scales — what the reports call a model's real bytes.
     func storedBytes(valueBytes: Int) -> Int
+
+    /// The component in its packed inference form (read-only, its own kernels): `x · W` of a
+    /// block linear. Dense F32 weights are read where they lie in `params`.
+    func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator
 }
 
 extension WeightComponent {

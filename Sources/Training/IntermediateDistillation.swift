@@ -49,7 +49,7 @@ final class IntermediateDistillation {
     }
 
     /// What the teacher's inference forward keeps for a micro-batch of [B, T].
-    func capture(B: Int, T: Int) -> GPT2.Capture {
+    func capture(B: Int, T: Int) -> ForwardCapture {
         let n = B * T
         if n != rows || B != self.B {
             storage?.deallocate()
@@ -67,7 +67,7 @@ final class IntermediateDistillation {
             rows = n
             self.B = B
         }
-        return GPT2.Capture(output: { [hidden] in hidden[$0] }, queriesKeys: { [queriesKeys] in queriesKeys[$0] })
+        return ForwardCapture(output: { [hidden] in hidden[$0] }, queriesKeys: { [queriesKeys] in queriesKeys[$0] })
     }
 
     /// The student's targets for its backward; gradients scaled by 1/globalTokens like the KD term.

@@ -16,7 +16,7 @@ public struct PerplexityResult: Codable, Sendable, Equatable {
 /// `stride` tokens; in each window only the labels not scored by an earlier window count (and
 /// never a window's first token, which has no context), so each token is scored at most once.
 /// Windows are spread over the ranks of `comm` (sums all-reduced); `batch` windows run together.
-public func evaluatePerplexity(model: GPT2, tokens: [Int32], context: Int? = nil, stride: Int? = nil, batch: Int = 1,
+public func evaluatePerplexity(model: InferenceNetwork, tokens: [Int32], context: Int? = nil, stride: Int? = nil, batch: Int = 1,
                                comm: Communicator, progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityResult {
     let ctx = min(context ?? model.config.nPositions, model.config.nPositions)
     let st = stride ?? ctx

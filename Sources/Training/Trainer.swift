@@ -20,6 +20,9 @@ import Glibc
 public final class Trainer {
     public let student: GPT2
     public let teacher: GPT2?
+    /// The teacher as the packed model that runs its forward (its dense F32 weights read where
+    /// they lie: no copy).
+    private let packedTeacher: PackedGPT2?
     public let settings: DistillSettings
     public let sampler: BatchSampler
     public let valid: [Int32]?
@@ -80,6 +83,7 @@ public final class Trainer {
         self.memory = choice.estimate
         self.student = student
         self.teacher = settings.alpha > 0 ? teacher : nil
+        self.packedTeacher = try self.teacher.map { try PackedGPT2($0) }
         self.settings = settings
         self.sampler = try BatchSampler(data: train, T: settings.seq, seed: settings.seed)
         self.valid = valid.map { v in Array(v.tokens.prefix(settings.validationTokens(parameters: student.params.parameterCount) + 1)).map { Int32($0) } }
@@ -192,7 +196,9 @@ public final class Trainer {
         let n = chunk.count, T = settings.seq
         // The teacher runs the inference forward: only its final hidden states are kept.
         let capture = intermediate?.capture(B: n, T: T)
-        let teacherHidden = try profile.time("teacher forward") { try teacher.map { ($0, try $0.hiddenStates(ids: ids, B: n, T: T, capture: capture)) } }
+        let teacherHidden = try profile.time("teacher forward") {
+            try packedTeacher.map { ($0 as InferenceNetwork, try $0.hiddenStates(ids: ids, B: n, T: T, capture: capture)) }
+        }
         try profile.time("student forward") { try student.forward(ids: ids, B: n, T: T, recompute: options.recompute) }
         let (kd, ce) = profile.time("head + loss") { () -> (Double, Double) in
             let h = student.trainingHidden!

@@ -5,6 +5,7 @@ import Foundation
 import Model
 import MPI
 import Training
+import Kernels
 
 /// Initializes MPI, tells the console which rank prints, and sets BLAS threads per rank.
 func startMPI(quiet: Bool = false) throws -> Communicator {
@@ -63,3 +64,5 @@ struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ message: String) { description = message }
 }
+
+extension PackedPrecision: ExpressibleByArgument {}

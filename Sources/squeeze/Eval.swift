@@ -1,6 +1,7 @@
 import Reporting
 import ArgumentParser
 import Foundation
+import Kernels
 import Model
 import MPI
 import Training
@@ -20,6 +21,7 @@ struct Eval: ParsableCommand {
     @Flag(help: "Rank 0 reads the model and data and broadcasts them (no shared filesystem).") var noSharedFs = false
     @Flag(help: "Evaluate a model whose weights hold NaN or infinite values (refused by default).") var allowNonFinite = false
     @Flag(help: "Print the memory the evaluation needs and exit.") var dryRun = false
+    @Option(help: "Values of dense and sparse weights in the packed model: f32 (exact) or bf16 (half the bytes).") var precision: PackedPrecision = .f32
 
     func run() throws { try guarded {
         let world = try startMPI(quiet: json)
@@ -33,11 +35,12 @@ struct Eval: ParsableCommand {
         let estimate = MemoryEstimate.evaluation(forms: forms, rows: windows * ctx, ranksPerNode: ranksPerNode, tokens: maxTokens ?? 0)
         if dryRun { Console.print("batch \(windows) x \(ctx) tokens\n" + estimate.describe()); return }
         guard estimate.fits else { throw CLIError("the evaluation does not fit in this node's memory:\n\(estimate.describe())\ntry --batch 1 or a shorter --context") }
-        let m = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
-        let tok = try loadTokenizer(fileURL(model), for: m, comm: world, sharedFS: !noSharedFs)
+        let trainable = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
+        let tok = try loadTokenizer(fileURL(model), for: trainable, comm: world, sharedFS: !noSharedFs)
+        let m = try PackedGPT2(trainable, precision: precision)
         let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world,
                                        cacheDirectory: tokenCacheDirectory(), sharedFS: !noSharedFs)
-        try verifySameInputs([("model \(model)", m.contentHash), ("data \(data)", ds.contentHash)], comm: world)
+        try verifySameInputs([("model \(model)", trainable.contentHash), ("data \(data)", ds.contentHash)], comm: world)
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
         let t0 = Date()
@@ -48,10 +51,14 @@ struct Eval: ParsableCommand {
         let seconds = Date().timeIntervalSince(t0)
         if json {
             // JSON has no NaN: a non-finite result (a model loaded with --allow-non-finite) is null.
-            struct Out: Encodable { let perplexity: Double?; let nll: Double?; let tokens: Int; let seconds: Double; let tokens_per_second: Double }
+            struct Out: Encodable {
+                let perplexity: Double?; let nll: Double?; let tokens: Int; let seconds: Double; let tokens_per_second: Double
+                let weight_bytes: Int; let peak_rss_bytes: Int?
+            }
             func finite(_ x: Double) -> Double? { x.isFinite ? x : nil }
             Console.print(try jsonLine(Out(perplexity: finite(r.perplexity), nll: finite(r.nll), tokens: r.tokens, seconds: seconds,
-                                           tokens_per_second: Double(r.tokens) / seconds)))
+                                           tokens_per_second: Double(r.tokens) / seconds, weight_bytes: m.weightBytes,
+                                           peak_rss_bytes: MemoryEstimate.peakResidentBytes())))
             return
         }
         Console.print("perplexity \(fmt(r.perplexity, 4))  nll \(fmt(r.nll, 6))  tokens \(r.tokens)  (\(fmt(seconds, 1)) s, \(fmt(Double(r.tokens) / seconds, 0)) tokens/s)")

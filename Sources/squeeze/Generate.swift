@@ -1,6 +1,7 @@
 import Reporting
 import ArgumentParser
 import Foundation
+import Kernels
 import Model
 import MPI
 import Training
@@ -15,21 +16,32 @@ struct Generate: ParsableCommand {
     @Option(help: "Sampling temperature (0: greedy).") var temperature: Float = 0.8
     @Option(help: "Sample from the k most likely tokens only.") var topK: Int?
     @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Flag(help: "Print {\"prompt_ids\", \"output_ids\", \"text\"} as JSON.") var json = false
+    @Option(help: "Values of dense and sparse weights in the packed model: f32 (exact) or bf16 (half the bytes).") var precision: PackedPrecision = .f32
+    @Flag(help: "Print {\"prompt_ids\", \"output_ids\", \"text\", \"prefill_tokens_per_second\", \"decode_tokens_per_second\", \"weight_bytes\"} as JSON.") var json = false
 
     func run() throws { try guarded {
         _ = try startMPI(quiet: json)
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be >= 1") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
-        let m = try loadModel(model, comm: .world)
-        let tok = try loadTokenizer(fileURL(model), for: m, comm: .world)!
+        let trainable = try loadModel(model, comm: .world, readOnly: true)
+        let tok = try loadTokenizer(fileURL(model), for: trainable, comm: .world)!
+        let m = try PackedGPT2(trainable, precision: precision)
         let ids = tok.encode(prompt)
+        // Prefill: until the first new token; decode: every token after it.
+        let t0 = Date()
+        var first: Date?
         let out = try m.generate(prompt: ids, maxTokens: maxTokens, sampling: .init(temperature: temperature, topK: topK, seed: seed),
-                                 stopID: tok.endOfTextID)
+                                 stopID: tok.endOfTextID) { _ in if first == nil { first = Date() } }
+        let end = Date()
         let full = try tok.decode(out)
         if json {
-            struct Out: Encodable { let prompt_ids: [Int]; let output_ids: [Int]; let text: String }
-            Console.print(try jsonLine(Out(prompt_ids: ids, output_ids: ids + out, text: full)))
+            struct Out: Encodable {
+                let prompt_ids: [Int]; let output_ids: [Int]; let text: String
+                let prefill_tokens_per_second: Double; let decode_tokens_per_second: Double?; let weight_bytes: Int
+            }
+            let prefill = (first ?? end).timeIntervalSince(t0), decode = end.timeIntervalSince(first ?? end)
+            Console.print(try jsonLine(Out(prompt_ids: ids, output_ids: ids + out, text: full, prefill_tokens_per_second: Double(ids.count) / prefill,
+                                           decode_tokens_per_second: out.count > 1 ? Double(out.count - 1) / decode : nil, weight_bytes: m.weightBytes)))
         } else {
             Console.print(prompt + full)
         }

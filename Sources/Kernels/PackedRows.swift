@@ -1,0 +1,189 @@
+import CKernels
+import Tensor
+
+/// A read-only linear map of the packed inference model: y [N, outputs] (+)= x [N, inputs] · W,
+/// in whatever form W is packed (rows of a packed matrix, HF layout, two factors, Kronecker).
+public protocol PackedOperator: AnyObject {
+    var inputs: Int { get }
+    var outputs: Int { get }
+    /// Bytes of weights a forward reads.
+    var bytes: Int { get }
+    /// Scratch floats `apply` needs for N rows.
+    func scratchFloats(rows N: Int) -> Int
+    func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, scratch: UnsafeMutablePointer<Float>)
+}
+
+/// How a packed model keeps the values of its dense and sparse forms: F32 (exact) or BF16 (half
+/// the bytes, F32 accumulation). Quantized forms keep their blocks either way.
+public enum PackedPrecision: String, CaseIterable, Sendable {
+    case f32, bf16
+}
+
+/// Memory a packed form owns (freed with it).
+public final class PackedBuffer<T> {
+    public let pointer: UnsafeMutablePointer<T>
+    public let count: Int
+    public init(count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+    }
+    public convenience init(_ values: [T]) {
+        self.init(count: values.count)
+        values.withUnsafeBufferPointer { pointer.initialize(from: $0.baseAddress!, count: values.count) }
+    }
+    deinit { pointer.deallocate() }
+}
+
+/// A read-only matrix `W [rows, cols]` (rows = outputs, cols = inputs: ggml's layout) in one packed
+/// storage, with its two kernels: decode (one row of activations: a GEMV that streams the packed
+/// bytes, decoded in registers — CKernels, dispatched on the CPU at run time) and prefill (many
+/// rows: panels of W decoded to F32, then one sgemm per panel). `apply` picks by the row count.
+public final class PackedRows: PackedOperator, @unchecked Sendable {
+    /// The packed forms and their buffers (owned by `owner`, or by this object).
+    public enum Storage {
+        case f32(UnsafePointer<Float>)
+        case bf16(UnsafePointer<UInt16>)
+        case quantized(QuantFormat, UnsafeRawPointer)
+        /// Unstructured sparse: a bitmask [rows, (cols + 63) / 64] and the kept values, row-major.
+        case bitmaskF32(mask: UnsafePointer<UInt64>, values: UnsafePointer<Float>)
+        case bitmaskBF16(mask: UnsafePointer<UInt64>, values: UnsafePointer<UInt16>)
+        /// 2:4: two values per group of four inputs, and their 2-bit positions.
+        case nm24F32(values: UnsafePointer<Float>, positions: UnsafePointer<UInt8>)
+        case nm24BF16(values: UnsafePointer<UInt16>, positions: UnsafePointer<UInt8>)
+    }
+
+    public let rows: Int, cols: Int
+    public let storage: Storage
+    /// Bytes of the packed form (what a decode step reads).
+    public let bytes: Int
+    /// Row starts of a bitmask form ([rows + 1]).
+    private let rowStart: [UInt64]
+    /// Keeps the buffers alive.
+    private let owner: AnyObject?
+
+    public var inputs: Int { cols }
+    public var outputs: Int { rows }
+
+    public init(rows: Int, cols: Int, storage: Storage, bytes: Int, owner: AnyObject?) {
+        self.rows = rows
+        self.cols = cols
+        self.storage = storage
+        self.bytes = bytes
+        self.owner = owner
+        switch storage {
+        case .bitmaskF32(let mask, _), .bitmaskBF16(let mask, _):
+            var starts = [UInt64](repeating: 0, count: rows + 1)
+            squeeze_bitmask_row_starts(mask, rows, cols, &starts)
+            rowStart = starts
+        default: rowStart = []
+        }
+    }
+
+    /// y [rows - range] = W[range] · x for rows `r0 ..< r1` (overwrites y).
+    public func gemv(_ x: UnsafePointer<Float>, rows r: Range<Int>, into y: UnsafeMutablePointer<Float>) {
+        let (r0, r1, c) = (r.lowerBound, r.upperBound, cols)
+        rowStart.withUnsafeBufferPointer { rs in
+            switch storage {
+            case .f32(let w): squeeze_gemv_f32(w, c, r0, r1, x, y)
+            case .bf16(let w): squeeze_gemv_bf16(w, c, r0, r1, x, y)
+            case .quantized(.q8_0, let b): squeeze_gemv_q8_0(b.assumingMemoryBound(to: squeeze_block_q8_0.self), c, r0, r1, x, y)
+            case .quantized(.q4_0, let b): squeeze_gemv_q4_0(b.assumingMemoryBound(to: squeeze_block_q4_0.self), c, r0, r1, x, y)
+            case .bitmaskF32(let m, let v): squeeze_gemv_bitmask_f32(m, v, rs.baseAddress, c, r0, r1, x, y)
+            case .bitmaskBF16(let m, let v): squeeze_gemv_bitmask_bf16(m, v, rs.baseAddress, c, r0, r1, x, y)
+            case .nm24F32(let v, let p): squeeze_gemv_nm24_f32(v, p, c, r0, r1, x, y)
+            case .nm24BF16(let v, let p): squeeze_gemv_nm24_bf16(v, p, c, r0, r1, x, y)
+            }
+        }
+    }
+
+    /// dst [r1 - r0, cols] = rows r0 ..< r1 of W as F32 (exact).
+    public func decode(rows r: Range<Int>, into dst: UnsafeMutablePointer<Float>) {
+        let (r0, r1, c) = (r.lowerBound, r.upperBound, cols)
+        rowStart.withUnsafeBufferPointer { rs in
+            switch storage {
+            case .f32(let w): squeeze_decode_rows_f32(w, c, r0, r1, dst)
+            case .bf16(let w): squeeze_decode_rows_bf16(w, c, r0, r1, dst)
+            case .quantized(.q8_0, let b): squeeze_decode_rows_q8_0(b.assumingMemoryBound(to: squeeze_block_q8_0.self), c, r0, r1, dst)
+            case .quantized(.q4_0, let b): squeeze_decode_rows_q4_0(b.assumingMemoryBound(to: squeeze_block_q4_0.self), c, r0, r1, dst)
+            case .bitmaskF32(let m, let v): squeeze_decode_rows_bitmask_f32(m, v, rs.baseAddress, c, r0, r1, dst)
+            case .bitmaskBF16(let m, let v): squeeze_decode_rows_bitmask_bf16(m, v, rs.baseAddress, c, r0, r1, dst)
+            case .nm24F32(let v, let p): squeeze_decode_rows_nm24_f32(v, p, c, r0, r1, dst)
+            case .nm24BF16(let v, let p): squeeze_decode_rows_nm24_bf16(v, p, c, r0, r1, dst)
+            }
+        }
+    }
+
+    /// Rows per prefill panel: about 256 KiB of decoded F32 (L2-sized), at least 16.
+    public var panelRows: Int { max(16, min(rows, (256 << 10) / (4 * max(cols, 1)))) }
+
+    /// Scratch floats `apply` needs for up to N rows of activations (never fewer for fewer rows:
+    /// one row takes the GEMV's output, more a decoded panel).
+    public func scratchFloats(rows N: Int) -> Int {
+        if case .f32 = storage { return rows }
+        return max(rows, panelRows * cols)
+    }
+
+    /// y [N, rows] (+)= x [N, cols] · Wᵀ. One row: the GEMV over row ranges on this rank's
+    /// threads; more: dense F32 as one sgemm, other forms panel by panel (decode, then sgemm).
+    public func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool,
+                      scratch: UnsafeMutablePointer<Float>) {
+        if N == 1 {
+            let out = accumulate ? scratch : y
+            parallelFor(rows, minChunk: 64) { r in gemv(x, rows: r, into: out + r.lowerBound) }
+            if accumulate { for i in 0..<rows { y[i] += scratch[i] } }
+            return
+        }
+        if case .f32(let w) = storage {
+            sgemm(transB: true, m: N, n: rows, k: cols, a: x, b: w, beta: accumulate ? 1 : 0, c: y)
+            return
+        }
+        let panel = panelRows
+        for r0 in stride(from: 0, to: rows, by: panel) {
+            let r1 = min(rows, r0 + panel)
+            decode(rows: r0..<r1, into: scratch)
+            sgemm(transB: true, m: N, n: r1 - r0, k: cols, a: x, b: scratch, beta: accumulate ? 1 : 0, c: y + r0, ldc: rows)
+        }
+    }
+
+    /// dst [n, cols] = the rows `ids` of W (embedding lookups).
+    public func gather(_ ids: UnsafeBufferPointer<Int32>, into dst: UnsafeMutablePointer<Float>) {
+        parallelFor(ids.count, minChunk: 64) { ks in
+            for k in ks { let r = Int(ids[k]); decode(rows: r..<(r + 1), into: dst + k * cols) }
+        }
+    }
+}
+
+/// A dense F32 weight in HF layout `W [in, out]`, read where it lies (the parameter buffer, a
+/// node-shared window): y = x · W. Decode streams the rows of W over output-column ranges.
+public final class PackedHF: PackedOperator, @unchecked Sendable {
+    public let inFeatures: Int, outFeatures: Int
+    public let weight: UnsafePointer<Float>
+    private let owner: AnyObject?
+    public var bytes: Int { 4 * inFeatures * outFeatures }
+    public var inputs: Int { inFeatures }
+    public var outputs: Int { outFeatures }
+
+    public init(_ weight: UnsafePointer<Float>, inFeatures: Int, outFeatures: Int, owner: AnyObject?) {
+        self.weight = weight
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        self.owner = owner
+    }
+
+    /// Scratch floats `apply` needs for up to N rows (one row's GEMV output).
+    public func scratchFloats(rows N: Int) -> Int { outFeatures }
+
+    /// y [N, out] (+)= x [N, in] · W.
+    public func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool,
+                      scratch: UnsafeMutablePointer<Float>) {
+        guard N == 1 else {
+            sgemm(m: N, n: outFeatures, k: inFeatures, a: x, b: weight, beta: accumulate ? 1 : 0, c: y)
+            return
+        }
+        let out = accumulate ? scratch : y
+        parallelFor(outFeatures, minChunk: 256) { c in
+            squeeze_gemv_f32_io(weight, inFeatures, outFeatures, c.lowerBound, c.upperBound, x, out + c.lowerBound)
+        }
+        if accumulate { for i in 0..<outFeatures { y[i] += scratch[i] } }
+    }
+}

@@ -1,0 +1,96 @@
+import Compression
+import Foundation
+import Kernels
+import Model
+import Tensor
+import TestSupport
+import XCTest
+
+/// The packed inference model against the trainable one it was packed from, for every weight
+/// form: the same logits (F32 values: to rounding; BF16: against a dense model with its weights
+/// rounded to BF16), the same perplexity, the same greedy tokens, decode (one row, GEMV kernels)
+/// agreeing with prefill (GEMM).
+final class PackedModelTests: XCTestCase {
+    /// n_embd 64, MLP 256, vocabulary 512: every layer's inputs a multiple of 32 (quantizable).
+    func wide() throws -> GPT2 {
+        try GPT2(config: GPT2Config(vocabSize: 512, nPositions: 64, nEmbd: 64, nLayer: 2, nHead: 2, nInner: 256), seed: 7)
+    }
+
+    func compressed(_ yaml: String) throws -> GPT2 {
+        let m = try wide()
+        let c = Compressor(model: m, comm: .world)
+        for st in try Recipe.parse(yaml).stages {
+            switch st.method {
+            case .lowrank(let l): try c.lowrank(l, stage: st.index)
+            case .prune(let p): try c.prune(p, stage: st.index)
+            case .kronecker(let k): try c.kronecker(k, stage: st.index)
+            case .distillOnly: break
+            }
+            if let q = st.quantize { try c.quantize(q, stage: st.index) }
+        }
+        return m
+    }
+
+    static let forms: [(String, String)] = [
+        ("dense", "stages:\n  - distill: {steps: 1}"),
+        ("sparse 50%", "stages:\n  - prune: {sparsity: 0.5, targets: [\"h.*\", \"wte\"]}"),
+        ("2:4", "stages:\n  - prune: {n: 2, m: 4, targets: [\"h.*\"]}"),
+        ("low rank", "stages:\n  - lowrank: {targets: [\"h.*\"], rank_ratio: 0.5}"),
+        ("low rank + sparse", "stages:\n  - lowrank: {targets: [\"h.*.mlp.*\"], rank_ratio: 0.25, sparse_residual: 0.05}"),
+        ("kronecker", "stages:\n  - kronecker: {targets: [\"h.*\"], factors: [8, 16], terms: 2}"),
+        ("low-rank wte", "stages:\n  - lowrank: {targets: [\"wte\"], rank: 16}"),
+        ("q8_0", "stages:\n  - quantize: {format: q8_0, targets: [\"h.*\", \"wte\"]}"),
+        ("q4_0", "stages:\n  - quantize: {format: q4_0, targets: [\"h.*\", \"wte\"]}"),
+        ("50% + q4_0", "stages:\n  - prune: {sparsity: 0.5, targets: [\"h.*\"]}\n    quantize: {format: q4_0, targets: [\"h.*\"]}"),
+        ("low rank q4_0", "stages:\n  - lowrank: {targets: [\"h.*.mlp.*\"], rank: 32}\n    quantize: {format: q4_0, targets: [\"h.*.mlp.*\"]}"),
+    ]
+
+    let ids: [Int32] = (0..<32).map { Int32(($0 * 37 + 11) % 512) }
+
+    func testEveryFormGivesTheTrainableModelsLogits() throws {
+        for (name, yaml) in Self.forms {
+            let m = try compressed(yaml)
+            let packed = try PackedGPT2(m)
+            let want = try m.logits(ids: ids, B: 2, T: 16), got = try packed.logits(ids: ids, B: 2, T: 16)
+            XCTAssertLessThanOrEqual(maxRelativeError(got, want, floor: 1e-3), 1e-4, "\(name): prefill logits")
+            // Decode: the same last-row logits through the KV cache, one row (GEMV) at a time.
+            let cache = KVCache(config: m.config)
+            _ = try packed.logits(ids: Array(ids[0..<15]), B: 1, T: 15, cache: cache, lastRowOnly: true)
+            let last = try packed.logits(ids: [ids[15]], B: 1, T: 1, cache: cache, lastRowOnly: true)
+            XCTAssertLessThanOrEqual(maxRelativeError(last, Array(want[(15 * 512)..<(16 * 512)]), floor: 1e-3), 1e-4, "\(name): decode logits")
+            // Greedy generation: the same tokens.
+            let greedy = GPT2.Sampling(temperature: 0)
+            XCTAssertEqual(try packed.generate(prompt: [3, 14, 15], maxTokens: 8, sampling: greedy),
+                           try m.generate(prompt: [3, 14, 15], maxTokens: 8, sampling: greedy), name)
+        }
+    }
+
+    /// BF16 values: the packed model equals the dense model whose weights are rounded to BF16.
+    func testBF16EqualsTheModelWithBF16Weights() throws {
+        for (name, yaml) in Self.forms where ["dense", "sparse 50%", "2:4", "low rank"].contains(name) {
+            let m = try compressed(yaml)
+            let packed = try PackedGPT2(m, precision: .bf16)
+            let rounded = try m.densified()
+            for lin in rounded.linears {
+                let p = rounded.params.value(lin.name + ".weight")
+                for i in 0..<(lin.inFeatures * lin.outFeatures) { p[i] = float(bf16: bf16(p[i])) }
+            }
+            let e = rounded.params.value("wte.weight")
+            for i in 0..<(512 * 64) { e[i] = float(bf16: bf16(e[i])) }
+            if name == "low rank" { continue }   // its factors, not the product, are rounded
+            let got = try packed.logits(ids: ids, B: 2, T: 16), want = try rounded.logits(ids: ids, B: 2, T: 16)
+            XCTAssertLessThanOrEqual(maxRelativeError(got, want, floor: 1e-3), 1e-3, name)
+            XCTAssertLessThan(packed.weightBytes, try PackedGPT2(m).weightBytes, "\(name): BF16 reads fewer bytes")
+        }
+    }
+
+    /// Bytes read per token fall with the form: sparse < dense, 2:4 < sparse, q4_0 < q8_0 < bf16.
+    func testPackedBytesFollowTheForms() throws {
+        var bytes: [String: Int] = [:]
+        for (name, yaml) in Self.forms { bytes[name] = try PackedGPT2(try compressed(yaml), precision: .bf16).weightBytes }
+        XCTAssertLessThan(bytes["q4_0"]!, bytes["q8_0"]!)
+        XCTAssertLessThan(bytes["q8_0"]!, bytes["dense"]!)
+        XCTAssertLessThan(bytes["2:4"]!, bytes["dense"]!)
+        XCTAssertLessThan(bytes["low rank"]!, bytes["dense"]!)
+    }
+}
