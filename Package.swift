@@ -58,7 +58,7 @@ let package = Package(
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: checkedSettings),
         .target(name: "Benchmarks",
-                dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI"],
+                dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS", "CMPI", "CKernels"],
                 swiftSettings: checkedSettings),
         .executableTarget(
             name: "squeeze",

@@ -1,5 +1,6 @@
 import Model
 import MPI
+import Tensor
 
 /// Sums gradients over ranks in large fused buckets of the flat gradient buffer, and (with
 /// `sharded`, ZeRO stage 1) splits the optimizer's work: each bucket is cut into one part per

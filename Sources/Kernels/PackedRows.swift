@@ -8,6 +8,8 @@ public protocol PackedOperator: AnyObject {
     var outputs: Int { get }
     /// Bytes of weights a forward reads.
     var bytes: Int { get }
+    /// FLOPs per row of activations (2 per multiply-add it computes).
+    var flops: Double { get }
     /// Scratch floats `apply` needs for N rows.
     func scratchFloats(rows N: Int) -> Int
     func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, scratch: UnsafeMutablePointer<Float>)
@@ -63,6 +65,7 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
 
     public var inputs: Int { cols }
     public var outputs: Int { rows }
+    public var flops: Double { 2 * Double(rows * cols) }
 
     public init(rows: Int, cols: Int, storage: Storage, bytes: Int, owner: AnyObject?) {
         self.rows = rows
@@ -113,8 +116,9 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
         }
     }
 
-    /// Rows per prefill panel: about 256 KiB of decoded F32 (L2-sized), at least 16.
-    public var panelRows: Int { max(16, min(rows, (256 << 10) / (4 * max(cols, 1)))) }
+    /// Rows per prefill panel: about 8 MiB of decoded F32 (so the sgemm that follows is large
+    /// enough to run near peak; a whole block linear of gpt2 is one panel), at least 64.
+    public var panelRows: Int { max(64, min(rows, (8 << 20) / (4 * max(cols, 1)))) }
 
     /// Scratch floats `apply` needs for up to N rows of activations (never fewer for fewer rows:
     /// one row takes the GEMV's output, more a decoded panel).
@@ -162,6 +166,7 @@ public final class PackedHF: PackedOperator, @unchecked Sendable {
     public var bytes: Int { 4 * inFeatures * outFeatures }
     public var inputs: Int { inFeatures }
     public var outputs: Int { outFeatures }
+    public var flops: Double { 2 * Double(inFeatures * outFeatures) }
 
     public init(_ weight: UnsafePointer<Float>, inFeatures: Int, outFeatures: Int, owner: AnyObject?) {
         self.weight = weight
@@ -170,20 +175,25 @@ public final class PackedHF: PackedOperator, @unchecked Sendable {
         self.owner = owner
     }
 
-    /// Scratch floats `apply` needs for up to N rows (one row's GEMV output).
-    public func scratchFloats(rows N: Int) -> Int { outFeatures }
+    /// Scratch floats `apply` needs for up to N rows (one row's partial sums, one per thread).
+    public func scratchFloats(rows N: Int) -> Int { max(loopThreads, 1) * outFeatures }
 
-    /// y [N, out] (+)= x [N, in] · W.
+    /// y [N, out] (+)= x [N, in] · W. One row: each thread streams a contiguous band of W's rows
+    /// (inputs) into its own partial sums, added in thread order.
     public func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool,
                       scratch: UnsafeMutablePointer<Float>) {
         guard N == 1 else {
             sgemm(m: N, n: outFeatures, k: inFeatures, a: x, b: weight, beta: accumulate ? 1 : 0, c: y)
             return
         }
-        let out = accumulate ? scratch : y
-        parallelFor(outFeatures, minChunk: 256) { c in
-            squeeze_gemv_f32_io(weight, inFeatures, outFeatures, c.lowerBound, c.upperBound, x, out + c.lowerBound)
+        let (n, m) = (inFeatures, outFeatures), bands = loopWorkers(n, minChunk: 64)
+        parallelFor(bands) { ts in
+            for t in ts {
+                let rows = share(n, rank: t, size: bands)
+                squeeze_gemv_f32_io(weight + rows.lowerBound * m, rows.count, m, 0, m, x + rows.lowerBound, scratch + t * m)
+            }
         }
-        if accumulate { for i in 0..<outFeatures { y[i] += scratch[i] } }
+        if !accumulate { y.update(repeating: 0, count: m) }
+        for t in 0..<bands { for j in 0..<m { y[j] += scratch[t * m + j] } }
     }
 }

@@ -29,15 +29,22 @@ extension InferenceNetwork {
         guard sampling.temperature >= 0 else { throw ModelError.input("generate: temperature must be >= 0") }
         var rng = RandomGenerator(seed: sampling.seed)
         let cache = KVCache(config: config)
-        // Prefill: the prompt in one pass fills the cache; then one row per new token.
-        var logits = try self.logits(ids: prompt.map { Int32($0) }, B: 1, T: prompt.count, cache: cache, lastRowOnly: true)
+        // Prefill: the prompt in one pass fills the cache; then one row per new token. The last
+        // row's logits go to the head's chunk buffer (no allocation per token).
+        func nextLogits(_ ids: [Int32]) throws -> UnsafeBufferPointer<Float> {
+            let h = try hiddenStates(ids: ids, B: 1, T: ids.count, cache: cache)
+            let buf = headBuffers(rows: 1, teacher: nil)
+            head(h + (ids.count - 1) * config.nEmbd, N: 1, logits: buf.logits, scratch: buf.scratch)
+            return UnsafeBufferPointer(start: buf.logits, count: config.vocabSize)
+        }
+        var logits = try nextLogits(prompt.map { Int32($0) })
         var out: [Int] = []
         while out.count < maxTokens {
             let next = sample(logits, sampling, &rng)
             out.append(next)
             onToken?(next)
             if next == stopID || cache.used >= cache.maxT || out.count == maxTokens { break }
-            logits = try self.logits(ids: [Int32(next)], B: 1, T: 1, cache: cache, lastRowOnly: true)
+            logits = try nextLogits([Int32(next)])
         }
         releaseInferenceBuffers()
         return out
@@ -46,7 +53,7 @@ extension InferenceNetwork {
 
 /// Picks the next id: argmax when temperature is 0, else a draw from softmax(logits / T)
 /// restricted to the top k.
-func sample(_ logits: [Float], _ s: Sampling, _ rng: inout RandomGenerator) -> Int {
+func sample(_ logits: UnsafeBufferPointer<Float>, _ s: Sampling, _ rng: inout RandomGenerator) -> Int {
     if s.temperature == 0 {
         var best = 0
         for i in 1..<logits.count where logits[i] > logits[best] { best = i }

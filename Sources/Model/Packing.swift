@@ -91,6 +91,7 @@ final class PackedLowRank: PackedOperator {
     var inputs: Int { first.inputs }
     var outputs: Int { second.outputs }
     var bytes: Int { first.bytes + second.bytes }
+    var flops: Double { first.flops + second.flops }
     func scratchFloats(rows N: Int) -> Int { Arena.rounded(N * first.outputs) + max(first.scratchFloats(rows: N), second.scratchFloats(rows: N)) }
     func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool, scratch: UnsafeMutablePointer<Float>) {
         let h = scratch, rest = scratch + Arena.rounded(N * first.outputs)
@@ -114,6 +115,13 @@ final class PackedKronecker: PackedOperator {
     var inputs: Int { shape.m1 * shape.m2 }
     var outputs: Int { shape.n1 * shape.n2 }
     var bytes: Int { 4 * (aCat.count + bCat.count) }
+    /// The two GEMMs over all terms: terms · (1/m1 + 1/n2) of the dense FLOPs.
+    var flops: Double {
+        let s = shape
+        let first: Int = s.bFirst ? s.m1 * s.m2 * s.n2 : s.m1 * s.n1 * s.m2
+        let second: Int = s.bFirst ? s.m1 * s.n1 * s.n2 : s.n1 * s.m2 * s.n2
+        return 2 * Double(terms) * Double(first + second)
+    }
     func scratchFloats(rows N: Int) -> Int {
         Arena.floats { KroneckerProduct.intermediate($0, shape: shape, terms: terms, rows: N); KroneckerProduct.forwardScratch($0, shape, terms, N) }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Model
 import MPI
+import Tensor
 
 /// Result of a perplexity evaluation.
 public struct PerplexityResult: Codable, Sendable, Equatable {

@@ -9,7 +9,7 @@ import MPI
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Performance benchmarks (ratios against sgemm peak, bare LAPACK/MPI calls, np=1).",
-        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self, BenchTall.self])
+        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self, BenchTall.self, BenchForms.self])
 }
 
 /// Shared `--json` flag and MPI/BLAS setup for every benchmark.
@@ -90,6 +90,33 @@ struct BenchModel: ParsableCommand {
         forward+backward           \(fmt(r.trainTokensPerSecond, 0)) tokens/s  = \(fmt(r.trainPercentOfPeak, 1))% of peak
         (\(r.flopConvention))
         """)
+    } }
+}
+
+/// `squeeze bench forms`: every packed weight form on GPT-2's layer shapes.
+struct BenchForms: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forms",
+        abstract: "Each packed weight form on gpt2's layer shapes: decode (1 row) and prefill times against dense F32, its bytes bound and its FLOP bound.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Rows of the prefill product.") var rows = 1024
+    @Option(help: "Shapes [in, out], comma separated (default: gpt2's 768x2304, 768x768, 768x3072, 3072x768 and the 768x50257 head).")
+    var shapes = "768x2304,768x768,768x3072,3072x768,768x50257"
+
+    func run() throws { try guarded {
+        _ = try options.setUp()
+        let parsed = try shapes.split(separator: ",").map { s -> [Int] in
+            let d = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard d.count == 2, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("--shapes takes INxOUT pairs, got '\(s)'") }
+            return d
+        }
+        let r = try runFormsBench(shapes: parsed, prefillRows: rows)
+        if options.json { Console.print(try jsonLine(r)); return }
+        Console.print("read bandwidth \(fmt(r.readGBps, 1)) GB/s, sgemm \(fmt(r.sgemmGflops, 0)) GFLOP/s (same run), \(r.threads) thread(s), prefill \(r.prefillRows) rows")
+        Console.print(table(["shape", "form", "MB", "decode us", "x dense", "of bytes bound", "prefill ms", "x dense", "of FLOP bound"], r.rows.map {
+            ["\($0.shape[0])x\($0.shape[1])", $0.form, fmt(Double($0.bytes) / 1e6, 2), fmt($0.decodeSeconds * 1e6, 0), fmt($0.decodeSpeedup, 2),
+             fmt($0.decodeOfBytesBound, 2), fmt($0.prefillSeconds * 1e3, 2), fmt($0.prefillSpeedup, 2), fmt($0.prefillOfFlopBound, 2)]
+        }))
     } }
 }
 
