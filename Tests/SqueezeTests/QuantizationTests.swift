@@ -4,6 +4,7 @@ import Kernels
 import Model
 import Tensor
 import TestSupport
+import Training
 import XCTest
 
 /// GPTQ against an independent PyTorch implementation on ggml's grids
@@ -181,5 +182,42 @@ final class QuantizedFormTests: XCTestCase {
         cfg = cfg.replacingOccurrences(of: "\"q8_0\"", with: "\"q3_k\"")
         try cfg.write(to: dir.appendingPathComponent("ok/config.json"), atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try GPT2.load(directory: dir.appendingPathComponent("ok"))) { XCTAssertTrue("\($0)".contains("q3_k"), "\($0)") }
+    }
+}
+
+/// Quantization-aware distillation: after `quantize`, a distillation trains the F32 masters through
+/// the quantizer (straight through); masks stay; what is saved is the grid, and it reloads to the
+/// same logits.
+final class QuantizationAwareDistillationTests: XCTestCase {
+    func testDistillationTrainsThroughTheGridAndSavesIt() throws {
+        let teacher = try QuantizedFormTests.wide()
+        let student = try QuantizedFormTests.wide()
+        var g = RandomGenerator(seed: 9)
+        let data = TokenDataset(tokens: (0..<4000).map { _ in UInt16(g.next() % 512) }, source: URL(fileURLWithPath: "/random"))
+        let runner = RecipeRunner(recipe: try Recipe.parse("""
+            stages:
+              - prune: {sparsity: 0.5, targets: ["h.*.mlp.*"]}
+                quantize: {format: q4_0, targets: ["h.*"]}
+                distill: {steps: 4, batch: 4, seq: 16, lr: 1.0e-2, micro_batch: 2, eval_tokens: 64}
+            """), student: student, teacher: teacher, comm: .world)
+        runner.train = data
+        let before = student.linears.map { ($0.single as? QuantizedComponent)?.blocks }
+        try runner.run()
+        let quantized = student.linears.compactMap { $0.single as? QuantizedComponent }
+        XCTAssertEqual(quantized.count, student.linears.count)
+        // The masters moved, so the blocks were re-quantized from them.
+        XCTAssertNotEqual(quantized.map(\.blocks), before.compactMap { $0 }, "distillation changed nothing")
+        XCTAssertTrue(before.allSatisfy { $0 == nil })
+        // Pruned weights stay exactly zero on the grid.
+        for lin in student.linears where lin.name.contains("mlp") {
+            let mask = try XCTUnwrap(lin.components[0].maskedParts.first?.mask), w = lin.denseWeight(params: student.params).data
+            XCTAssertEqual((0..<mask.count).filter { !mask[$0] && w[$0] != 0 }.count, 0, lin.name)
+        }
+        // Saved: the grid. Reloaded: the same logits as the distilled model runs.
+        let dir = try Fixtures.temporaryDirectory(self).appendingPathComponent("qat")
+        try student.save(to: dir)
+        let back = try GPT2.load(directory: dir)
+        let ids: [Int32] = (0..<16).map { Int32($0 * 31 % 512) }
+        XCTAssertEqual(try back.logits(ids: ids, B: 1, T: 16), try student.logits(ids: ids, B: 1, T: 16))
     }
 }
