@@ -46,6 +46,8 @@ public final class CompressionJob {
     public struct Summary: Codable, Sendable {
         public let layers: [LayerReport]
         public let paramsBefore: Int, paramsAfter: Int, nonzeroBefore: Int, nonzeroAfter: Int, bytes: Int
+        /// What the weights take as saved, before and after (values, masks, codes, scales, factors).
+        public let sizeBefore: StoredSize, sizeAfter: StoredSize
         public let stagePerplexity: [Double]
         public let seconds: Double
         /// Bytes this rank moved through collectives over the whole job (`Communicator.trafficBytes`).
@@ -57,6 +59,7 @@ public final class CompressionJob {
         enum CodingKeys: String, CodingKey {
             case layers, paramsBefore = "params_before", paramsAfter = "params_after", nonzeroBefore = "nonzero_before"
             case nonzeroAfter = "nonzero_after", bytes, stagePerplexity = "stage_perplexity", seconds
+            case sizeBefore = "size_before", sizeAfter = "size_after"
             case bytesCommunicated = "bytes_communicated", compressionSeconds = "compression_seconds", peakResidentBytes = "peak_rss_bytes"
         }
     }
@@ -195,6 +198,7 @@ public final class CompressionJob {
         if let f = try comm.firstFailure(failure.isEmpty ? nil : failure) { throw CompressionError.output(f.message(on: comm.rank, doing: "write \(o.out.path)")) }
         return Summary(layers: runner.reports, paramsBefore: before.params, paramsAfter: student.params.parameterCount,
                        nonzeroBefore: before.nonzero, nonzeroAfter: student.nonzeroCount, bytes: bytes,
+                       sizeBefore: before.size, sizeAfter: student.storedSize(valueBytes: (o.dtype ?? before.dtype).size),
                        stagePerplexity: runner.stagePerplexity.sorted { $0.key < $1.key }.map { $0.value },
                        seconds: Date().timeIntervalSince(t0), bytesCommunicated: Communicator.trafficBytes,
                        compressionSeconds: runner.compressionSeconds, peakResidentBytes: MemoryEstimate.peakResidentBytes())
@@ -202,8 +206,10 @@ public final class CompressionJob {
 
     /// What the job needs to know of the input model.
     struct InputFigures {
-        let params: Int, nonzero: Int, hash: UInt64, dtype: SafeTensorsDType
-        init(_ m: GPT2) { params = m.params.parameterCount; nonzero = m.nonzeroCount; hash = m.contentHash; dtype = m.storageDType }
+        let params: Int, nonzero: Int, hash: UInt64, dtype: SafeTensorsDType, size: StoredSize
+        init(_ m: GPT2) {
+            params = m.params.parameterCount; nonzero = m.nonzeroCount; hash = m.contentHash; dtype = m.storageDType; size = m.storedSize()
+        }
     }
 }
 

@@ -23,8 +23,7 @@ extension Compressor {
         for lin in lins where lin.components.contains(where: { $0 is KroneckerStructured }) && !refactor {
             throw CompressionError.layer(lin.name, "is already Kronecker-factored")
         }
-        let before = lins.map { $0.denseWeight(params: model.params) }
-        let paramsBefore = names.map { storedParameters($0) }
+        let states = names.map { state($0) }, before = states.map(\.weight)
         let current = lins.map { $0.single as? KroneckerStructured }
         if let f = spec.factors {
             for lin in lins where lin.inFeatures % f.m1 != 0 || lin.outFeatures % f.n1 != 0 {
@@ -72,8 +71,7 @@ extension Compressor {
         }
         try model.rebuildParameters(from: tensors)
         return names.enumerated().map { k, n in
-            LayerReport(stage: stage, layer: n, method: lins[k].summary + (spec.initialization == .select ? " select" : ""),
-                        paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n), relativeError: relativeError(before[k], denseWeight(n)))
+            report(stage: stage, n, lins[k].summary + (spec.initialization == .select ? " select" : ""), before: states[k])
         }
     }
 }

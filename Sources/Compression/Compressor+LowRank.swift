@@ -16,8 +16,7 @@ extension Compressor {
     public func lowrank(_ spec: Recipe.LowRankSpec, stage: Int, ranks: [String: Int]? = nil) throws -> [LayerReport] {
         let at = "stages[\(stage)].lowrank"
         let names = try resolve(spec.targets, at: at)
-        let before = names.map { denseWeight($0) }
-        let paramsBefore = names.map { storedParameters($0) }
+        let states = names.map { state($0) }, before = states.map(\.weight)
         // Factorized layers (Kronecker): low rank on their factors (small SVDs, done everywhere).
         let factorized = names.filter { layer($0).single is FactorizedForm }
         if let n = factorized.first, spec.sparseResidual != nil || spec.progressive > 1 {
@@ -39,8 +38,7 @@ extension Compressor {
             let l = layer(n)
             let label = (l.single as? FactorizedForm).map { "lowrank factors: \($0.summary)" }
                 ?? "lowrank r=\((l.components.first as? RankedForm)?.rank ?? 0)" + (labels[n] ?? "")
-            return LayerReport(stage: stage, layer: n, method: label, paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
-                               relativeError: relativeError(before[k], denseWeight(n)))
+            return report(stage: stage, n, label, before: states[k])
         }
     }
 

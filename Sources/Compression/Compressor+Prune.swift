@@ -21,8 +21,7 @@ extension Compressor {
             throw CompressionError.layer(n, "\(spec.method.rawValue) needs the layer's inputs; only magnitude pruning applies to a lookup table")
         }
         let s = sparsity ?? spec.sparsity
-        let before = names.map { denseWeight($0) }
-        let paramsBefore = names.map { storedParameters($0) }
+        let states = names.map { state($0) }, before = states.map(\.weight)
         var newWeights: [String: Tensor] = [:]
         var masks: [String: [Float]] = [:]
         switch (spec.method, spec.scope, spec.nm) {
@@ -36,10 +35,7 @@ extension Compressor {
             try calibratedPrune(spec, sparsity: s, names: names, masks: &masks, weights: &newWeights, at: at)
         }
         try install(masks: masks, weights: newWeights, nm: spec.nm)
-        return zip(names, before).enumerated().map { k, nw in
-            LayerReport(stage: stage, layer: nw.0, method: describe(spec, s), paramsBefore: paramsBefore[k],
-                        paramsAfter: storedParameters(nw.0), relativeError: relativeError(nw.1, denseWeight(nw.0)))
-        }
+        return zip(names, states).map { report(stage: stage, $0, describe(spec, s), before: $1) }
     }
 
     func describe(_ spec: Recipe.PruneSpec, _ s: Double) -> String {

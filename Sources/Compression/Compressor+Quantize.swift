@@ -22,8 +22,7 @@ extension Compressor {
                 throw CompressionError.layer(n, "is \(c.summary): \(c is QuantizedComponent ? "already quantized" : "that form cannot be quantized") (\(at))")
             }
         }
-        let before = names.map { denseWeight($0) }
-        let paramsBefore = names.map { storedParameters($0) }
+        let states = names.map { state($0) }
         let calibrated = spec.method == .gptq ? names.filter { gptqApplies(layer($0)) } : []
         if let p = joint, let n = names.first(where: { !calibrated.contains($0) || !(layer($0).single is Maskable) }) {
             throw CompressionError.layer(n, "is \(layer(n).summary): pruning and GPTQ in one sweep (\(p.method.rawValue) with gptq) need a dense block linear")
@@ -38,12 +37,10 @@ extension Compressor {
         }
         if !calibrated.isEmpty { try gptqCalibrated(calibrated, spec, joint: joint, at: at) }
         model.releaseActivations()
-        return zip(names, before).enumerated().map { k, nw in
-            let (n, w) = nw
+        return zip(names, states).map { n, before in
             let method = calibrated.contains(n) ? (joint.map { "sparsegpt \(Int(($0.sparsity * 100).rounded()))% + " } ?? "") + "gptq \(spec.format.rawValue)"
                 : "rtn \(spec.format.rawValue)" + (spec.method == .gptq ? " (gptq needs a dense or low-rank block linear)" : "")
-            return LayerReport(stage: stage, layer: n, method: method, paramsBefore: paramsBefore[k], paramsAfter: storedParameters(n),
-                               relativeError: relativeError(w, denseWeight(n)))
+            return report(stage: stage, n, method, before: before)
         }
     }
 

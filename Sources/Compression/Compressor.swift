@@ -13,8 +13,32 @@ public struct LayerReport: Codable, Sendable, Equatable {
     /// Stored parameters (non-zeros for sparse layers) before and after.
     public var paramsBefore: Int
     public var paramsAfter: Int
+    /// Bytes the layer's weight takes as saved (values, masks, codes and scales) before and after.
+    public var bytesBefore: Int
+    public var bytesAfter: Int
     /// ‖W − W'‖_F / ‖W‖_F of the dense weights.
     public var relativeError: Double
+
+    public init(stage: Int, layer: String, method: String, paramsBefore: Int, paramsAfter: Int, bytesBefore: Int, bytesAfter: Int,
+                relativeError: Double) {
+        (self.stage, self.layer, self.method, self.paramsBefore, self.paramsAfter) = (stage, layer, method, paramsBefore, paramsAfter)
+        (self.bytesBefore, self.bytesAfter, self.relativeError) = (bytesBefore, bytesAfter, relativeError)
+    }
+
+    /// Reports of older checkpoints have no bytes: 0.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        (stage, layer, method) = (try c.decode(Int.self, forKey: .stage), try c.decode(String.self, forKey: .layer), try c.decode(String.self, forKey: .method))
+        (paramsBefore, paramsAfter) = (try c.decode(Int.self, forKey: .paramsBefore), try c.decode(Int.self, forKey: .paramsAfter))
+        bytesBefore = try c.decodeIfPresent(Int.self, forKey: .bytesBefore) ?? 0
+        bytesAfter = try c.decodeIfPresent(Int.self, forKey: .bytesAfter) ?? 0
+        relativeError = try c.decode(Double.self, forKey: .relativeError)
+    }
+}
+
+/// What a report compares: a layer's stored parameters, bytes and dense weight.
+public struct LayerState {
+    public let params: Int, bytes: Int, weight: Tensor
 }
 
 /// Applies one-shot compression methods to a model's layers. Every rank holds the same model;
@@ -70,6 +94,20 @@ public final class Compressor {
 
     /// Stored non-zero parameters of a layer's weight (bias excluded).
     public func storedParameters(_ name: String) -> Int { layer(name).counts.nonZero }
+
+    /// Bytes a layer's weight takes as saved in the model's weight type (values, masks, codes, scales).
+    public func storedBytes(_ name: String) -> Int {
+        layer(name).components.reduce(0) { $0 + $1.storedBytes(valueBytes: model.storageDType.size) }
+    }
+
+    /// A layer's parameters, bytes and dense weight now (before a method changes it).
+    public func state(_ name: String) -> LayerState { LayerState(params: storedParameters(name), bytes: storedBytes(name), weight: denseWeight(name)) }
+
+    /// The report of what `method` made of layer `name` since `before`.
+    func report(stage: Int, _ name: String, _ method: String, before: LayerState) -> LayerReport {
+        LayerReport(stage: stage, layer: name, method: method, paramsBefore: before.params, paramsAfter: storedParameters(name),
+                    bytesBefore: before.bytes, bytesAfter: storedBytes(name), relativeError: relativeError(before.weight, denseWeight(name)))
+    }
 
     /// Current rank of a layer (min(in, out) unless low rank), for progressive schedules.
     public func currentRank(_ name: String) -> Int {

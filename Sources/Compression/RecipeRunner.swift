@@ -211,8 +211,7 @@ public final class RecipeRunner {
         let pruneSteps = max(0, min(d.steps - 1, Int((p.end * Double(d.steps)).rounded())))
         // --distill-scale compresses the whole schedule: the pruning interval scales with the steps.
         let frequency = max(1, Int((Double(p.frequency) * options.distillScale).rounded()))
-        let before = names.map { compressor.storedParameters($0) }
-        let dense = names.map { compressor.denseWeight($0) }
+        let states = names.map { compressor.state($0) }
         var lastSparsity = -1.0
         let hook: (Int) throws -> Void = { [unowned self] step in
             guard step <= pruneSteps, step % frequency == 0 || step == pruneSteps else { return }
@@ -223,9 +222,8 @@ public final class RecipeRunner {
         }
         try distill(d, stage: st.index, substep: 0, resume: resume, label: label, hook: hook)
         for (k, n) in names.enumerated() {
-            progress.reports.append(LayerReport(stage: st.index, layer: n, method: "magnitude \(Int((p.sparsity * 100).rounded()))% cubic\(p.scope == .global ? " global" : "") + KD",
-                                                paramsBefore: before[k], paramsAfter: compressor.storedParameters(n),
-                                                relativeError: compressor.relativeError(dense[k], compressor.denseWeight(n))))
+            progress.reports.append(compressor.report(stage: st.index, n, "magnitude \(Int((p.sparsity * 100).rounded()))% cubic\(p.scope == .global ? " global" : "") + KD",
+                                                      before: states[k]))
         }
     }
 

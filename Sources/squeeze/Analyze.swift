@@ -32,12 +32,12 @@ struct Analyze: ParsableCommand {
             return
         }
         func rows(_ m: ModelAnalysis) -> [[String]] {
-            m.layers.map { l in [l.name, l.form, l.shape.map(String.init).joined(separator: "x"), "\(l.params)", "\(l.nonzero)", fmt(l.fro, 3), fmt(l.spectral, 3),
+            m.layers.map { l in [l.name, l.form, l.shape.map(String.init).joined(separator: "x"), "\(l.params)", "\(l.nonzero)", "\(l.bytes)", fmt(l.fro, 3), fmt(l.spectral, 3),
                                  fmt(l.stableRank, 2), fmt(l.stableRankUnsquared, 3), "\(l.effectiveRank90)", "\(l.effectiveRank99)"] }
         }
-        let header = ["layer", "form", "shape", "params", "non-zero", "‖W‖F", "‖W‖2", "srank", "‖W‖F/‖W‖2", "r90", "r99"]
+        let header = ["layer", "form", "shape", "params", "non-zero", "bytes", "‖W‖F", "‖W‖2", "srank", "‖W‖F/‖W‖2", "r90", "r99"]
         func totals(_ m: ModelAnalysis) -> String {
-            "total params \(m.totalParams), non-zero \(m.totalNonzero); Σ srank (block linears) \(fmt(m.sumStableRank, 2)); bound proxy Π‖W‖2²·Σsrank = \(String(format: "%.4g", m.boundProxy)) (log10 \(fmt(m.log10BoundProxy, 3)))"
+            "total params \(m.totalParams), non-zero \(m.totalNonzero), \(m.size.bytes) bytes as saved (\(fmt(m.size.bitsPerWeight, 2)) bits per weight; block linears \(fmt(m.size.blockLinearBitsPerWeight, 2))); Σ srank (block linears) \(fmt(m.sumStableRank, 2)); bound proxy Π‖W‖2²·Σsrank = \(String(format: "%.4g", m.boundProxy)) (log10 \(fmt(m.log10BoundProxy, 3)))"
         }
         Console.print(table(header, rows(a)))
         Console.print(totals(a))

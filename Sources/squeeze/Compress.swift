@@ -69,11 +69,14 @@ struct Compress: ParsableCommand {
         SignalFlag.install()
         let summary = try job.run()
         if loop.json { Console.print(try jsonLine(summary)); return }
-        Console.print(table(["layer", "method", "params before", "after", "rel. error"], summary.layers.map {
-            [$0.layer, $0.method, "\($0.paramsBefore)", "\($0.paramsAfter)", fmt($0.relativeError, 4)]
+        Console.print(table(["layer", "method", "params before", "after", "bytes before", "after", "rel. error"], summary.layers.map {
+            [$0.layer, $0.method, "\($0.paramsBefore)", "\($0.paramsAfter)", "\($0.bytesBefore)", "\($0.bytesAfter)", fmt($0.relativeError, 4)]
         }))
         Console.print("")
         Console.print("parameters \(summary.paramsBefore) -> \(summary.paramsAfter) stored, non-zero \(summary.nonzeroBefore) -> \(summary.nonzeroAfter) (\(fmt(Double(summary.nonzeroAfter) / Double(summary.nonzeroBefore) * 100, 1))%)")
+        let (a, b) = (summary.sizeBefore, summary.sizeAfter)
+        Console.print("weights as saved \(a.bytes) -> \(b.bytes) bytes (\(fmt(a.bitsPerWeight, 2)) -> \(fmt(b.bitsPerWeight, 2)) bits per weight); "
+                      + "block linears \(a.blockLinearBytes) -> \(b.blockLinearBytes) bytes (\(fmt(a.blockLinearBitsPerWeight, 2)) -> \(fmt(b.blockLinearBitsPerWeight, 2)) bits per weight)")
         for (i, p) in summary.stagePerplexity.enumerated() { Console.print("stage \(i + 1) validation perplexity \(fmt(p, 3))") }
         Console.print("wrote \(o.out.path) (\(summary.bytes) bytes of weights) in \(formatDuration(summary.seconds))")
     } }
