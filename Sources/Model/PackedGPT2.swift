@@ -43,6 +43,9 @@ public final class PackedGPT2: InferenceNetwork {
     /// Bytes of packed weights a forward reads (the embedding once, as the head), wpe excluded.
     public var weightBytes: Int { embedding.bytes + linears.joined().reduce(0) { $0 + $1.bytes } }
 
+    /// FLOPs per token of the block linears and the head (attention and the rest excluded).
+    public var flopsPerToken: Double { embedding.flops + linears.joined().reduce(0) { $0 + $1.terms.reduce(0) { $0 + $1.flops } } }
+
     public func layerScratchFloats(rows N: Int) -> Int {
         max(embedding.scratchFloats(rows: N), linears.joined().map { $0.scratchFloats(rows: N) }.max() ?? 0)
     }
@@ -95,6 +98,8 @@ final class PackedLinear {
 /// The tied embedding of a packed model: lookups of its rows and the head's h · Wᵀ.
 protocol PackedEmbedding: AnyObject {
     var bytes: Int { get }
+    /// FLOPs per row of the head.
+    var flops: Double { get }
     func scratchFloats(rows N: Int) -> Int
     func gather(_ ids: UnsafeBufferPointer<Int32>, into x: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>)
     func head(_ h: UnsafePointer<Float>, N: Int, logits: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>)
@@ -105,6 +110,7 @@ final class RowsEmbedding: PackedEmbedding {
     let rows: PackedRows
     init(_ rows: PackedRows) { self.rows = rows }
     var bytes: Int { rows.bytes }
+    var flops: Double { rows.flops }
     func scratchFloats(rows N: Int) -> Int { rows.scratchFloats(rows: N) }
     func gather(_ ids: UnsafeBufferPointer<Int32>, into x: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) { rows.gather(ids, into: x) }
     func head(_ h: UnsafePointer<Float>, N: Int, logits: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
@@ -118,6 +124,7 @@ final class ComponentEmbedding: PackedEmbedding {
     let embedding: TokenEmbedding, params: ParameterSet
     init(_ embedding: TokenEmbedding, params: ParameterSet) { self.embedding = embedding; self.params = params }
     var bytes: Int { embedding.components.reduce(0) { $0 + $1.storedBytes(valueBytes: 4) } }
+    var flops: Double { 2 * Double(embedding.counts.stored) }
     func scratchFloats(rows N: Int) -> Int { embedding.scratchFloats(rows: N) }
     func gather(_ ids: UnsafeBufferPointer<Int32>, into x: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         embedding.gather(ids, into: x, params: params, scratch: scratch)

@@ -180,10 +180,27 @@ public final class QuantizedComponent: WeightComponent {
 
     public func denseWeight(params: ParameterSet) -> Tensor { inner.denseWeight(params: currentGrid(params)) }
 
+    /// Whether every matrix's blocks still hold its masters exactly (checked row by row, without
+    /// a grid copy): then packing takes the blocks as they are.
+    func blocksHoldMasters(_ params: ParameterSet) -> Bool {
+        matrices.allSatisfy { m in
+            guard let b = blocks[m.name] else { return false }
+            var rows = [Float](repeating: 0, count: m.rows * m.cols)
+            gatherRows(m, from: params.value(m.name), into: &rows)
+            var row = [Float](repeating: 0, count: m.cols)
+            return b.withUnsafeBytes { raw in
+                (0..<m.rows).allSatisfy { r in
+                    format.dequantize(raw.baseAddress! + r * format.bytes(m.cols), count: m.cols, into: &row)
+                    return (0..<m.cols).allSatisfy { row[$0] == rows[r * m.cols + $0] }
+                }
+            }
+        }
+    }
+
     /// The blocks as they are (ggml's kernels read them in registers); a Kronecker inner form
     /// on its (small) dequantized factors.
     public func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator {
-        let grid = currentGrid(params)
+        let grid = inner is KroneckerComponent || !blocksHoldMasters(params) ? currentGrid(params) : params
         func rows(_ name: String) -> PackedRows {
             let m = matrices.first { $0.name == name }!
             let b = PackedBuffer<UInt8>(blocks[name]!)

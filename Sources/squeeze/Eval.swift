@@ -53,11 +53,11 @@ struct Eval: ParsableCommand {
             // JSON has no NaN: a non-finite result (a model loaded with --allow-non-finite) is null.
             struct Out: Encodable {
                 let perplexity: Double?; let nll: Double?; let tokens: Int; let seconds: Double; let tokens_per_second: Double
-                let weight_bytes: Int; let peak_rss_bytes: Int?
+                let weight_bytes: Int; let flops_per_token: Double; let peak_rss_bytes: Int?
             }
             func finite(_ x: Double) -> Double? { x.isFinite ? x : nil }
             Console.print(try jsonLine(Out(perplexity: finite(r.perplexity), nll: finite(r.nll), tokens: r.tokens, seconds: seconds,
-                                           tokens_per_second: Double(r.tokens) / seconds, weight_bytes: m.weightBytes,
+                                           tokens_per_second: Double(r.tokens) / seconds, weight_bytes: m.weightBytes, flops_per_token: m.flopsPerToken,
                                            peak_rss_bytes: MemoryEstimate.peakResidentBytes())))
             return
         }
