@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensor
 
@@ -67,6 +68,24 @@ public func attentionForward(out: UnsafeMutablePointer<Float>, outStride: Int, l
                         q0 += nq
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Causal attention of queries q [Tq, ·] (`qStride`, heads side by side) at positions
+/// offset ..< offset + Tq over a BF16 key/value cache [offset + Tq, kvStride] of one sequence
+/// (generation): each (query, head) pair reads its keys and values in BF16 and widens them in
+/// registers (`squeeze_attend_bf16`), F32 accumulation.
+public func attentionOverBF16(out: UnsafeMutablePointer<Float>, outStride: Int, q: UnsafePointer<Float>, qStride: Int,
+                              k: UnsafePointer<UInt16>, v: UnsafePointer<UInt16>, kvStride: Int, Tq: Int, offset: Int, NH: Int, hs: Int) {
+    let scale = 1 / Float(hs).squareRoot()
+    parallelFor(Tq * NH) { tasks in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: offset + Tq) { scores in
+            for task in tasks {
+                let t = task / NH, h = task % NH
+                squeeze_attend_bf16(q + t * qStride + h * hs, k + h * hs, v + h * hs, kvStride, offset + t + 1, hs, scale,
+                                    scores.baseAddress!, out + t * outStride + h * hs)
             }
         }
     }

@@ -1,3 +1,4 @@
+import CKernels
 import Kernels
 
 /// The sizes activations are carved by: rows N = B·T, channels C, MLP width H, heads NH.
@@ -183,22 +184,71 @@ public final class InferenceWorkspace {
     }
 }
 
+/// The element type of a KV cache: BF16 (half the bytes, what generation uses by default) or F32.
+public enum KVPrecision: String, CaseIterable, Sendable {
+    case bf16, f32
+}
+
 /// Keys and values of every layer for positions 0 ..< `used`, for generation: each new token
-/// costs one row through the same inference forward.
+/// costs one row through the same inference forward. In BF16, rows are rounded once when stored
+/// and attention widens them in registers (`squeeze_attend_bf16`); a fresh prompt (offset 0)
+/// attends over its own F32 keys and values, as a forward without a cache does.
 public final class KVCache {
     public let maxT: Int
+    public let precision: KVPrecision
     /// Positions filled so far.
     public internal(set) var used = 0
-    let keys: [UnsafeMutablePointer<Float>]     // per layer [maxT, C]
-    let values: [UnsafeMutablePointer<Float>]
-    private let arena: Arena
+    private let channels: Int
+    private let keys: [UnsafeMutableRawPointer]     // per layer [maxT, C], F32 or BF16
+    private let values: [UnsafeMutableRawPointer]
 
-    public init(config: GPT2Config, maxT: Int? = nil) {
-        let T = min(maxT ?? config.nPositions, config.nPositions), C = config.nEmbd, L = config.nLayer
+    /// A cache for `maxT` positions (at most n_positions; all of them by default).
+    public init(config: GPT2Config, maxT: Int? = nil, precision: KVPrecision = .bf16) {
+        let T = min(maxT ?? config.nPositions, config.nPositions), C = config.nEmbd
         self.maxT = T
-        let a = Arena(floats: Arena.floats { a in for _ in 0..<(2 * L) { _ = a.take(T * C) } })
-        keys = (0..<L).map { _ in a.take(T * C) }
-        values = (0..<L).map { _ in a.take(T * C) }
-        arena = a
+        self.precision = precision
+        channels = C
+        let bytes = T * C * (precision == .bf16 ? 2 : 4)
+        keys = (0..<config.nLayer).map { _ in UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64) }
+        values = (0..<config.nLayer).map { _ in UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64) }
+    }
+
+    deinit { (keys + values).forEach { $0.deallocate() } }
+
+    /// Bytes a cache of `positions` positions holds (at most n_positions).
+    public static func bytes(config: GPT2Config, positions: Int, precision: KVPrecision) -> Int {
+        2 * config.nLayer * min(positions, config.nPositions) * config.nEmbd * (precision == .bf16 ? 2 : 4)
+    }
+
+    /// Stores layer l's keys and values of T rows (`stride` apart in `k` and `v`) at positions
+    /// offset ..< offset + T.
+    func store(layer l: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>, stride: Int, rows T: Int, at offset: Int) {
+        let C = channels
+        for t in 0..<T {
+            switch precision {
+            case .f32:
+                (keys[l].assumingMemoryBound(to: Float.self) + (offset + t) * C).update(from: k + t * stride, count: C)
+                (values[l].assumingMemoryBound(to: Float.self) + (offset + t) * C).update(from: v + t * stride, count: C)
+            case .bf16:
+                squeeze_f32_to_bf16_n(k + t * stride, keys[l].assumingMemoryBound(to: UInt16.self) + (offset + t) * C, C)
+                squeeze_f32_to_bf16_n(v + t * stride, values[l].assumingMemoryBound(to: UInt16.self) + (offset + t) * C, C)
+            }
+        }
+    }
+
+    /// out [T, C] (`outStride`) = attention of queries q [T, ·] (`qStride`, heads side by side)
+    /// at positions offset ..< offset + T over layer l's cached positions 0 ... offset + t.
+    func attend(layer l: Int, q: UnsafePointer<Float>, qStride: Int, rows T: Int, offset: Int, NH: Int,
+                out: UnsafeMutablePointer<Float>, outStride: Int) {
+        let C = channels, hs = C / NH
+        switch precision {
+        case .f32:
+            attentionForward(out: out, outStride: outStride, lse: nil, q: q, qStride: qStride,
+                             k: keys[l].assumingMemoryBound(to: Float.self), v: values[l].assumingMemoryBound(to: Float.self),
+                             kvStride: C, B: 1, Tq: T, Tk: offset + T, offset: offset, NH: NH, hs: hs)
+        case .bf16:
+            attentionOverBF16(out: out, outStride: outStride, q: q, qStride: qStride, k: keys[l].assumingMemoryBound(to: UInt16.self),
+                              v: values[l].assumingMemoryBound(to: UInt16.self), kvStride: C, Tq: T, offset: offset, NH: NH, hs: hs)
+        }
     }
 }

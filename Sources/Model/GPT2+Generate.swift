@@ -19,8 +19,9 @@ public struct Sampling: Sendable {
 
 extension InferenceNetwork {
     /// Generates up to `maxTokens` ids after `prompt` (stopping early at `stopID`, or when the
-    /// context is full). `onToken` sees each new id as it is produced. Returns the new ids.
-    public func generate(prompt: [Int], maxTokens: Int, sampling: Sampling, stopID: Int? = nil,
+    /// context is full). `onToken` sees each new id as it is produced. Returns the new ids. The
+    /// KV cache holds the prompt and the new tokens in `kvCache` precision.
+    public func generate(prompt: [Int], maxTokens: Int, sampling: Sampling, stopID: Int? = nil, kvCache: KVPrecision = .bf16,
                          onToken: ((Int) -> Void)? = nil) throws -> [Int] {
         guard !prompt.isEmpty else { throw ModelError.input("generate: the prompt is empty") }
         guard prompt.count < config.nPositions else {
@@ -28,7 +29,7 @@ extension InferenceNetwork {
         }
         guard sampling.temperature >= 0 else { throw ModelError.input("generate: temperature must be >= 0") }
         var rng = RandomGenerator(seed: sampling.seed)
-        let cache = KVCache(config: config)
+        let cache = KVCache(config: config, maxT: prompt.count + max(maxTokens, 1), precision: kvCache)
         // Prefill: the prompt in one pass fills the cache; then one row per new token. The last
         // row's logits go to the head's chunk buffer (no allocation per token).
         func nextLogits(_ ids: [Int32]) throws -> UnsafeBufferPointer<Float> {

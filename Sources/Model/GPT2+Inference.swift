@@ -104,12 +104,13 @@ extension InferenceNetwork {
         linear(block: l, .attention, x: w.ln1, N: N, out: w.qkv, scratch: w.scratch)
         if let cache {
             precondition(B == 1 && offset + T <= cache.maxT, "inferBlock: the cache holds \(cache.maxT) positions for one sequence")
-            for t in 0..<T {
-                (cache.keys[l] + (offset + t) * C).update(from: w.qkv + t * 3 * C + C, count: C)
-                (cache.values[l] + (offset + t) * C).update(from: w.qkv + t * 3 * C + 2 * C, count: C)
+            cache.store(layer: l, keys: w.qkv + C, values: w.qkv + 2 * C, stride: 3 * C, rows: T, at: offset)
+            if offset == 0 {   // a fresh prompt: its own F32 keys and values, as without a cache
+                attentionForward(out: w.atty, outStride: C, lse: nil, q: w.qkv, qStride: 3 * C, k: w.qkv + C, v: w.qkv + 2 * C,
+                                 kvStride: 3 * C, B: 1, Tq: T, Tk: T, offset: 0, NH: NH, hs: C / NH)
+            } else {
+                cache.attend(layer: l, q: w.qkv, qStride: 3 * C, rows: T, offset: offset, NH: NH, out: w.atty, outStride: C)
             }
-            attentionForward(out: w.atty, outStride: C, lse: nil, q: w.qkv, qStride: 3 * C, k: cache.keys[l], v: cache.values[l],
-                             kvStride: C, B: 1, Tq: T, Tk: offset + T, offset: offset, NH: NH, hs: C / NH)
         } else {
             let keep = capture?.queriesKeys(l)
             attentionForward(out: w.atty, outStride: C, lse: keep?.lse, q: w.qkv, qStride: 3 * C, k: w.qkv + C, v: w.qkv + 2 * C,

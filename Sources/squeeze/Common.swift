@@ -66,3 +66,4 @@ struct CLIError: Error, CustomStringConvertible {
 }
 
 extension PackedPrecision: ExpressibleByArgument {}
+extension KVPrecision: ExpressibleByArgument {}

@@ -569,6 +569,34 @@ final class PackedKernelTests: XCTestCase {
         }
     }
 
+    // MARK: - Attention over a BF16 cache
+
+    /// squeeze_attend_bf16 against a Double softmax-weighted sum of the BF16 rows: head sizes
+    /// below, at and between vector widths, 0, 1 and many positions, rows strided as in a cache.
+    func testAttendBF16MatchesDoubleReference() {
+        var rng = Rng(23)
+        forEachPath { isa in
+            for hs in [1, 7, 16, 19, 64, 80] {
+                for n in [0, 1, 2, 37, 130] {
+                    let stride = 3 * hs + 5
+                    let q = (0..<hs).map { _ in 2 * rng.normal() }
+                    let k = (0..<(max(n, 1) * stride)).map { _ in squeeze_fp32_to_bf16(rng.normal()) }
+                    let v = (0..<(max(n, 1) * stride)).map { _ in squeeze_fp32_to_bf16(rng.normal()) }
+                    let scale = 1 / Float(hs).squareRoot()
+                    var scores = [Float](repeating: 0, count: max(n, 1)), out = [Float](repeating: .nan, count: hs)
+                    squeeze_attend_bf16(q, k, v, stride, n, hs, scale, &scores, &out)
+                    // Reference: scores, softmax and the weighted sum in Double.
+                    let s = (0..<n).map { j in Double(scale) * (0..<hs).reduce(0.0) { $0 + Double(q[$1]) * Double(squeeze_bf16_to_fp32(k[j * stride + $1])) } }
+                    let mx = s.max() ?? 0, e = s.map { exp($0 - mx) }, total = e.reduce(0, +)
+                    for d in 0..<hs {
+                        let want = n == 0 ? 0 : (0..<n).reduce(0.0) { $0 + e[$1] * Double(squeeze_bf16_to_fp32(v[$1 * stride + d])) } / total
+                        XCTAssertEqual(Double(out[d]), want, accuracy: 1e-5 * (1 + abs(want)), "\(isa) hs=\(hs) n=\(n) d=\(d)")
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: - Dispatch and the probe
 
     func testISALevelsAndKnobs() {

@@ -54,15 +54,41 @@ final class PackedModelTests: XCTestCase {
             let want = try m.logits(ids: ids, B: 2, T: 16), got = try packed.logits(ids: ids, B: 2, T: 16)
             XCTAssertLessThanOrEqual(maxRelativeError(got, want, floor: 1e-3), 1e-4, "\(name): prefill logits")
             // Decode: the same last-row logits through the KV cache, one row (GEMV) at a time.
-            let cache = KVCache(config: m.config)
+            let cache = KVCache(config: m.config, precision: .f32)
             _ = try packed.logits(ids: Array(ids[0..<15]), B: 1, T: 15, cache: cache, lastRowOnly: true)
             let last = try packed.logits(ids: [ids[15]], B: 1, T: 1, cache: cache, lastRowOnly: true)
             XCTAssertLessThanOrEqual(maxRelativeError(last, Array(want[(15 * 512)..<(16 * 512)]), floor: 1e-3), 1e-4, "\(name): decode logits")
             // Greedy generation: the same tokens.
             let greedy = GPT2.Sampling(temperature: 0)
-            XCTAssertEqual(try packed.generate(prompt: [3, 14, 15], maxTokens: 8, sampling: greedy),
-                           try m.generate(prompt: [3, 14, 15], maxTokens: 8, sampling: greedy), name)
+            XCTAssertEqual(try packed.generate(prompt: [3, 14, 15], maxTokens: 8, sampling: greedy, kvCache: .f32),
+                           try m.generate(prompt: [3, 14, 15], maxTokens: 8, sampling: greedy, kvCache: .f32), name)
         }
+    }
+
+    /// The BF16 KV cache: the prompt's logits exactly the F32 cache's (offset 0 attends over its
+    /// own F32 rows); each decoded row's logits close to the F32 cache's (BF16 keeps 8 bits of
+    /// each key and value) with the same argmax; rows decoded together or one by one the same.
+    func testBF16CacheDecodesLikeTheF32Cache() throws {
+        let m = try PackedGPT2(try compressed(Self.forms[0].1))
+        let f32 = KVCache(config: m.config, precision: .f32), bf16 = KVCache(config: m.config, maxT: 40, precision: .bf16)
+        XCTAssertEqual(try m.logits(ids: Array(ids[0..<9]), B: 1, T: 9, cache: bf16), try m.logits(ids: Array(ids[0..<9]), B: 1, T: 9, cache: f32))
+        var worst: Float = 0
+        for t in 9..<32 {
+            let a = try m.logits(ids: [ids[t]], B: 1, T: 1, cache: bf16), b = try m.logits(ids: [ids[t]], B: 1, T: 1, cache: f32)
+            worst = max(worst, maxRelativeError(a, b, floor: 1e-2))
+            XCTAssertEqual(a.indices.max { a[$0] < a[$1] }, b.indices.max { b[$0] < b[$1] }, "position \(t): the same argmax")
+        }
+        XCTAssertLessThan(worst, 2e-2)
+        XCTAssertGreaterThan(worst, 0, "the BF16 cache is in use (its rows are rounded)")
+        // Two rows at once at an offset (a prompt continued) equal one row at a time.
+        let c2 = KVCache(config: m.config, precision: .bf16), c1 = KVCache(config: m.config, precision: .bf16)
+        _ = try m.logits(ids: Array(ids[0..<5]), B: 1, T: 5, cache: c2)
+        _ = try m.logits(ids: Array(ids[0..<5]), B: 1, T: 5, cache: c1)
+        let two = try m.logits(ids: [ids[5], ids[6]], B: 1, T: 2, cache: c2)
+        _ = try m.logits(ids: [ids[5]], B: 1, T: 1, cache: c1)
+        let one = try m.logits(ids: [ids[6]], B: 1, T: 1, cache: c1)
+        XCTAssertLessThanOrEqual(maxRelativeError(Array(two[512...]), one, floor: 1e-3), 1e-4)   // GEMM vs GEMV order
+        XCTAssertEqual(KVCache.bytes(config: m.config, positions: 40, precision: .bf16) * 2, KVCache.bytes(config: m.config, positions: 40, precision: .f32))
     }
 
     /// BF16 values: the packed model equals the dense model whose weights are rounded to BF16.

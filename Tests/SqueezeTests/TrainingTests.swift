@@ -78,7 +78,7 @@ final class TrainingTests: XCTestCase {
         }
     }
 
-    /// Greedy generation with the KV cache gives transformers' greedy ids.
+    /// Greedy generation with the KV cache, F32 or BF16, gives transformers' greedy ids.
     func testGreedyGenerationMatchesTransformers() throws {
         let model = try GPT2.load(directory: Fixtures.tinyGPT2)
         let j = try Fixtures.json("generate.json")
@@ -86,8 +86,10 @@ final class TrainingTests: XCTestCase {
         let want = (j["output_ids"] as! [Any]).map { ($0 as! NSNumber).intValue }
         let tok = try GPT2Tokenizer(directory: Fixtures.tinyGPT2)
         XCTAssertEqual(tok.encode(j["prompt"] as! String), prompt)
-        let out = try model.generate(prompt: prompt, maxTokens: j["max_new_tokens"] as! Int, sampling: .init(temperature: 0))
-        XCTAssertEqual(prompt + out, want)
+        for kv in KVPrecision.allCases {
+            let out = try model.generate(prompt: prompt, maxTokens: j["max_new_tokens"] as! Int, sampling: .init(temperature: 0), kvCache: kv)
+            XCTAssertEqual(prompt + out, want, "\(kv) cache")
+        }
     }
 
     /// The LR schedule: linear warmup, cosine to the floor.

@@ -188,6 +188,16 @@ void squeeze_decode_rows_nm24_bf16(const uint16_t *values, const uint8_t *positi
                                    size_t r0, size_t r1, float *dst);
 
 // ---------------------------------------------------------------------------------------------
+// Attention over a BF16 key/value cache (attend.c)
+// ---------------------------------------------------------------------------------------------
+
+/// One query row q [hs] of one head against n cached positions: K_j and V_j are the BF16 rows
+/// k + j·stride and v + j·stride (hs values each). scores [n]: scratch (left holding the scaled
+/// scores). out [hs] = Σ_j softmax(scale · q·K_j)_j · V_j, accumulated in F32; n = 0 gives 0.
+void squeeze_attend_bf16(const float *q, const uint16_t *k, const uint16_t *v, size_t stride, size_t n, size_t hs,
+                         float scale, float *scores, float *out);
+
+// ---------------------------------------------------------------------------------------------
 // Benchmarks (gemv_dense.c)
 // ---------------------------------------------------------------------------------------------
 
