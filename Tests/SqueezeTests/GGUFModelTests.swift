@@ -163,6 +163,29 @@ final class GGUFModelTests: XCTestCase {
         }
     }
 
+    /// F16 and BF16 tensors (not written by the export, allowed by llama.cpp) load as their values.
+    func testF16AndBF16TensorsLoad() throws {
+        let tmp = try Fixtures.temporaryDirectory(self)
+        let (url, _) = try export("tiny-gpt2-64", .f32, into: tmp)
+        let f = try GGUFFile(url: url)
+        let types: [String: GGMLType] = ["token_embd.weight": .bf16, "blk.0.attn_qkv.weight": .bf16, "blk.1.ffn_down.weight": .f16,
+                                         "position_embd.weight": .bf16, "blk.0.attn_norm.weight": .f16]
+        let out = tmp.appendingPathComponent("mixed-floats.gguf")
+        try GGUFWriter(metadata: f.entries, tensors: f.tensors.map { GGUFTensorDescription(name: $0.name, shape: $0.shape, type: types[$0.name] ?? $0.type) })
+            .write(to: out) { t, sink in try f.floats(of: t.name).withUnsafeBufferPointer { try GGUFWriter.writeFloats($0, as: t.type, to: sink) } }
+        let (m, ref) = (try GPT2.load(gguf: out), try GPT2.load(gguf: url))
+        func rounded(_ x: Float, _ t: GGMLType) -> Float {
+            if t == .f16 { return Float(Float16(x)) }
+            let b = x.bitPattern
+            return Float(bitPattern: ((b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16) << 16)
+        }
+        for e in GGUFLayout.entries(m.config) {
+            let n = m.params.slot(e.parameter).count, got = m.params.value(e.parameter), want = ref.params.value(e.parameter)
+            let t = types[e.name] ?? .f32
+            XCTAssertTrue((0..<n).allSatisfy { got[$0] == rounded(want[$0], t) || t == .f32 && got[$0] == want[$0] }, "\(e.name) as \(t)")
+        }
+    }
+
     func testGGUFPathsAreRecognized() throws {
         let tmp = try Fixtures.temporaryDirectory(self)
         let (url, _) = try export("tiny-gpt2-64", .f16, into: tmp)
