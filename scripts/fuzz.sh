@@ -16,8 +16,9 @@
 #                input = vocab.json, separator, merges.txt [, separator, text]
 #   recipe       Recipe.parse(_:)
 #   gguf         GGUFFile(data:url:) + bytes(of:)/floats(of:) of every tensor, then a GGUFWriter
-#                round trip in memory (what the reader accepts, the writer writes back the same);
-#                every rejection must name the input file
+#                round trip in memory (what the reader accepts, the writer writes back the same),
+#                then GPT2.load(gguf:) (a loaded model runs two tokens, its tokenizer round-trips
+#                text); every rejection must name the input file
 #
 # How it is built (and why this way): the harness code is an ordinary library target,
 # FuzzTargets, that `swift build` compiles like any other and FuzzRegressionTests links, so the

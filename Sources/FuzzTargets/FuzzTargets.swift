@@ -28,8 +28,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// `Recipe.parse(_:)`.
     case recipe
     /// `GGUFFile(data:url:)`, then every tensor through `bytes(of:)` / `floats(of:)`; an accepted
-    /// file is written again by `GGUFWriter` (in memory) and must read back the same. Every
-    /// rejection must name the input file.
+    /// file is written again by `GGUFWriter` (in memory) and must read back the same; then it is
+    /// loaded as a GPT-2 (`GPT2.load(gguf:)`): a model that loads runs a forward pass of two
+    /// tokens and its tokenizer round-trips a short text. Every rejection must name the input file.
     case gguf
 
     /// Separates the files of a multi-file input ("\0--8<--\0": NUL bytes never occur in the
@@ -198,6 +199,28 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             invariant(t.type.isFloat ? floats?.count == t.elementCount : floats == nil, "floats(of: '\(t.name)') of \(t.type)")
         }
         try ggufRoundTrip(file, data)
+        try ggufModel(file)
+    }
+
+    /// The file as a GPT-2 of llama.cpp's layout (most inputs are refused, naming the file): a
+    /// model that loads runs, and its tokenizer encodes and decodes losslessly.
+    static func ggufModel(_ file: GGUFFile) throws {
+        let path = file.url.path
+        func named<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch {
+                invariant("\(error)".hasPrefix(path + ": "), "GGUF model error does not name the file: \(error)")
+                throw error
+            }
+        }
+        let model = try named { try GPT2.load(gguf: file) }
+        let T = min(2, model.config.nPositions), V = model.config.vocabSize
+        let logits = try model.logits(ids: (0..<T).map { Int32($0 % V) }, B: 1, T: T)
+        invariant(logits.count == T * V, "forward returned \(logits.count) logits for T=\(T), V=\(V)")
+        let tok = try named { try GPT2Tokenizer(gguf: file) }
+        let ids = tok.encode(defaultText)
+        let back = try tok.decode(ids)
+        invariant(Array(back.utf8) == Array(defaultText.utf8), "GGUF tokenizer: decode(encode(text)) != text")
+        invariant(ids.allSatisfy { $0 < V }, "GGUF tokenizer: an id beyond the \(V) tokens")
     }
 
     /// What the reader accepted, the writer writes (same limits) and the reader reads back the same.

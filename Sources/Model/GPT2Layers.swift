@@ -20,6 +20,16 @@ public enum BlockLinear: String, CaseIterable, Sendable {
     /// "h.<block>.<layer>".
     public func name(block: Int) -> String { "h.\(block).\(rawValue)" }
 
+    /// The layer's name in llama.cpp's GGUF layout (`blk.<block>.<name>.weight`, `GGUFLayout`).
+    public var ggufName: String {
+        switch self {
+        case .attention: return "attn_qkv"
+        case .attentionProjection: return "attn_output"
+        case .fc: return "ffn_up"
+        case .fcProjection: return "ffn_down"
+        }
+    }
+
     /// The block and layer a canonical name "h.<l>.<layer>" names in a model of `layers` blocks
     /// (nil for "h.-1.…", "h.01.…", "h.0.x.mlp.c_fc" and anything else no block would look up).
     public static func parse(_ name: String, layers: Int) -> (block: Int, linear: BlockLinear)? {

@@ -36,6 +36,11 @@ public final class GPT2Tokenizer: @unchecked Sendable {
     private let vocabCount: Int
     /// Token id -> its bytes (nil for ids absent from vocab.json).
     private let idToBytes: [[UInt8]?]
+    /// Token id -> its string as the vocabulary spells it (byte-level unicode, "Ġthe"), nil for
+    /// ids absent from it: what a GGUF export writes as `tokenizer.ggml.tokens`.
+    private let idToToken: [String?]
+    /// The merge rules in rank order as `"left right"` (merges.txt's lines without the header).
+    public let mergeList: [String]
     /// Byte value -> id of the single-byte token.
     private let byteIDs: [Int32]
     /// (left id << 32 | right id) -> (rank << 32 | merged id).
@@ -75,8 +80,8 @@ public final class GPT2Tokenizer: @unchecked Sendable {
         } catch {
             throw TokenizerError.invalidVocab(vocabURL, reason: "expected a JSON object of token -> integer id (\(Self.describe(error)))")
         }
-        try self.init(vocab: vocab, vocabURL: vocabURL, mergeRules: { try Self.mergeRules(mergesTxt: readMerges(), url: mergesURL) },
-                      mergeError: { .malformedMerges(mergesURL, line: $0, reason: $1) })
+        try self.init(vocab: vocab.map { ($0.key, $0.value) }, vocabURL: vocabURL, mergeRules: { try Self.mergeRules(mergesTxt: readMerges(), url: mergesURL) },
+                      vocabError: { .invalidVocab(vocabURL, reason: $0) }, mergeError: { .malformedMerges(mergesURL, line: $0, reason: $1) })
     }
 
     /// Loads the `tokenizer.json` that Hugging Face's fast tokenizers write (transformers 5 writes
@@ -112,7 +117,7 @@ public final class GPT2Tokenizer: @unchecked Sendable {
             vocab[token] = id
         }
         guard let rawMerges = model["merges"] as? [Any] else { throw invalid("model.merges is not an array") }
-        try self.init(vocab: vocab, vocabURL: url, mergeRules: {
+        try self.init(vocab: vocab.map { ($0.key, $0.value) }, vocabURL: url, mergeRules: {
             try rawMerges.enumerated().map { index, entry in
                 if let text = entry as? String {
                     let parts = text.split(separator: " ", omittingEmptySubsequences: false)
@@ -122,8 +127,40 @@ public final class GPT2Tokenizer: @unchecked Sendable {
                 }
                 throw invalid("model.merges[\(index)] is not a pair of tokens")
             }
-        }, mergeError: { invalid("model.merges[\($0)]: \($1)") })
+        }, vocabError: { .invalidVocab(url, reason: $0) }, mergeError: { invalid("model.merges[\($0)]: \($1)") })
     }
+
+    /// Builds a tokenizer from a GGUF file's `tokenizer.ggml.tokens` (the token strings in id
+    /// order, byte-level unicode as in vocab.json), `tokenizer.ggml.merges` (`"left right"` in
+    /// rank order) and, when present, `tokenizer.ggml.token_type` (ids of type 5, UNUSED, are
+    /// padding and left out of the vocabulary). Validated as vocab.json and merges.txt are; errors
+    /// name `url` and the metadata field.
+    public convenience init(ggufTokens tokens: [String], merges: [String], tokenTypes: [Int]? = nil, url: URL) throws {
+        func invalid(_ field: String, _ reason: String) -> TokenizerError { .invalidGGUF(url, field: field, reason: reason) }
+        if let types = tokenTypes, types.count != tokens.count {
+            throw invalid("tokenizer.ggml.token_type", "\(types.count) entries for \(tokens.count) tokens")
+        }
+        let vocab = tokens.enumerated().compactMap { id, token in tokenTypes?[id] == Self.unusedTokenType ? nil : (token, id) }
+        try self.init(vocab: vocab, vocabURL: url, mergeRules: {
+            try merges.enumerated().map { index, text in
+                let parts = text.split(separator: " ", omittingEmptySubsequences: false)
+                guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                    throw invalid("tokenizer.ggml.merges[\(index)]", "expected two tokens separated by one space, got \(String(text.prefix(200)).debugDescription)")
+                }
+                return MergeRule(left: String(parts[0]), right: String(parts[1]), index: index)
+            }
+        }, vocabError: { invalid("tokenizer.ggml.tokens", $0) }, mergeError: { invalid("tokenizer.ggml.merges[\($0)]", $1) })
+    }
+
+    /// GGUF's token type of padding ids (`LLAMA_TOKEN_TYPE_UNUSED`).
+    public static let unusedTokenType = 5
+
+    /// The string of token `id` as the vocabulary spells it (byte-level unicode: "Ġthe"); nil for
+    /// an id the vocabulary does not have.
+    public func token(_ id: Int) -> String? { id >= 0 && id < idToToken.count ? idToToken[id] : nil }
+
+    /// One more than the largest id in the vocabulary.
+    public var idCount: Int { idToToken.count }
 
     /// One BPE merge rule in rank order; `index` is the 1-based line of merges.txt or the
     /// 0-based entry of tokenizer.json's `model.merges` (errors only).
@@ -163,28 +200,30 @@ public final class GPT2Tokenizer: @unchecked Sendable {
 
     /// The shared construction: validates the vocabulary, then the merge rules (read only once the
     /// vocabulary is valid, so errors keep that order). `mergeError(index, reason)` names a bad rule.
-    private init(vocab: [String: Int], vocabURL: URL, mergeRules: () throws -> [MergeRule],
-                 mergeError: (Int, String) -> TokenizerError) throws {
+    private init(vocab: [(token: String, id: Int)], vocabURL: URL, mergeRules: () throws -> [MergeRule],
+                 vocabError: (String) -> TokenizerError, mergeError: (Int, String) -> TokenizerError) throws {
         let unicodeToByte = Self.byteLevelDecoder()
         var bytesToID: [[UInt8]: Int32] = [:]
         bytesToID.reserveCapacity(vocab.count)
         var maxID = -1
         for (token, id) in vocab {
             guard id >= 0, id < Self.maxTokenID else {
-                throw TokenizerError.invalidVocab(vocabURL, reason: "token \(token.debugDescription) has id \(id) outside 0..<\(Self.maxTokenID)")
+                throw vocabError("token \(token.debugDescription) has id \(id) outside 0..<\(Self.maxTokenID)")
             }
             maxID = max(maxID, id)
         }
         // Every id decodes to its own token's bytes. Two tokens sharing an id would make decoding
         // ambiguous (a fuzzer input had 'U' and 'ŀ' both at id 52: "日" came back as "�U").
         var table = [[UInt8]?](repeating: nil, count: maxID + 1)
+        var strings = [String?](repeating: nil, count: maxID + 1)
         for (token, id) in vocab {
             guard table[id] == nil else {
-                let names = vocab.filter { $0.value == id }.keys.sorted().map(\.debugDescription)
-                throw TokenizerError.invalidVocab(vocabURL, reason: "tokens \(names.joined(separator: " and ")) share id \(id)")
+                let names = vocab.filter { $0.id == id }.map(\.token).sorted().map(\.debugDescription)
+                throw vocabError("tokens \(names.joined(separator: " and ")) share id \(id)")
             }
             let bytes = Self.tokenBytes(token, unicodeToByte)
             table[id] = bytes
+            strings[id] = token
             // Two token strings can stand for the same bytes (only outside the byte alphabet): encode
             // with the lower id, not with whichever the dictionary's (per-process) order gives last.
             if let other = bytesToID[bytes], other < id { continue }
@@ -194,18 +233,19 @@ public final class GPT2Tokenizer: @unchecked Sendable {
         for b in 0..<256 {
             guard let id = bytesToID[[UInt8(b)]] else {
                 let symbol = String(Character(Self.byteLevelEncoder[b]))
-                throw TokenizerError.invalidVocab(vocabURL, reason: "missing the single-byte token \(symbol.debugDescription) for byte \(b)")
+                throw vocabError("missing the single-byte token \(symbol.debugDescription) for byte \(b)")
             }
             bytesIDs[b] = id
         }
         guard let eot = bytesToID[Array(GPT2Tokenizer.endOfTextToken.utf8)] else {
-            throw TokenizerError.invalidVocab(vocabURL, reason: "missing the special token \(GPT2Tokenizer.endOfTextToken)")
+            throw vocabError("missing the special token \(GPT2Tokenizer.endOfTextToken)")
         }
 
         var mergeTable: [UInt64: UInt64] = [:]
         mergeTable.reserveCapacity(50_000)
         var rank: UInt64 = 0
-        for rule in try mergeRules() {
+        let rules = try mergeRules()
+        for rule in rules {
             let left = Self.tokenBytes(rule.left, unicodeToByte)
             let right = Self.tokenBytes(rule.right, unicodeToByte)
             var ids: [Int32] = []
@@ -222,6 +262,8 @@ public final class GPT2Tokenizer: @unchecked Sendable {
 
         vocabCount = vocab.count
         idToBytes = table
+        idToToken = strings
+        mergeList = rules.map { $0.left + " " + $0.right }
         byteIDs = bytesIDs
         merges = mergeTable
         endOfTextID = Int(eot)

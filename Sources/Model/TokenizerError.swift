@@ -13,6 +13,8 @@ public enum TokenizerError: Error, CustomStringConvertible {
     case malformedMerges(URL, line: Int, reason: String)
     /// tokenizer.json is not a GPT-2 (byte-level BPE) tokenizer or is malformed.
     case invalidTokenizerJSON(URL, reason: String)
+    /// A GGUF file's tokenizer metadata (`field`: `tokenizer.ggml.tokens`, a merge) is malformed.
+    case invalidGGUF(URL, field: String, reason: String)
     /// `decode` was given an id that is not in the vocabulary.
     case unknownTokenID(Int, vocabSize: Int)
 
@@ -29,6 +31,8 @@ public enum TokenizerError: Error, CustomStringConvertible {
             return "malformed merges file \(url.path), line \(line): \(reason)"
         case .invalidTokenizerJSON(let url, let reason):
             return "invalid tokenizer \(url.path): \(reason)"
+        case .invalidGGUF(let url, let field, let reason):
+            return "\(url.path): \(field): \(reason)"
         case .unknownTokenID(let id, let vocabSize):
             return "token id \(id) is not in the vocabulary (\(vocabSize) tokens)"
         }

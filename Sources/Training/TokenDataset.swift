@@ -146,10 +146,19 @@ public struct TokenDataset: @unchecked Sendable {
     }
 }
 
-/// Hash of a directory's tokenizer files (vocab.json and merges.txt, else tokenizer.json): token
-/// caches are valid for this tokenizer only.
+/// Hash of a directory's tokenizer files (vocab.json and merges.txt, else tokenizer.json), or of a
+/// GGUF file's tokens, token types and merges: token caches are valid for this tokenizer only.
 public func tokenizerFingerprint(directory: URL) -> UInt64 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    if GGUFLayout.isGGUF(directory) {
+        guard let f = try? GGUFFile(url: directory) else { return h }
+        typealias K = GGUFLayout.Key
+        for key in [K.tokens, K.tokenTypes, K.merges] {
+            h = fnv1a(Array(key.utf8), seed: h)
+            for v in f.metadata[key]?.array?.values ?? [] { h = fnv1a(Array("\(v)\n".utf8), seed: h) }
+        }
+        return h
+    }
     for f in GPT2Tokenizer.files(in: directory) {
         let bytes = FileManager.default.contents(atPath: f.path).map { [UInt8]($0) } ?? []
         h = fnv1a(bytes, seed: h)

@@ -11,12 +11,13 @@ import Distributed
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Perplexity on a text file (sliding window; each token scored once).")
-    @Option(help: "Model directory (plain or compressed).") var model: String
+    @Option(help: "Model directory (plain or compressed), or a GGUF file of llama.cpp's gpt2 layout (F32, F16, BF16, Q8_0, Q4_0).") var model: String
     @Option(help: "UTF-8 text file, or a directory of .txt files.") var data: String
     @Option(help: "Window stride in tokens (default: the context length).") var stride: Int?
     @Option(help: "Context length in tokens (default: the model's n_positions).") var context: Int?
     @Option(help: "Windows per forward pass (default: as many as fit in a 768 MiB workspace, up to 8).") var batch: Int?
     @Option(help: "Only score the first N tokens of the text.") var maxTokens: Int?
+    @Option(help: "sliding (Hugging Face's sliding window: every token scored once) or llama (llama-perplexity's: non-overlapping windows of --context, each scoring only its second half).") var scoring = "sliding"
     @Flag(help: "Print {\"perplexity\", \"nll\", \"tokens\", \"seconds\", \"tokens_per_second\"} as JSON.") var json = false
     @Flag(help: "Rank 0 reads the model and data and broadcasts them (no shared filesystem).") var noSharedFs = false
     @Flag(help: "Evaluate a model whose weights hold NaN or infinite values (refused by default).") var allowNonFinite = false
@@ -27,8 +28,16 @@ struct Eval: ParsableCommand {
         let world = try startMPI(quiet: json)
         if let s = stride, s < 1 { throw ValidationError("--stride must be >= 1") }
         if let b = batch, b < 1 { throw ValidationError("--batch must be >= 1") }
+        let rule: PerplexityScoring
+        switch scoring {
+        case "sliding": rule = .slidingWindow
+        case "llama":
+            guard stride == nil else { throw ValidationError("--scoring llama takes no --stride (llama-perplexity's windows do not overlap)") }
+            rule = .secondHalf
+        default: throw ValidationError("--scoring must be sliding or llama, got '\(scoring)'")
+        }
         // The memory it needs, from the headers, before the weights are read.
-        let forms = try GPT2.forms(directory: fileURL(model))
+        let forms = try GPT2.forms(model: fileURL(model))
         let ctx = min(context ?? forms.config.nPositions, forms.config.nPositions)
         let windows = MemoryEstimate.evaluationBatch(forms: forms, context: ctx, given: batch)
         let ranksPerNode = world.size > 1 ? try world.splitShared().size : 1
@@ -44,7 +53,7 @@ struct Eval: ParsableCommand {
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
         let t0 = Date()
-        let r = try evaluatePerplexity(model: m, tokens: ids, context: ctx, stride: stride, batch: windows, comm: world) { done, total in
+        let r = try evaluatePerplexity(model: m, tokens: ids, context: ctx, stride: stride, batch: windows, scoring: rule, comm: world) { done, total in
             Console.progress("eval windows \(done)/\(total) (rank 0)")
         }
         Console.endProgress()

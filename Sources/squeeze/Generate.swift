@@ -10,7 +10,7 @@ import Distributed
 /// `squeeze generate`: sample text from a model.
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt (KV cache; --temperature 0 is greedy).")
-    @Option(help: "Model directory.") var model: String
+    @Option(help: "Model directory, or a GGUF file of llama.cpp's gpt2 layout.") var model: String
     @Option(help: "Prompt text.") var prompt: String
     @Option(help: "Maximum new tokens.") var maxTokens = 50
     @Option(help: "Sampling temperature (0: greedy).") var temperature: Float = 0.8
