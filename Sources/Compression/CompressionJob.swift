@@ -167,7 +167,7 @@ public final class CompressionJob {
         runner.compressor.scalapackMinElements = o.scalapackMinElements
         runner.checkpoint = distills ? cp : nil
         if let data = o.data {
-            let tok = try loadTokenizer(o.model, for: student, comm: comm, sharedFS: o.sharedFS)
+            let tok = try loadTokenizer(o.model, for: student.config, comm: comm, sharedFS: o.sharedFS)
             (runner.train, runner.valid) = try TokenDataset.trainAndValidation(data: data, valid: o.valid, validFraction: o.validFraction,
                                                                                tokenizer: tok, tokenizerDirectory: o.model, comm: comm,
                                                                                cacheDirectory: o.tokenCache, sharedFS: o.sharedFS)

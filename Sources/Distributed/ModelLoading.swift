@@ -45,11 +45,11 @@ extension GPT2 {
 
 /// The tokenizer of a model directory or GGUF file on the ranks that read files (all with a
 /// shared filesystem, rank 0 otherwise), checked against the model's vocabulary.
-public func loadTokenizer(_ dir: URL, for model: GPT2, comm: Communicator, sharedFS: Bool = true) throws -> GPT2Tokenizer? {
+public func loadTokenizer(_ dir: URL, for config: GPT2Config, comm: Communicator, sharedFS: Bool = true) throws -> GPT2Tokenizer? {
     guard sharedFS || comm.rank == 0 else { return nil }
     let tokenizer = GGUFLayout.isGGUF(dir) ? try GPT2Tokenizer(gguf: try GGUFFile(url: dir)) : try GPT2Tokenizer(directory: dir)
-    guard tokenizer.vocabSize <= model.config.vocabSize else {
-        throw DistributedError.inputs("\(dir.path): tokenizer has \(tokenizer.vocabSize) tokens, the model's vocab_size is \(model.config.vocabSize)")
+    guard tokenizer.vocabSize <= config.vocabSize else {
+        throw DistributedError.inputs("\(dir.path): tokenizer has \(tokenizer.vocabSize) tokens, the model's vocab_size is \(config.vocabSize)")
     }
     return tokenizer
 }

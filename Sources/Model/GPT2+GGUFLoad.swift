@@ -48,8 +48,7 @@ extension GPT2 {
         let model = GPT2(config: header.config, embedding: forms.embedding, blocks: forms.blocks, params: params)
         if fill, !allowNonFinite, let bad = model.params.firstNonFinite() {
             let name = header.tensors.first { $0.0.parameter == bad.name }?.0.name ?? bad.name
-            throw FileError.format(path, "tensor '\(name)' holds \(bad.value) at element \(bad.index); "
-                                   + "refusing a model with NaN or infinite weights (--allow-non-finite to load it anyway)")
+            throw FileError.nonFinite(path, tensor: name, value: bad.value, index: bad.index)
         }
         model.storageDType = .f32
         return model

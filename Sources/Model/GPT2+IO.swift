@@ -52,52 +52,71 @@ extension GPT2 {
         return try load(directory: directory, config: configData, weights: WeightFiles(file: file), allowNonFinite: allowNonFinite)
     }
 
+    /// A model directory's parts checked against each other from the headers alone, before
+    /// anything is allocated: the config, the layer forms (config.json's compression section;
+    /// absent: all dense), the parameter layout, and the stored tensors (every one the layout
+    /// needs there with its shape, and nothing else).
+    struct CheckedFiles {
+        let directory: URL
+        let config: GPT2Config
+        let layout: CompressionLayout
+        let specs: [ParameterSet.Spec]
+        let stored: StoredWeights
+        var forms: GPT2Forms { layout.forms }
+
+        init(directory: URL, config configData: Data, weights: WeightFiles) throws {
+            self.directory = directory.standardizedFileURL
+            let configURL = self.directory.appendingPathComponent("config.json")
+            config = try GPT2Config(data: configData, url: configURL)
+            let prefix = weights.entries.keys.contains { $0.hasPrefix("transformer.") } ? "transformer." : ""
+            var shapes: [String: [Int]] = [:]
+            for (key, e) in weights.entries where !isIgnoredKey(key) {
+                shapes[key.hasPrefix(prefix) ? String(key.dropFirst(prefix.count)) : key] = e.shape
+            }
+            try config.check(against: shapes, prefix: prefix, config: configURL.path, weights: weights.url.path)
+            layout = try CompressionLayout(config: config, path: configURL.path)
+            specs = layout.forms.parameterLayout
+            stored = StoredWeights(weights: weights, prefix: prefix, legacyKeys: layout.legacyKeys)
+            try stored.check(forms: layout.forms, specs: specs)
+        }
+
+        /// The model on `params`, with what it remembers of its files.
+        func model(params: ParameterSet) -> GPT2 {
+            let model = GPT2(config: config, embedding: forms.embedding, blocks: forms.blocks, params: params)
+            model.sourceDirectory = directory
+            model.keyPrefix = stored.prefix
+            model.storageDType = stored.weights.entries.values.first(where: { $0.dtype.isFloat })?.dtype ?? .f32
+            model.compressionHistory = layout.history
+            return model
+        }
+
+        /// Refuses NaN or ±Inf among the values of `params` (of the slots `only` names), naming
+        /// the tensor, unless `allowed`.
+        func checkFinite(_ params: ParameterSet, only names: Set<String>? = nil, allowed: Bool) throws {
+            guard !allowed, let bad = params.firstNonFinite(only: names) else { return }
+            throw FileError.nonFinite(stored.weights.url.path, tensor: stored.key(bad.name), value: bad.value, index: bad.index)
+        }
+    }
+
     /// Builds a model from its config bytes and weight files. Every config size is checked
     /// against the weights header before anything is allocated from it; `storage`, when given,
     /// receives the parameter values (e.g. node-shared memory; see `layout`).
     public static func load(directory: URL, config configData: Data, weights: WeightFiles, allowNonFinite: Bool = false,
                             storage: ((Int) throws -> (UnsafeMutableBufferPointer<Float>, AnyObject?, fill: Bool))? = nil) throws -> GPT2 {
-        let dir = directory.standardizedFileURL
-        let configURL = dir.appendingPathComponent("config.json")
-        let config = try GPT2Config(data: configData, url: configURL)
-        let weightsPath = weights.url.path
-        let prefix = weights.entries.keys.contains { $0.hasPrefix("transformer.") } ? "transformer." : ""
-        var shapes: [String: [Int]] = [:]
-        for (key, e) in weights.entries where !isIgnoredKey(key) {
-            shapes[key.hasPrefix(prefix) ? String(key.dropFirst(prefix.count)) : key] = e.shape
-        }
-        try config.check(against: shapes, prefix: prefix, config: configURL.path, weights: weightsPath)
-
-        // Layer forms from the compression section (absent: all dense), then the layout.
-        let layout = try CompressionLayout(config: config, path: configURL.path)
-        let forms = layout.forms
-        let specs = forms.parameterLayout
-        let stored = StoredWeights(weights: weights, prefix: prefix, legacyKeys: layout.legacyKeys)
-
-        // Every tensor the layout needs must be there with its shape, before any data is read.
-        try stored.check(forms: forms, specs: specs)
-
+        let files = try CheckedFiles(directory: directory, config: configData, weights: weights)
         // Values straight into the parameter buffer (or the caller's storage).
         let params: ParameterSet
         var fill = true
         if let storage {
-            let (buffer, owner, mustFill) = try storage(ParameterSet.floats(for: specs))
-            params = ParameterSet(layout: specs, storage: buffer, owner: owner)
+            let (buffer, owner, mustFill) = try storage(ParameterSet.floats(for: files.specs))
+            params = ParameterSet(layout: files.specs, storage: buffer, owner: owner)
             fill = mustFill
         } else {
-            params = ParameterSet(layout: specs)
+            params = ParameterSet(layout: files.specs)
         }
-        try stored.read(forms: forms, into: params, fill: fill)
-        let model = GPT2(config: config, embedding: forms.embedding, blocks: forms.blocks, params: params)
-        if fill, !allowNonFinite, let bad = model.params.firstNonFinite() {
-            throw FileError.format(weightsPath, "tensor '\(stored.key(bad.name))' holds \(bad.value) at element \(bad.index); "
-                                   + "refusing a model with NaN or infinite weights (--allow-non-finite to load it anyway)")
-        }
-        model.sourceDirectory = dir
-        model.keyPrefix = prefix
-        model.storageDType = weights.entries.values.first(where: { $0.dtype.isFloat })?.dtype ?? .f32
-        model.compressionHistory = layout.history
-        return model
+        try files.stored.read(forms: files.forms, into: params, fill: fill)
+        if fill { try files.checkFinite(params, allowed: allowNonFinite) }
+        return files.model(params: params)
     }
 
     /// Saves to `directory` (created if needed): the weights (F32, F16 or BF16) as one

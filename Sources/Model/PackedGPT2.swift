@@ -22,7 +22,13 @@ public final class PackedGPT2: InferenceNetwork {
     /// Packs `model` in `precision` (values of dense and sparse forms; quantized forms keep their
     /// blocks). The model's parameters stay alive with the packed model: dense F32 weights,
     /// positions, norms and biases are read from them, not copied.
-    public init(_ model: GPT2, precision: PackedPrecision = .f32) throws {
+    public convenience init(_ model: GPT2, precision: PackedPrecision = .f32) throws {
+        try self.init(model, precision: precision, prepacked: [:])
+    }
+
+    /// Packs `model`, taking the block-linear components found in `prepacked` as they are
+    /// (packed from the weight files by `load(directory:)`).
+    init(_ model: GPT2, precision: PackedPrecision, prepacked: [ObjectIdentifier: PackedOperator]) throws {
         config = model.config
         self.precision = precision
         source = model.params
@@ -31,7 +37,7 @@ public final class PackedGPT2: InferenceNetwork {
             try b.linears.map { lin in
                 do {
                     return PackedLinear(bias: p.value(lin.biasName), outputs: lin.outFeatures,
-                                        terms: try lin.components.map { try $0.packed(params: p, precision: precision) })
+                                        terms: try lin.components.map { try prepacked[ObjectIdentifier($0)] ?? $0.packed(params: p, precision: precision) })
                 } catch let e as ModelError { throw ModelError.input("layer \(lin.name): \(e)") }
             }
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import Tensor
 
@@ -52,8 +53,10 @@ public final class ParameterSet: @unchecked Sendable {
             values = UnsafeMutableBufferPointer(rebasing: storage[0..<max(offset, 0)])
             ownsValues = false
         } else {
-            values = .allocate(capacity: max(offset, 1))
-            values.initialize(repeating: 0)
+            // calloc: zeroed pages the kernel maps on first touch, so slots nobody writes (a
+            // packed model's weights kept in their packed form) cost no resident memory.
+            guard let raw = calloc(max(offset, 1), MemoryLayout<Float>.stride) else { fatalError("ParameterSet: out of memory for \(offset) floats") }
+            values = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(offset, 1)), count: max(offset, 1))
             ownsValues = true
         }
         storageOwner = owner
@@ -70,7 +73,7 @@ public final class ParameterSet: @unchecked Sendable {
     }
 
     deinit {
-        if ownsValues { values.deallocate() }
+        if ownsValues { free(values.baseAddress) }
         gradStorage?.deallocate()
     }
 
@@ -121,9 +124,10 @@ public final class ParameterSet: @unchecked Sendable {
         t.data.withUnsafeBufferPointer { (values.baseAddress! + s.offset).update(from: $0.baseAddress!, count: s.count) }
     }
 
-    /// The first parameter element that is NaN or ±Inf, if any (slot order).
-    public func firstNonFinite() -> (name: String, index: Int, value: Float)? {
-        for s in slots {
+    /// The first parameter element that is NaN or ±Inf, if any (slot order; among the slots
+    /// `only` names, when given).
+    public func firstNonFinite(only names: Set<String>? = nil) -> (name: String, index: Int, value: Float)? {
+        for s in slots where names?.contains(s.name) ?? true {
             let p = values.baseAddress! + s.offset
             // A sum is non-finite iff some element is (or it overflowed): scan only then.
             if sum8(p, count: s.count).isFinite { continue }

@@ -13,7 +13,7 @@ struct StoredWeights {
     func key(_ name: String) -> String { prefix + (legacyKeys[name] ?? name) }
 
     /// Parameters no component owns (positions, LayerNorms, biases), in layout order.
-    private func plain(_ forms: GPT2Forms, _ specs: [ParameterSet.Spec]) -> [ParameterSet.Spec] {
+    func plain(_ forms: GPT2Forms, _ specs: [ParameterSet.Spec]) -> [ParameterSet.Spec] {
         let owned = Set(forms.weightedLayers.flatMap { $0.components.flatMap { $0.parameters.map(\.name) } })
         return specs.filter { !owned.contains($0.name) }
     }

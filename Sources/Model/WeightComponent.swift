@@ -81,6 +81,12 @@ public protocol WeightComponent: AnyObject {
     /// The component in its packed inference form (read-only, its own kernels): `x · W` of a
     /// block linear. Dense F32 weights are read where they lie in `params`.
     func packed(params: ParameterSet, precision: PackedPrecision) throws -> PackedOperator
+    /// The packed form read from the weight files, never touching the model's parameter buffer
+    /// (a model loaded only to run forward). Default: the stored parameters read into a buffer of
+    /// the component's own, packed from there (which the packed form keeps when it reads F32
+    /// values in place, and which is freed otherwise: no dense copy stays beside the packed one).
+    func packedFromStored(in weights: WeightFiles, key: (String) -> String, precision: PackedPrecision,
+                          allowNonFinite: Bool) throws -> PackedOperator
 }
 
 extension WeightComponent {
@@ -102,6 +108,16 @@ extension WeightComponent {
     public func load(from weights: WeightFiles, key: (String) -> String, into params: ParameterSet, fill: Bool) throws {
         guard fill else { return }
         for p in parameters { try weights.readFloats(key(p.name), into: params.value(p.name)) }
+    }
+
+    public func packedFromStored(in weights: WeightFiles, key: (String) -> String, precision: PackedPrecision,
+                                 allowNonFinite: Bool) throws -> PackedOperator {
+        let own = ParameterSet(layout: parameters.map { ($0.name, $0.shape, true) })
+        try load(from: weights, key: key, into: own, fill: true)
+        if !allowNonFinite, let bad = own.firstNonFinite() {
+            throw FileError.nonFinite(weights.url.path, tensor: key(bad.name), value: bad.value, index: bad.index)
+        }
+        return try packed(params: own, precision: precision)
     }
 }
 

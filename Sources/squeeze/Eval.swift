@@ -44,12 +44,11 @@ struct Eval: ParsableCommand {
         let estimate = MemoryEstimate.evaluation(forms: forms, rows: windows * ctx, ranksPerNode: ranksPerNode, tokens: maxTokens ?? 0)
         if dryRun { Console.print("batch \(windows) x \(ctx) tokens\n" + estimate.describe()); return }
         guard estimate.fits else { throw CLIError("the evaluation does not fit in this node's memory:\n\(estimate.describe())\ntry --batch 1 or a shorter --context") }
-        let trainable = try loadModel(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, readOnly: true)
-        let tok = try loadTokenizer(fileURL(model), for: trainable, comm: world, sharedFS: !noSharedFs)
-        let m = try PackedGPT2(trainable, precision: precision)
+        let (m, modelHash) = try loadPacked(model, comm: world, sharedFS: !noSharedFs, allowNonFinite: allowNonFinite, precision: precision)
+        let tok = try loadTokenizer(fileURL(model), for: m.config, comm: world, sharedFS: !noSharedFs)
         let ds = try TokenDataset.load(fileURL(data), tokenizer: tok, tokenizerDirectory: fileURL(model), comm: world,
                                        cacheDirectory: tokenCacheDirectory(), sharedFS: !noSharedFs)
-        try verifySameInputs([("model \(model)", trainable.contentHash), ("data \(data)", ds.contentHash)], comm: world)
+        try verifySameInputs([("model \(model)", modelHash ?? 0), ("data \(data)", ds.contentHash)], comm: world)
         var ids = ds.tokens.map { Int32($0) }
         if let n = maxTokens { ids = Array(ids.prefix(max(n, 0))) }
         let t0 = Date()

@@ -24,9 +24,8 @@ struct Generate: ParsableCommand {
         _ = try startMPI(quiet: json)
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be >= 1") }
         guard temperature >= 0 else { throw ValidationError("--temperature must be >= 0") }
-        let trainable = try loadModel(model, comm: .world, readOnly: true)
-        let tok = try loadTokenizer(fileURL(model), for: trainable, comm: .world)!
-        let m = try PackedGPT2(trainable, precision: precision)
+        let m = try loadPacked(model, comm: .world, precision: precision).model
+        let tok = try loadTokenizer(fileURL(model), for: m.config, comm: .world)!
         let ids = tok.encode(prompt)
         // Prefill: until the first new token; decode: every token after it.
         let t0 = Date()

@@ -83,7 +83,7 @@ struct Train: ParsableCommand {
             student = try GPT2(config: GPT2Config(url: cfgURL), seed: s.seed)
             student.sourceDirectory = tokDir
         }
-        let tok = try loadTokenizer(tokDir, for: student, comm: world, sharedFS: !loop.noSharedFs)
+        let tok = try loadTokenizer(tokDir, for: student.config, comm: world, sharedFS: !loop.noSharedFs)
         let (train, valid) = try loop.datasets(data: data, tokenizer: tok, tokenizerDirectory: tokDir, comm: world)
         try verifySameInputs([("model \(model ?? config ?? cp.modelDirectory.path)", student.contentHash),
                               ("data \(data)", train.contentHash), ("validation data \(loop.valid ?? data)", valid.contentHash)], comm: world)

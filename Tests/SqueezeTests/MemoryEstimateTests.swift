@@ -1,3 +1,4 @@
+import Compression
 import Foundation
 import XCTest
 import Model
@@ -38,6 +39,43 @@ final class MemoryEstimateTests: XCTestCase {
         }
         try m.rebuildParameters(from: tensors)
         return m
+    }
+
+    /// Peak resident bytes of this process since the last `resetPeak` (VmHWM).
+    func peakBytes() throws -> Int {
+        let text = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        let line = try XCTUnwrap(text.split(separator: "\n").first { $0.hasPrefix("VmHWM:") })
+        return try XCTUnwrap(Int(line.split(separator: " ")[1])) * 1024
+    }
+
+    /// Resets VmHWM to the current resident set (Linux's clear_refs "5").
+    func resetPeak() throws { try "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8) }
+
+    /// A packed model loaded from its directory holds its packed weights, not an F32 copy: for a
+    /// Q4_0 model (block linears 4.5 bits per weight) the load's peak adds about the packed bytes
+    /// plus one layer's F32 transient, far below the F32 block linears that packing a loaded
+    /// trainable model holds (measured too, so the test can tell the two apart).
+    func testPackedLoadingHoldsNoF32Copy() throws {
+        var c = GPT2Config()
+        (c.vocabSize, c.nEmbd, c.nLayer, c.nHead, c.nPositions, c.nInner) = (512, 384, 6, 6, 64, 1536)
+        let m = try GPT2(config: c, seed: 3)
+        let compressor = Compressor(model: m, comm: .world)
+        for st in try Recipe.parse("stages:\n  - quantize: {format: q4_0, targets: [\"h.*\"]}").stages { try compressor.quantize(st.quantize!, stage: st.index) }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("packed-rss-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try m.save(to: dir)
+        let f32 = 4 * m.linears.reduce(0) { $0 + $1.inFeatures * $1.outFeatures }
+        func peakOfLoad(_ load: () throws -> PackedGPT2) throws -> (bytes: Int, packed: Int) {
+            let before = try residentBytes()
+            try resetPeak()
+            let p = try load()
+            return (try peakBytes() - before, p.weightBytes)
+        }
+        let direct = try peakOfLoad { try PackedGPT2.load(directory: dir) }
+        let viaModel = try peakOfLoad { try PackedGPT2(try GPT2.load(directory: dir)) }
+        XCTAssertGreaterThan(viaModel.bytes, f32, "packing a loaded trainable model holds its F32 masters")
+        XCTAssertLessThan(direct.bytes, direct.packed + f32 / 4,
+                          "direct packed load: peak \(direct.bytes >> 10) KiB for \(direct.packed >> 10) KiB packed, F32 \(f32 >> 10) KiB")
     }
 
     func testATrainingStepAllocatesWhatTheEstimateCounts() throws {

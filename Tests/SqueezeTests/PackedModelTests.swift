@@ -91,6 +91,23 @@ final class PackedModelTests: XCTestCase {
         XCTAssertEqual(KVCache.bytes(config: m.config, positions: 40, precision: .bf16) * 2, KVCache.bytes(config: m.config, positions: 40, precision: .f32))
     }
 
+    /// Loading a directory straight into the packed form (`PackedGPT2.load`, no trainable model)
+    /// gives the same logits, bit for bit, as packing the loaded trainable model, for every form
+    /// in F32 and BF16, with the saved masks and blocks as they were.
+    func testPackedLoadingEqualsPackingTheLoadedModel() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("packed-load-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, yaml) in Self.forms {
+            try compressed(yaml).save(to: dir)
+            for precision in [PackedPrecision.f32, .bf16] {
+                let direct = try PackedGPT2.load(directory: dir, precision: precision)
+                let viaModel = try PackedGPT2(try GPT2.load(directory: dir), precision: precision)
+                XCTAssertEqual(try direct.logits(ids: ids, B: 2, T: 16), try viaModel.logits(ids: ids, B: 2, T: 16), "\(name) \(precision)")
+                XCTAssertEqual(direct.weightBytes, viaModel.weightBytes, "\(name) \(precision)")
+            }
+        }
+    }
+
     /// BF16 values: the packed model equals the dense model whose weights are rounded to BF16.
     func testBF16EqualsTheModelWithBF16Weights() throws {
         for (name, yaml) in Self.forms where ["dense", "sparse 50%", "2:4", "low rank"].contains(name) {
