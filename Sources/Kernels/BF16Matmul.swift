@@ -18,18 +18,19 @@ import Glibc
 /// exactly and accumulate in F32; they differ only in summation order (and oneDNN's kernels treat
 /// subnormal BF16 inputs as zero).
 ///
-/// Buffers: the BF16 copy of A, oneDNN's scratchpad and the fallback's F32 panels live in a
-/// per-thread context (grown on demand, kept for the thread's life, freed when it exits), so a
-/// thread's repeated calls allocate nothing. Primitives are cached per block shape, strides and
-/// beta in a process-wide, lock-protected cache: a repeated shape creates nothing.
+/// Buffers: the BF16 copy of A, oneDNN's scratchpad, dense blocks of a strided C and the
+/// fallback's F32 panels live in a per-thread context (grown on demand, kept for the thread's
+/// life, freed when it exits), so a thread's repeated calls allocate nothing. Primitives are
+/// cached per block shape, strides and beta in a process-wide, lock-protected cache: a repeated
+/// shape creates nothing.
 ///
 /// Threads: C is split into `threads` blocks (default `loopThreads`, the rank's BLAS thread count)
 /// of rows (m >= 128) or else of 64-column groups, run on Dispatch's workers like our other
 /// parallel loops, each block one single-threaded oneDNN primitive. oneDNN's own OpenMP (libgomp)
 /// team is never started: with OMP_WAIT_POLICY's default its idle threads spin for milliseconds
-/// after each parallel region, which made the next OpenBLAS sgemm about 1.2x slower and, next to
-/// OpenBLAS's waiting threads, small BF16 products (m = 17) 5-40x slower on 2 cores (see
-/// docs/ARCHITECTURE.md). A caller that already runs on several threads of its own passes 1.
+/// after each parallel region, which made the next OpenBLAS sgemm about 1.15x slower and, next to
+/// OpenBLAS's waiting threads, let small BF16 products (m = 17) drop to 2-40 GFLOP/s on 2 cores
+/// (see docs/ARCHITECTURE.md). A caller that already runs on several threads of its own passes 1.
 public enum BF16Matmul {
     /// Tests and benchmarks: always take the fallback (widened weights + sgemm).
     nonisolated(unsafe) public static var forceFallback = false
@@ -66,8 +67,8 @@ public enum BF16Matmul {
         let (alongN, ranges) = blocks(m: m, n: n, threads: max(1, threads ?? loopThreads))
         var names: [String] = []
         for r in ranges {
-            let key = PrimitiveKey(m: alongN ? m : r.count, n: alongN ? r.count : n, k: k, ldb: ldb ?? (transB ? k : n),
-                                   ldc: ldc ?? n, transB: transB, beta: beta)
+            let key = blockKey(r, alongN: alongN, m: m, n: n, k: k, ldb: ldb ?? (transB ? k : n), ldc: ldc ?? n,
+                               transB: transB, beta: beta)
             guard let p = primitiveCache.primitive(for: key), !isReference(p.implementation) else { return nil }
             if !names.contains(p.implementation) { names.append(p.implementation) }
         }
@@ -109,6 +110,16 @@ public enum BF16Matmul {
         return (true, [0..<n])
     }
 
+    /// The primitive of block `r` of C: rows x cols of C, written dense (ldc = cols). A block whose
+    /// part of C is strided (ldc > cols) gets a beta = 0 primitive into a dense buffer, merged into
+    /// C afterwards: oneDNN's brgemm kernels take dense blocks only, its gemm:jit ones on strided
+    /// views ran 1.1-1.7x slower on one thread.
+    static func blockKey(_ r: Range<Int>, alongN: Bool, m: Int, n: Int, k: Int, ldb: Int, ldc: Int, transB: Bool,
+                         beta: Float) -> PrimitiveKey {
+        let (rows, cols) = alongN ? (m, r.count) : (r.count, n)
+        return PrimitiveKey(m: rows, n: cols, k: k, ldb: ldb, ldc: cols, transB: transB, beta: cols == ldc ? beta : 0)
+    }
+
     /// The oneDNN path: A rounded to BF16 (in the calling thread's context), then each block of C on
     /// its own thread with its own single-threaded primitive. Returns false, having written nothing,
     /// if oneDNN refuses a block or gives it a reference implementation.
@@ -117,8 +128,7 @@ public enum BF16Matmul {
                        context: ThreadContext) -> Bool {
         let (alongN, ranges) = blocks(m: m, n: n, threads: threads)
         let primitives = ranges.compactMap { r -> MatmulPrimitive? in
-            let key = PrimitiveKey(m: alongN ? m : r.count, n: alongN ? r.count : n, k: k, ldb: ldb, ldc: ldc,
-                                   transB: transB, beta: beta)
+            let key = blockKey(r, alongN: alongN, m: m, n: n, k: k, ldb: ldb, ldc: ldc, transB: transB, beta: beta)
             guard let p = primitiveCache.primitive(for: key), !isReference(p.implementation) else { return nil }
             return p
         }
@@ -134,12 +144,17 @@ public enum BF16Matmul {
             roundToBF16(a, lda: lda, rows: m, cols: k, into: a16)
         }
         func run(_ i: Int, _ context: ThreadContext) {
-            let r = ranges[i]
-            if alongN {
-                primitives[i].execute(a: a16, b: transB ? b + r.lowerBound * ldb : b + r.lowerBound, c: c + r.lowerBound, context: context)
-            } else {
-                primitives[i].execute(a: a16 + r.lowerBound * k, b: b, c: c + r.lowerBound * ldc, context: context)
+            let r = ranges[i], p = primitives[i]
+            let block = alongN ? c + r.lowerBound : c + r.lowerBound * ldc
+            let a = alongN ? a16 : a16 + r.lowerBound * k
+            let b = alongN ? (transB ? b + r.lowerBound * ldb : b + r.lowerBound) : b
+            if p.key.ldc == ldc {
+                p.execute(a: a, b: b, c: block, context: context)
+                return
             }
+            let dense = context.block.bytes(4 * p.key.m * p.key.n).assumingMemoryBound(to: Float.self)
+            p.execute(a: a, b: b, c: dense, context: context)
+            merge(dense, rows: p.key.m, cols: p.key.n, into: block, ldc: ldc, beta: beta)
         }
         if ranges.count == 1 {
             run(0, context)
@@ -147,6 +162,20 @@ public enum BF16Matmul {
             DispatchQueue.concurrentPerform(iterations: ranges.count) { i in run(i, ThreadContext.current) }
         }
         return true
+    }
+
+    /// C [rows, cols] (ldc) = T [rows, cols] (dense) + beta · C.
+    static func merge(_ t: UnsafePointer<Float>, rows: Int, cols: Int, into c: UnsafeMutablePointer<Float>, ldc: Int, beta: Float) {
+        for i in 0..<rows {
+            let src = t + i * cols, dst = c + i * ldc
+            if beta == 0 {
+                dst.update(from: src, count: cols)
+            } else if beta == 1 {
+                for j in 0..<cols { dst[j] += src[j] }
+            } else {
+                for j in 0..<cols { dst[j] = src[j] + beta * dst[j] }
+            }
+        }
     }
 
     /// A [rows, cols] (row stride lda) -> packed BF16 (round to nearest even; the CKernels rule).
@@ -201,7 +230,7 @@ public enum BF16Matmul {
 // MARK: - oneDNN primitives
 
 /// What a oneDNN matmul primitive is specialised for (A is always the packed BF16 copy, lda = k;
-/// every primitive runs on one thread).
+/// C is written dense, ldc = n; every primitive runs on one thread).
 struct PrimitiveKey: Hashable {
     var m: Int, n: Int, k: Int, ldb: Int, ldc: Int
     var transB: Bool
@@ -356,7 +385,8 @@ final class GrowableBuffer {
 /// One thread's oneDNN stream and buffers (see `BF16Matmul`), created at its first call and
 /// released by a pthread key destructor when the thread exits.
 final class ThreadContext {
-    let activations = GrowableBuffer(), widenedActivations = GrowableBuffer(), panel = GrowableBuffer(), scratchpad = GrowableBuffer()
+    let activations = GrowableBuffer(), block = GrowableBuffer(), scratchpad = GrowableBuffer()
+    let widenedActivations = GrowableBuffer(), panel = GrowableBuffer()
     private var dnnlStream: OpaquePointer?
 
     func stream(_ engine: OpaquePointer) -> OpaquePointer? {
