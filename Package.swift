@@ -35,6 +35,9 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]),
         .systemLibrary(name: "CScaLAPACK",
                        providers: [.apt(["libscalapack-openmpi-dev"])]),
+        // oneDNN (no pkg-config file in Debian's package): BF16 matrix products (Kernels' BF16Matmul).
+        .systemLibrary(name: "CDNNL",
+                       providers: [.apt(["libdnnl-dev"])]),
 
         // The one place that writes to the terminal (rank-0 results and progress, warnings, errors).
         .target(name: "Reporting", swiftSettings: checkedSettings),
@@ -46,7 +49,7 @@ let package = Package(
         .target(name: "CKernels", path: "Sources/CKernels",
                 cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]),
         // The inner loops: GPT-2 layer kernels (forward/backward pairs), losses, fast math, parallel loops.
-        .target(name: "Kernels", dependencies: ["Tensor", "CKernels"], swiftSettings: numericSettings),
+        .target(name: "Kernels", dependencies: ["Tensor", "CKernels", "CDNNL"], swiftSettings: numericSettings),
         .target(name: "Model", dependencies: ["Tensor", "Kernels", "CKernels"], swiftSettings: checkedSettings),
         .target(name: "Distributed",
                 dependencies: ["MPI", "Reporting", "Tensor", "Model", "CScaLAPACK", "CMPI"],
@@ -77,7 +80,7 @@ let package = Package(
                  swiftSettings: checkedSettings),
         .testTarget(name: "SqueezeTests",
                     dependencies: ["MPI", "Reporting", "Tensor", "Kernels", "Model", "Training", "Compression", "Distributed", "COpenBLAS",
-                                   "CKernels", "FuzzTargets", "TestSupport"],
+                                   "CKernels", "CDNNL", "FuzzTargets", "TestSupport"],
                     swiftSettings: checkedSettings),
     ],
     swiftLanguageModes: [.v5]

@@ -2,7 +2,7 @@
 # Installs what is missing, builds, and sets Open MPI up for one machine.
 
 SQUEEZE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SQUEEZE_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev pkg-config python3 iproute2)
+SQUEEZE_PACKAGES=(libopenmpi-dev openmpi-bin libopenblas-dev liblapacke-dev libscalapack-openmpi-dev libdnnl-dev pkg-config python3 iproute2)
 
 # ensure_packages: installs the missing apt packages when root; otherwise prints the exact
 # apt-get line and fails. On a system without dpkg it only names what is needed.

@@ -9,7 +9,7 @@ import MPI
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Performance benchmarks (ratios against sgemm peak, bare LAPACK/MPI calls, np=1).",
-        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self, BenchTall.self, BenchForms.self])
+        subcommands: [BenchBLAS.self, BenchAllreduce.self, BenchModel.self, BenchTrain.self, BenchFactor.self, BenchTall.self, BenchForms.self, BenchBF16.self])
 }
 
 /// Shared `--json` flag and MPI/BLAS setup for every benchmark.
@@ -116,6 +116,39 @@ struct BenchForms: ParsableCommand {
         Console.print(table(["shape", "form", "MB", "decode us", "x dense", "of bytes bound", "prefill ms", "x dense", "of FLOP bound"], r.rows.map {
             ["\($0.shape[0])x\($0.shape[1])", $0.form, fmt(Double($0.bytes) / 1e6, 2), fmt($0.decodeSeconds * 1e6, 0), fmt($0.decodeSpeedup, 2),
              fmt($0.decodeOfBytesBound, 2), fmt($0.prefillSeconds * 1e3, 2), fmt($0.prefillSpeedup, 2), fmt($0.prefillOfFlopBound, 2)]
+        }))
+    } }
+}
+
+/// `squeeze bench bf16`: BF16Matmul (oneDNN) against OpenBLAS sgemm on gpt2's prefill shapes.
+struct BenchBF16: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bf16",
+        abstract: "BF16Matmul (oneDNN's BF16 kernels, or its fallback) vs OpenBLAS sgemm on gpt2's shapes: GFLOP/s, best-of ratios over alternating rounds.")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Rows of activations.") var rows = 1024
+    @Option(help: "Weight shapes NxK (outputs x inputs), comma separated (default: gpt2's 2304x768, 768x768, 3072x768, 768x3072).")
+    var shapes = "2304x768,768x768,3072x768,768x3072"
+    @Option(help: "Alternating rounds; each figure is the best of them.") var rounds = 8
+
+    func run() throws { try guarded {
+        _ = try options.setUp()
+        let parsed = try shapes.split(separator: ",").map { s -> [Int] in
+            let d = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard d.count == 2, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("--shapes takes NxK pairs, got '\(s)'") }
+            return d
+        }
+        guard rows > 0, rounds > 0 else { throw ValidationError("--rows and --rounds must be positive") }
+        let r = runBF16Bench(m: rows, shapes: parsed, rounds: rounds)
+        if options.json { Console.print(try jsonLine(r)); return }
+        Console.print("BF16Matmul: \(r.available ? "oneDNN" : "fallback (widened BF16 + sgemm)"), CPU AVX-512 BF16 \(r.cpuHasAVX512BF16 ? "yes" : "no"), "
+                      + "\(r.threads) thread(s), best of \(r.rounds) alternating rounds; y [m, n] = x [m, k] · Wᵀ")
+        Console.print("(the last two columns: median time of a call right after the other library's over one right after itself)")
+        Console.print(table(["m x n x k", "implementation", "create ms", "first call ms", "BF16 GFLOP/s", "sgemm GFLOP/s", "BF16 / sgemm",
+                             "fallback GFLOP/s", "BF16 1-thread GFLOP/s", "thread scaling", "sgemm after BF16", "BF16 after sgemm"], r.rows.map {
+            ["\($0.m)x\($0.n)x\($0.k)", $0.implementation, fmt($0.createSeconds * 1e3, 2), fmt($0.firstCallSeconds * 1e3, 2), fmt($0.bf16Gflops, 1), fmt($0.sgemmGflops, 1),
+             fmt($0.speedup, 2) + "x", fmt($0.fallbackGflops, 1), fmt($0.bf16OneThreadGflops, 1), fmt($0.threadScaling, 2) + "x",
+             fmt($0.sgemmAfterOneDNN, 2) + "x", fmt($0.bf16AfterOpenBLAS, 2) + "x"]
         }))
     } }
 }
