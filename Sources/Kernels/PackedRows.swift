@@ -123,12 +123,18 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
     /// Scratch floats `apply` needs for up to N rows of activations (never fewer for fewer rows:
     /// one row takes the GEMV's output, more a decoded panel).
     public func scratchFloats(rows N: Int) -> Int {
-        if case .f32 = storage { return rows }
-        return max(rows, panelRows * cols)
+        switch storage {
+        case .f32, .bf16: return max(rows, 0)
+        case .bitmaskBF16, .nm24BF16: return max(rows, panelRows * cols + (panelRows * cols + 1) / 2)   // + the panel in BF16
+        default: return max(rows, panelRows * cols)
+        }
     }
 
     /// y [N, rows] (+)= x [N, cols] · Wᵀ. One row: the GEMV over row ranges on this rank's
-    /// threads; more: dense F32 as one sgemm, other forms panel by panel (decode, then sgemm).
+    /// threads (F32 activations, exact products). More rows: dense F32 as one sgemm; BF16 values
+    /// (dense, or sparse decoded to BF16 panels) as BF16 products with F32 accumulation where
+    /// the CPU has them (`BF16Matmul`: the activations rounded to BF16, as every BF16 GEMM
+    /// does); other forms panel by panel (decode to F32, then sgemm).
     public func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool,
                       scratch: UnsafeMutablePointer<Float>) {
         if N == 1 {
@@ -137,15 +143,29 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
             if accumulate { for i in 0..<rows { y[i] += scratch[i] } }
             return
         }
-        if case .f32(let w) = storage {
-            sgemm(transB: true, m: N, n: rows, k: cols, a: x, b: w, beta: accumulate ? 1 : 0, c: y)
+        let beta: Float = accumulate ? 1 : 0
+        switch storage {
+        case .f32(let w):
+            sgemm(transB: true, m: N, n: rows, k: cols, a: x, b: w, beta: beta, c: y)
             return
+        case .bf16(let w) where BF16Matmul.isAvailable:
+            BF16Matmul.gemm(m: N, n: rows, k: cols, a: x, b: w, transB: true, c: y, beta: beta)
+            return
+        default: break
         }
         let panel = panelRows
+        var bf16Panels = BF16Matmul.isAvailable
+        if case .bitmaskBF16 = storage {} else if case .nm24BF16 = storage {} else { bf16Panels = false }
         for r0 in stride(from: 0, to: rows, by: panel) {
             let r1 = min(rows, r0 + panel)
             decode(rows: r0..<r1, into: scratch)
-            sgemm(transB: true, m: N, n: r1 - r0, k: cols, a: x, b: scratch, beta: accumulate ? 1 : 0, c: y + r0, ldc: rows)
+            if bf16Panels {   // the decoded values are BF16 values: converting back is exact
+                let h = UnsafeMutableRawPointer(scratch + panel * cols).bindMemory(to: UInt16.self, capacity: (r1 - r0) * cols)
+                squeeze_f32_to_bf16_n(scratch, h, (r1 - r0) * cols)
+                BF16Matmul.gemm(m: N, n: r1 - r0, k: cols, a: x, b: h, transB: true, c: y + r0, ldc: rows, beta: beta)
+            } else {
+                sgemm(transB: true, m: N, n: r1 - r0, k: cols, a: x, b: scratch, beta: beta, c: y + r0, ldc: rows)
+            }
         }
     }
 

@@ -122,7 +122,20 @@ final class PackedModelTests: XCTestCase {
             for i in 0..<(512 * 64) { e[i] = float(bf16: bf16(e[i])) }
             if name == "low rank" { continue }   // its factors, not the product, are rounded
             let got = try packed.logits(ids: ids, B: 2, T: 16), want = try rounded.logits(ids: ids, B: 2, T: 16)
-            XCTAssertLessThanOrEqual(maxRelativeError(got, want, floor: 1e-3), 1e-3, name)
+            // Prefill runs BF16 products where the CPU has them (activations rounded to BF16 too,
+            // about 2^-9 relative each): the logits agree to 1e-2 of their scale. Without them,
+            // and always in decode (one row: the GEMV, F32 activations), to 1e-3 relative.
+            let scale = want.map(abs).max()!
+            if BF16Matmul.isAvailable {
+                XCTAssertLessThanOrEqual(maxAbsDifference(got, want) / scale, 1e-2, name)
+            } else {
+                XCTAssertLessThanOrEqual(maxRelativeError(got, want, floor: 1e-3), 1e-3, name)
+            }
+            let cache = KVCache(config: m.config, precision: .f32), cacheRounded = KVCache(config: m.config, precision: .f32)
+            for t in 0..<16 {
+                let a = try packed.logits(ids: [ids[t]], B: 1, T: 1, cache: cache), b = try rounded.logits(ids: [ids[t]], B: 1, T: 1, cache: cacheRounded)
+                XCTAssertLessThanOrEqual(maxRelativeError(a, b, floor: 1e-3), 1e-3, "\(name): decode row \(t)")
+            }
             XCTAssertLessThan(packed.weightBytes, try PackedGPT2(m).weightBytes, "\(name): BF16 reads fewer bytes")
         }
     }
