@@ -218,4 +218,23 @@ final class WhiteningTests: XCTestCase {
         XCTAssertEqual([k.whiten ? 1 : 0, k.percdamp, Double(k.als)], [1, 0.05, 5])
         XCTAssertEqual(k.allocate, .sensitivity)
     }
+
+    func testThePlanSaysWhatWaitsForCalibrationAndHowBudgetsAreShared() throws {
+        let config = GPT2Config(vocabSize: 50257, nPositions: 256, nEmbd: 256, nLayer: 2, nHead: 8)
+        let recipe = try Recipe.parse("""
+        stages:
+          - lowrank: {targets: ["h.*.attn.*"], budget: 0.5}
+          - lowrank: {targets: ["h.*.mlp.*"], budget: 0.5, whiten: true, allocate: sensitivity}
+          - kronecker: {targets: ["wte"], terms: auto, budget: 0.5}
+        """)
+        let plan = try FactorizationPlan.make(recipe: recipe, config: config, ranks: 2, scalapackMinElements: nil, secondsPerUnit: 1e-9)
+        XCTAssertEqual(plan.jobs.filter(\.calibrated).map(\.layer), ["h.0.mlp.c_fc", "h.0.mlp.c_proj", "h.1.mlp.c_fc", "h.1.mlp.c_proj"])
+        XCTAssertTrue(plan.jobs.filter(\.calibrated).allSatisfy { $0.method == "lowrank+w" && $0.owner != nil })
+        let text = plan.describe()
+        XCTAssertTrue(text.contains("stage(s) 2 need calibration"), text)
+        // Uniform: rank ⌊0.5·m·n/(m + n)⌋ per shape; sensitivity and terms: auto are decided at run time.
+        XCTAssertTrue(text.contains("stage 1 lowrank: uniform: 2 x [256x768] rank 96; 2 x [256x256] rank 64 (262144 of 524288 parameters)"), text)
+        XCTAssertTrue(text.contains("stage 2 lowrank (whitened): budget 0.5 by sensitivity over 4 layers (524288 of 1048576 parameters): ranks decided at run time"), text)
+        XCTAssertTrue(text.contains("stage 3 kronecker: terms: auto, budget 0.5 uniform: 1 x [50257x256] up to"), text)
+    }
 }
