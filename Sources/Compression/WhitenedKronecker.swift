@@ -134,16 +134,25 @@ public enum WhitenedKronecker {
         /// The singular values of R(W̃) alone.
         public func spectrum() throws -> [Double] { try svdDouble(rw, rows: p, cols: q, valuesOnly: true).S }
 
-        /// The factors A_i = L1⁻ᵀ Ã_i [m1, n1] and B_i = L2⁻ᵀ B̃_i [m2, n2].
+        /// The factors A_i = c_i L1⁻ᵀ Ã_i [m1, n1] and B_i = L2⁻ᵀ B̃_i / c_i [m2, n2], c_i making
+        /// ‖A_i‖_F = ‖B_i‖_F as Van Loan's plain factors are (the same terms A_i ⊗ B_i; unbalanced
+        /// factors are hard for AdamW to distil from).
         public func unwhitened(_ a: [Double], _ b: [Double], terms k: Int) throws -> (a: [Tensor], b: [Tensor]) {
             let s = shape
-            func back(_ x: [Double], _ i: Int, rows: Int, cols: Int, _ l: [Double]) throws -> Tensor {
+            func back(_ x: [Double], _ i: Int, rows: Int, cols: Int, _ l: [Double]) -> [Double] {
                 var f = (0..<(rows * cols)).map { x[$0 * k + i] }
                 l.withUnsafeBufferPointer { lp in f.withUnsafeMutableBufferPointer { lowerTriangular(lp.baseAddress!, n: rows, transposed: true, inverse: true, $0.baseAddress!, cols: cols) } }
-                return try Tensor(shape: [rows, cols], data: f.map(Float.init))
+                return f
             }
-            return (try (0..<k).map { try back(a, $0, rows: s.m1, cols: s.n1, whitener.l1) },
-                    try (0..<k).map { try back(b, $0, rows: s.m2, cols: s.n2, whitener.l2) })
+            var fa: [Tensor] = [], fb: [Tensor] = []
+            for i in 0..<k {
+                let x = back(a, i, rows: s.m1, cols: s.n1, whitener.l1), y = back(b, i, rows: s.m2, cols: s.n2, whitener.l2)
+                let (na, nb) = (x.reduce(0.0) { $0 + $1 * $1 }.squareRoot(), y.reduce(0.0) { $0 + $1 * $1 }.squareRoot())
+                let c = na > 0 && nb > 0 ? (nb / na).squareRoot() : 1
+                fa.append(try Tensor(shape: [s.m1, s.n1], data: x.map { Float($0 * c) }))
+                fb.append(try Tensor(shape: [s.m2, s.n2], data: y.map { Float($0 / c) }))
+            }
+            return (fa, fb)
         }
     }
 

@@ -184,13 +184,26 @@ final class WhiteningTests: XCTestCase {
         XCTAssertEqual(reports.count, names.count)
         XCTAssertLessThanOrEqual(names.reduce(0) { $0 + c.storedParameters($1) }, dense / 2)
         XCTAssertTrue(reports.allSatisfy { $0.method.contains("whitened by sensitivity") }, "\(reports.map(\.method))")
+        // Installed balanced, as plain low rank is: ‖W0 e_j‖ = ‖W1 e_j‖.
+        for n in names {
+            let lr = try XCTUnwrap(model.layer(n)?.single as? LowRankComponent)
+            let w0 = model.params.tensor(lr.w0Name), w1 = model.params.tensor(lr.w1Name)
+            for j in 0..<lr.rank {
+                let a = (0..<w0.rows).reduce(0.0) { $0 + Double(w0[$1, j] * w0[$1, j]) }, b = (0..<w1.rows).reduce(0.0) { $0 + Double(w1[$1, j] * w1[$1, j]) }
+                XCTAssertEqual(a, b, accuracy: 1e-3 * a, "\(n) column \(j)")
+            }
+        }
         let fresh = try GPT2.load(directory: Fixtures.tinyGPT2), k = Compressor(model: fresh, comm: .world)
         (k.calibrationTokens, k.calibration) = (c.calibrationTokens, c.calibration)
         guard case .kronecker(let kr) = try method("stages:\n  - kronecker: {targets: [\"h.*\"], terms: auto, budget: 0.5, whiten: true, als: 2}") else { return XCTFail() }
         let kreports = try k.kronecker(kr, stage: 0)
         for (n, r) in zip(names, kreports) {
-            XCTAssertTrue(fresh.layer(n)?.single is KroneckerStructured, n)
+            let kc = try XCTUnwrap(fresh.layer(n)?.single as? KroneckerComponent, n)
             XCTAssertLessThanOrEqual(r.paramsAfter, r.paramsBefore / 2, n)
+            for i in 0..<kc.terms {   // balanced as Van Loan's factors: ‖A_i‖_F = ‖B_i‖_F
+                let a = kc.factorA(i, params: fresh.params).reduce(0) { $0 + $1 * $1 }, b = kc.factorB(i, params: fresh.params).reduce(0) { $0 + $1 * $1 }
+                XCTAssertEqual(a, b, accuracy: 1e-4 * a, "\(n) term \(i)")
+            }
         }
         guard case .lowrank(let emb) = try method("stages:\n  - lowrank: {targets: [\"wte\"], rank: 4, whiten: true}") else { return XCTFail() }
         XCTAssertThrowsError(try c.lowrank(emb, stage: 0)) { e in
