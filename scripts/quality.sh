@@ -22,7 +22,8 @@ while (($#)); do
     shift
 done
 ((${#RECIPES[@]})) || RECIPES=(recipes/magnitude-oneshot.yaml recipes/wanda.yaml recipes/sparsegpt.yaml recipes/prune-ofa.yaml
-                               recipes/nm24-kd.yaml recipes/lowrank-half.yaml recipes/kronecker-half.yaml recipes/combined.yaml
+                               recipes/nm24-kd.yaml recipes/lowrank-half.yaml recipes/kronecker-half.yaml recipes/lowrank-whiten-half.yaml
+                               recipes/kronecker-whiten-half.yaml recipes/combined.yaml
                                recipes/whole-half.yaml)
 # The dense-distillation control runs first, with the same budget: every ratio is also given to it.
 RECIPES=(recipes/dense-control.yaml "${RECIPES[@]}")

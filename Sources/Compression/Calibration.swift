@@ -4,9 +4,9 @@ import Model
 import MPI
 import Tensor
 
-/// Calibration, the piece every data-aware method shares (Wanda, SparseGPT, GPTQ): the calibration
-/// windows run block by block through the model being compressed, as in the papers — block l's
-/// inputs come from blocks < l as already compressed. For each block holding a target, the Gram
+/// Calibration, the piece every data-aware method shares (Wanda, SparseGPT, GPTQ, whitened low rank
+/// and Kronecker): the calibration windows run block by block through the model being compressed,
+/// as in the papers — block l's inputs come from blocks < l as already compressed. For each block holding a target, the Gram
 /// matrices XᵀX of the targets' inputs are accumulated (Double) over this rank's windows and
 /// summed over ranks; the method then changes the block's layers (its per-layer solves spread
 /// over ranks by the caller), and the windows move on through the changed block.
@@ -15,7 +15,7 @@ extension Compressor {
     func calibrationBatches(at: String) throws -> [[Int32]] {
         let seq = min(calibration.seq, model.config.nPositions)
         guard calibrationTokens.count > seq + 1 else {
-            throw CompressionError.recipe("\(at): calibrated methods (Wanda, SparseGPT, GPTQ) need calibration text (--data) of more than \(seq) tokens")
+            throw CompressionError.recipe("\(at): calibrated methods (Wanda, SparseGPT, GPTQ, whitened low rank and Kronecker) need calibration text (--data) of more than \(seq) tokens")
         }
         var rng = RandomGenerator(seed: seed &+ 0x5EED)
         let starts = (0..<calibration.samples).map { _ in Int(rng.next() % UInt64(calibrationTokens.count - seq)) }
@@ -30,7 +30,7 @@ extension Compressor {
         let seq = min(calibration.seq, model.config.nPositions), C = model.config.nEmbd
         let wanted = Set(names)
         let model = self.model
-        let workspace = InferenceWorkspace(rows: seq, config: model.config, scratchFloats: model.layerScratchFloats(rows: seq))
+        var workspace = InferenceWorkspace(rows: seq, config: model.config, scratchFloats: model.layerScratchFloats(rows: seq))
         // Residual streams [windows, seq, C] and a scratch copy for the collecting pass.
         var streams = [Float](repeating: 0, count: batches.count * seq * C), scratch = [Float](repeating: 0, count: seq * C)
         streams.withUnsafeMutableBufferPointer { x in
@@ -59,7 +59,8 @@ extension Compressor {
                     try comm.allreduce(&grams[lin.name]!)
                 }
                 try solve(l, layers, grams)
-                model.releaseActivations()   // the forms may have changed
+                model.releaseActivations()   // the forms may have changed (a factorized layer needs scratch)
+                workspace = InferenceWorkspace(rows: seq, config: model.config, scratchFloats: model.layerScratchFloats(rows: seq))
             }
             try streams.withUnsafeMutableBufferPointer { x in
                 for w in batches.indices { try model.inferBlock(l, x: x.baseAddress! + w * seq * C, B: 1, T: seq, workspace: workspace) }

@@ -107,7 +107,7 @@ public final class CompressionJob {
         oneShot.add("process (runtime, MPI, BLAS)", MemoryEstimate.processOverhead())
         oneShot.add("model weights", 4 * student.parameterFloats)
         oneShot.add("working copies of the layers being compressed", 4 * student.parameterFloats)
-        if recipe.stages.contains(where: { if case .prune(let p) = $0.method { return p.method != .magnitude }; return false }) {
+        if recipe.stages.contains(where: { $0.method.calibrated }) {
             oneShot.add("calibration Hessians and streams", 8 * (3 * config.nEmbd * config.nEmbd + config.nInner * config.nInner)
                         + 4 * recipe.calibration.samples * recipe.calibration.seq * config.nEmbd / max(ranks, 1)
                         + student.inferenceBytes(rows: recipe.calibration.seq))

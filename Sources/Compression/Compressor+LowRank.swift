@@ -11,11 +11,13 @@ extension Compressor {
     // MARK: - Low rank
 
     /// Truncated SVD of each target (or of each factor of a factorized layer, or a lower rank for
-    /// low-rank layers). `ranks` overrides the spec's rule per layer (progressive steps).
+    /// low-rank layers); with `whiten`, the data-aware truncation of `whitenedLowRank`. `ranks`
+    /// overrides the spec's rule per layer (progressive steps).
     @discardableResult
     public func lowrank(_ spec: Recipe.LowRankSpec, stage: Int, ranks: [String: Int]? = nil) throws -> [LayerReport] {
         let at = "stages[\(stage)].lowrank"
         let names = try resolve(spec.targets, at: at)
+        if spec.whiten { return try whitenedLowRank(spec, names: names, stage: stage, at: at) }
         let states = names.map { state($0) }, before = states.map(\.weight)
         // Factorized layers (Kronecker): low rank on their factors (small SVDs, done everywhere).
         let factorized = names.filter { layer($0).single is FactorizedForm }
@@ -96,7 +98,7 @@ extension Compressor {
 
     /// Makes layer `name` the low-rank product W0 W1ᵀ (plus, with `sparseResidual`, the largest
     /// entries of the residual as a masked dense part); returns the new parameters.
-    private func install(_ name: String, factors f: [Tensor], weight: Tensor, sparseResidual: Double?) throws -> [String: Tensor] {
+    func install(_ name: String, factors f: [Tensor], weight: Tensor, sparseResidual: Double?) throws -> [String: Tensor] {
         let lin = layer(name)
         let comp = LowRankComponent(layer: name, inFeatures: lin.inFeatures, outFeatures: lin.outFeatures, rank: f[0].shape[1])
         var tensors = [comp.w0Name: f[0], comp.w1Name: f[1]]

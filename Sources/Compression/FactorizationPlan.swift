@@ -27,19 +27,25 @@ public struct FactorizationPlan: Sendable, Encodable {
         public let owner: Int?
         /// Estimated seconds on its rank(s), and on one rank alone (for the ideal).
         public let seconds: Double, singleRankSeconds: Double
+        /// Whether the job waits for the calibration (its XᵀX, block by block): SparseGPT and the
+        /// whitened factorizations.
+        public var calibrated = false
     }
 
     public let ranks: Int
     public let jobs: [Job]
     public let secondsPerUnit: Double
+    /// How each budgeted stage shares its parameters among its layers (`allocation`).
+    public var allocation: [String] = []
 
-    private enum CodingKeys: String, CodingKey { case ranks, jobs, makespan, ideal }
+    private enum CodingKeys: String, CodingKey { case ranks, jobs, makespan, ideal, allocation }
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(ranks, forKey: .ranks)
         try c.encode(jobs, forKey: .jobs)
         try c.encode(makespan, forKey: .makespan)
         try c.encode(ideal, forKey: .ideal)
+        try c.encode(allocation, forKey: .allocation)
     }
 
     /// Seconds until the last rank finishes: per stage, the busiest rank's own jobs, then the
@@ -83,25 +89,42 @@ public struct FactorizationPlan: Sendable, Encodable {
         }
         /// Spreads per-rank jobs by cost as `distributedCompute` does.
         func spread(_ stage: Int, _ method: String, _ ls: [(name: String, rows: Int, cols: Int)], cost: ((rows: Int, cols: Int)) -> Double,
-                    repeats: Int = 1) {
-            let owners = planJobs(costs: ls.map { cost(($0.rows, $0.cols)) }, ranks: ranks)
-            for (l, o) in zip(ls, owners) {
-                let s = Double(repeats) * c * cost((l.rows, l.cols))
-                jobs.append(Job(stage: stage, layer: l.name, method: method, rows: l.rows, cols: l.cols, path: .lapack, owner: o,
-                                seconds: s, singleRankSeconds: s))
+                    repeats: Int = 1, calibrated: Bool = false) {
+            // Calibrated jobs are planned block by block, as `calibrate` hands them out.
+            let groups = calibrated ? Dictionary(grouping: ls.indices) { BlockLinear.parse(ls[$0].name, layers: config.nLayer)?.block ?? -1 }.sorted { $0.key < $1.key }.map(\.value)
+                                    : [Array(ls.indices)]
+            for g in groups {
+                let owners = planJobs(costs: g.map { cost((ls[$0].rows, ls[$0].cols)) }, ranks: ranks)
+                for (i, o) in zip(g, owners) {
+                    let l = ls[i], s = Double(repeats) * c * cost((l.rows, l.cols))
+                    var job = Job(stage: stage, layer: l.name, method: method, rows: l.rows, cols: l.cols, path: .lapack, owner: o,
+                                  seconds: s, singleRankSeconds: s)
+                    job.calibrated = calibrated
+                    jobs.append(job)
+                }
             }
         }
+        var allocation: [String] = []
         for st in recipe.stages {
             let at = "stages[\(st.index)]"
             switch st.method {
             case .prune(let p) where p.method == .sparsegpt:
-                spread(st.index, "sparsegpt", try targets(p.targets, at: at), cost: { sparseGPTUnits($0.rows, $0.cols) })
+                spread(st.index, "sparsegpt", try targets(p.targets, at: at), cost: { sparseGPTUnits($0.rows, $0.cols) }, calibrated: true)
             case .prune, .distillOnly:
                 continue
             case .kronecker(let k):
                 let ls = try targets(k.targets, at: at)
                 kroneckerLayers.formUnion(ls.map(\.name))
-                spread(st.index, "kronecker", ls, cost: { kroneckerUnits($0.rows, $0.cols) }, repeats: k.progressive)
+                allocation += describeAllocation(k, stage: st.index, layers: ls)
+                if k.whiten {
+                    spread(st.index, "kronecker+w", ls, cost: { whitenedKroneckerUnits($0.rows, $0.cols, als: k.als) }, calibrated: true)
+                } else {
+                    spread(st.index, "kronecker", ls, cost: { kroneckerUnits($0.rows, $0.cols) }, repeats: k.progressive)
+                }
+            case .lowrank(let spec) where spec.whiten:
+                let ls = try targets(spec.targets, at: at)
+                allocation += describeAllocation(spec, stage: st.index, layers: ls)
+                spread(st.index, "lowrank+w", ls, cost: { whitenedLowRankUnits($0.rows, $0.cols) }, calibrated: true)
             case .lowrank(let spec):
                 let ls = try targets(spec.targets, at: at).filter { !kroneckerLayers.contains($0.name) }   // factors of Kronecker layers: tiny, every rank
                 var local: [(name: String, rows: Int, cols: Int)] = []
@@ -124,9 +147,12 @@ public struct FactorizationPlan: Sendable, Encodable {
                     }
                 }
                 spread(st.index, "lowrank", local, cost: { lapackUnits($0.rows, $0.cols) }, repeats: spec.progressive)
+                allocation += describeAllocation(spec, stage: st.index, layers: ls)
             }
         }
-        return FactorizationPlan(ranks: ranks, jobs: jobs, secondsPerUnit: c)
+        var plan = FactorizationPlan(ranks: ranks, jobs: jobs, secondsPerUnit: c)
+        plan.allocation = allocation
+        return plan
     }
 
     /// The cost of a LAPACK SVD in units: m·n·min(m, n), 0.4x for tall or wide matrices (the QR path).
@@ -143,11 +169,24 @@ public struct FactorizationPlan: Sendable, Encodable {
     /// column sweep (in²·out), a quarter of an SVD's unit each.
     public static func sparseGPTUnits(_ m: Int, _ n: Int) -> Double { Double(m) * Double(m) * Double(m + n) / 4 }
 
+    /// The cost of a whitened low rank of an [in, out] weight: the Cholesky of XᵀX and the
+    /// triangular products (as SparseGPT's), and the SVD of LᵀW in Double (about twice LAPACK's).
+    public static func whitenedLowRankUnits(_ m: Int, _ n: Int) -> Double { sparseGPTUnits(m, n) + 2 * lapackUnits(m, n) }
+
+    /// The cost of a whitened Kronecker factorization of an [in, out] weight: per candidate shape
+    /// (up to 12) the whitened Gram and its error (in²·out each), the SVDs of the rearrangements
+    /// in Double, and per ALS sweep two half-steps of `WhitenedKronecker.cgIterations` products
+    /// with the whitened Gram (in²·out each).
+    public static func whitenedKroneckerUnits(_ m: Int, _ n: Int, als: Int) -> Double {
+        let products = Double(12 + 2 * als * (WhitenedKronecker.cgIterations + 2))
+        return 2 * kroneckerUnits(m, n) + products * Double(m) * Double(m) * Double(n) / 4
+    }
+
     /// The plan as a table: one line per job, then the makespan against the ideal.
     public func describe() -> String {
         guard !jobs.isEmpty else { return "factorization plan: nothing to factorize (pruning and distillation only)" }
         func row(_ cells: [String]) -> String {
-            "  " + zip(cells, [5, 18, 10, 11, 10, 7]).map { pad($0, $1) }.joined(separator: "  ") + "  " + cells[6]
+            "  " + zip(cells, [5, 18, 11, 11, 10, 7]).map { pad($0, $1) }.joined(separator: "  ") + "  " + cells[6]
         }
         var lines = ["factorization plan over \(ranks) rank(s) (estimates from a LAPACK SVD timed on this rank):",
                      row(["stage", "layer", "method", "matrix", "path", "rank", "est. seconds"])]
@@ -157,6 +196,12 @@ public struct FactorizationPlan: Sendable, Encodable {
         }
         lines.append(String(format: "  makespan %.2f s; ideal %.2f s (the one-rank time / %d ranks); makespan / ideal %.2f",
                             makespan, ideal, ranks, ideal > 0 ? makespan / ideal : 1))
+        let calibrated = Set(jobs.filter(\.calibrated).map(\.stage)).sorted()
+        if !calibrated.isEmpty {
+            lines.append("  stage(s) \(calibrated.map { "\($0 + 1)" }.joined(separator: ", ")) need calibration (--data): their jobs run block by block as the "
+                         + "calibration windows reach each block, on the XᵀX of the layers' inputs (+w: whitened)")
+        }
+        if !allocation.isEmpty { lines += ["budget allocation:"] + allocation.map { "  " + $0 } }
         return lines.joined(separator: "\n")
     }
 

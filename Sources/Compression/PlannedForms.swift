@@ -3,8 +3,10 @@ import Model
 extension CompressionJob {
     /// The forms `input` will have after stages 0...`stage` of `recipe`, as far as they are known
     /// before running — what the memory plan sizes each distillation's activations (component
-    /// state included) by. Ranks from a spectrum (`energy`) count as full; an automatic Kronecker
-    /// shape counts as the admissible candidate whose state is largest (an upper bound).
+    /// state included) by. Ranks from a spectrum (`energy`, `allocate: sensitivity`) count as
+    /// full; an automatic Kronecker shape counts as the admissible candidate whose state is
+    /// largest (an upper bound; with sensitivity, admissible within the whole layer's size).
+    /// Whitened stages take the same forms as plain ones (their calibration changes values only).
     func plannedForms(_ input: GPT2Forms, recipe: Recipe, through stage: Int) throws -> GPT2Forms {
         let forms = GPT2Forms(copying: input)
         let names = forms.weightedLayers.map(\.name)
@@ -15,7 +17,7 @@ extension CompressionJob {
             case .lowrank(let spec):
                 for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(st.index)].lowrank").compactMap({ forms.layer($0) })
                 where !(layer.single is FactorizedForm) {
-                    let r = LowRank.needsSpectrum(spec.rule) ? min(layer.inFeatures, layer.outFeatures)
+                    let r = LowRank.needsSpectrum(spec.rule) || spec.allocate == .sensitivity ? min(layer.inFeatures, layer.outFeatures)
                         : LowRank.rank(for: spec.rule, rows: layer.inFeatures, cols: layer.outFeatures, singularValues: [])
                     var comps: [WeightComponent] = [LowRankComponent(layer: layer.name, inFeatures: layer.inFeatures, outFeatures: layer.outFeatures, rank: r)]
                     if spec.sparseResidual != nil {
@@ -26,7 +28,8 @@ extension CompressionJob {
             case .kronecker(let spec):
                 for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(st.index)].kronecker").compactMap({ forms.layer($0) }) {
                     let (m, n) = (layer.inFeatures, layer.outFeatures), extra = spec.scale ? 1 : 0
-                    let budget = Int(spec.budget * Double(m * n))
+                    // Terms by sensitivity may take up to the whole layer's size.
+                    let budget = Int((spec.allocate == .sensitivity ? 1 : spec.budget) * Double(m * n))
                     var candidates: [(KroneckerShape, Int)]
                     if let f = spec.factors, let t = spec.terms {
                         candidates = [(KroneckerShape(m1: f.m1, n1: f.n1, m2: m / f.m1, n2: n / f.n1), t)]

@@ -64,6 +64,16 @@ public struct Recipe {
             case .distillOnly: return []
             }
         }
+        /// Whether the method runs the calibration windows through the model (Wanda, SparseGPT,
+        /// whitened low rank and Kronecker): it needs calibration text.
+        public var calibrated: Bool {
+            switch self {
+            case .prune(let p): return p.method != .magnitude
+            case .kronecker(let k): return k.whiten
+            case .lowrank(let l): return l.whiten
+            case .distillOnly: return false
+            }
+        }
     }
 
     public struct PruneSpec: Equatable {
@@ -104,14 +114,24 @@ public struct Recipe {
         /// Parameter budget for `factors: auto` and `terms: auto`, as a fraction of the dense layer.
         public var budget: Double = 0.5
         public var initialization: Initialization = .vanloan
-        /// Learnable per-term scales starting at ‖W‖_F / ‖Σ A ⊗ B‖_F (norm-matched).
-        public var scale = true
+        /// Learnable per-term scales starting at ‖W‖_F / ‖Σ A ⊗ B‖_F (norm-matched). A recipe's
+        /// `scale` defaults to true only where a distillation follows in the same stage; without
+        /// one the factors stay the least-squares ones.
+        public var scale = false
         /// Progressive: the budget falls from 1 to `budget` in this many steps, distillation between.
         public var progressive = 1
+        /// Data-aware factors (`WhitenedKronecker`): whitened by the Kronecker approximation of
+        /// the calibration's XᵀX + λI, then `als` alternating least-squares sweeps on it.
+        public var whiten = false
+        public var percdamp = 0.01
+        public var als = 3
+        /// How `terms: auto` shares the budget among the targets.
+        public var allocate: Allocation = .uniform
 
         public static func == (a: KroneckerSpec, b: KroneckerSpec) -> Bool {
             a.targets == b.targets && a.factors?.m1 == b.factors?.m1 && a.factors?.n1 == b.factors?.n1 && a.terms == b.terms && a.budget == b.budget
-                && a.initialization == b.initialization && a.scale == b.scale && a.progressive == b.progressive
+                && a.initialization == b.initialization && a.scale == b.scale && a.progressive == b.progressive && a.whiten == b.whiten
+                && a.percdamp == b.percdamp && a.als == b.als && a.allocate == b.allocate
         }
     }
 
@@ -139,14 +159,20 @@ public struct Recipe {
         public var progressive: Int = 1
         /// Keep this fraction of the residual W − W0 W1ᵀ as a sparse correction (low rank + sparse).
         public var sparseResidual: Double?
+        /// Data-aware truncation (`Whitening`): least ‖X(W − Ŵ)‖_F on the calibration, XᵀX damped
+        /// by `percdamp` · its mean diagonal.
+        public var whiten = false
+        public var percdamp = 0.01
+        /// How a `budget` rule shares the parameters among the targets.
+        public var allocate: Allocation = .uniform
     }
 
     // MARK: - Parsing
 
     public static let topKeys = ["name", "description", "stages", "calibration", "seed"]
     public static let pruneKeys = ["sparsity", "method", "scope", "schedule", "targets", "n", "m", "initial", "frequency", "end", "blocksize", "percdamp"]
-    public static let kroneckerKeys = ["targets", "factors", "terms", "budget", "init", "scale", "progressive"]
-    public static let lowrankKeys = ["targets", "rank_ratio", "energy", "budget", "rank", "progressive", "sparse_residual"]
+    public static let kroneckerKeys = ["targets", "factors", "terms", "budget", "init", "scale", "progressive", "whiten", "percdamp", "als", "allocate"]
+    public static let lowrankKeys = ["targets", "rank_ratio", "energy", "budget", "rank", "progressive", "sparse_residual", "whiten", "percdamp", "allocate"]
     public static let quantizeKeys = ["format", "method", "targets", "skip", "blocksize", "percdamp", "order"]
 
     /// Parses and validates a recipe file.
@@ -197,7 +223,7 @@ public struct Recipe {
                 }
                 switch key {
                 case "prune": method = .prune(try parsePrune(body, at: "\(at).prune"))
-                case "kronecker": method = .kronecker(try parseKronecker(body, at: "\(at).kronecker"))
+                case "kronecker": method = .kronecker(try parseKronecker(body, at: "\(at).kronecker", distilled: st["distill"] != nil))
                 default: method = .lowrank(try parseLowRank(body, at: "\(at).lowrank"))
                 }
             }
@@ -359,7 +385,8 @@ public struct Recipe {
         return e
     }
 
-    static func parseKronecker(_ d: [String: Any], at: String) throws -> KroneckerSpec {
+    /// A kronecker block; `distilled`: the stage distils after it (the default of `scale`).
+    static func parseKronecker(_ d: [String: Any], at: String, distilled: Bool = false) throws -> KroneckerSpec {
         try checkKeys(d, allowed: kroneckerKeys, at: at + ".")
         var k = KroneckerSpec(targets: try targets(d, at: at))
         if let f = d["factors"] {
@@ -389,12 +416,15 @@ public struct Recipe {
             }
             k.initialization = i
         }
-        if let v = d["scale"] {
-            guard let b = v as? Bool else { throw CompressionError.recipe("\(at).scale must be true or false, got '\(v)'") }
-            k.scale = b
-        }
+        k.scale = try bool(d, "scale", at: at) ?? distilled
         if let p = d["progressive"] { k.progressive = try int(p, "\(at).progressive", min: 1) }
         if k.terms == nil && k.factors != nil { throw CompressionError.recipe("\(at): terms: auto chooses the factor shape too; drop factors or give terms") }
+        (k.whiten, k.percdamp, k.allocate) = try dataAware(d, at: at, progressive: k.progressive, budgeted: k.terms == nil, budgetKey: "terms: auto")
+        if let v = d["als"] {
+            guard k.whiten else { throw CompressionError.recipe("\(at).als refines whitened factors; it needs whiten: true") }
+            k.als = try int(v, "\(at).als", min: 0)
+        }
+        if k.whiten && k.initialization == .select { throw CompressionError.recipe("\(at).init: select keeps blocks of W itself; whiten: true starts from the whitened SVD (use vanloan)") }
         return k
     }
 
@@ -427,7 +457,38 @@ public struct Recipe {
             guard x > 0 else { throw CompressionError.recipe("\(at).sparse_residual must be in (0, 1), got 0") }
             l.sparseResidual = x
         }
+        let budgeted: Bool
+        if case .budget = rule { budgeted = true } else { budgeted = false }
+        (l.whiten, l.percdamp, l.allocate) = try dataAware(d, at: at, progressive: l.progressive, budgeted: budgeted, budgetKey: "budget")
         return l
+    }
+
+    /// The keys a data-aware factorization shares (whiten, percdamp, allocate), checked together:
+    /// percdamp and allocate: sensitivity need whiten: true (the whitened spectra), allocate needs
+    /// a budget shared by the targets (`budgetKey`), and a whitened stage is one-shot.
+    static func dataAware(_ d: [String: Any], at: String, progressive: Int, budgeted: Bool, budgetKey: String) throws
+        -> (whiten: Bool, percdamp: Double, allocate: Allocation) {
+        let whiten = try bool(d, "whiten", at: at) ?? false
+        var percdamp = 0.01
+        if let v = d["percdamp"] {
+            guard whiten else { throw CompressionError.recipe("\(at).percdamp dampens the whitening's XᵀX; it needs whiten: true") }
+            percdamp = try number(v, "\(at).percdamp")
+            guard percdamp > 0, percdamp.isFinite else { throw CompressionError.recipe("\(at).percdamp must be > 0") }
+        }
+        let allocate = try choice(d, "allocate", Allocation.self, at: at) ?? .uniform
+        if d["allocate"] != nil && !budgeted { throw CompressionError.recipe("\(at).allocate shares a budget among the targets; it needs \(budgetKey)") }
+        if allocate == .sensitivity && !whiten {
+            throw CompressionError.recipe("\(at).allocate: sensitivity ranks layers by their whitened spectra; it needs whiten: true")
+        }
+        if whiten && progressive > 1 { throw CompressionError.recipe("\(at).whiten: a whitened factorization is one-shot; drop progressive") }
+        return (whiten, percdamp, allocate)
+    }
+
+    /// A boolean key, or nil when absent.
+    static func bool(_ d: [String: Any], _ key: String, at: String) throws -> Bool? {
+        guard let v = d[key] else { return nil }
+        guard let b = v as? Bool else { throw CompressionError.recipe("\(at).\(key) must be true or false, got '\(v)'") }
+        return b
     }
 
     /// A distill block through `DistillSettings`'s table (its keys, defaults and checks).

@@ -84,6 +84,9 @@ public final class RecipeRunner {
             if case .prune(let p) = st.method, p.method != .magnitude, train == nil {
                 throw CompressionError.recipe("stages[\(st.index)].prune.method \(p.method.rawValue) needs calibration text: pass --data")
             }
+            if st.method.calibrated, train == nil {
+                throw CompressionError.recipe("stages[\(st.index)].\(st.method.name).whiten needs calibration text: pass --data")
+            }
             if let q = st.quantize {
                 _ = try compressor.resolve(q.targets, at: "stages[\(st.index)].quantize")
                 if q.method == .gptq && train == nil { throw CompressionError.recipe("stages[\(st.index)].quantize.method gptq needs calibration text: pass --data") }
