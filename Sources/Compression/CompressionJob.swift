@@ -114,7 +114,9 @@ public final class CompressionJob {
         }
         plan.append(("one-shot compression", oneShot))
         // Each distillation with the forms the stages before it (and its own) leave, as far as
-        // they are known before running (`plannedForms`).
+        // they are known before running (`plannedForms`, which also refuses, before anything
+        // runs, forms a later stage cannot take).
+        _ = try plannedForms(student, recipe: recipe, through: recipe.stages.count - 1)
         for st in recipe.stages {
             guard let d = st.distill?.scaled(by: o.run.distillScale) else { continue }
             var job = MemoryEstimate.DistillationJob(student: try plannedForms(student, recipe: recipe, through: st.index), teacher: teacher, settings: d)

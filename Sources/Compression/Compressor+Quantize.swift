@@ -16,12 +16,7 @@ extension Compressor {
     @discardableResult
     public func quantize(_ spec: Recipe.QuantizeSpec, stage: Int, joint: Recipe.PruneSpec? = nil) throws -> [LayerReport] {
         let at = "stages[\(stage)].quantize"
-        let names = try resolve(spec.targets, at: at).filter { n in !spec.skip.contains { globMatch($0.hasSuffix(".weight") ? String($0.dropLast(7)) : $0, n) } }
-        for n in names {
-            if let c = layer(n).components.first(where: { !($0 is QuantizableForm) }) {
-                throw CompressionError.layer(n, "is \(c.summary): \(c is QuantizedComponent ? "already quantized" : "that form cannot be quantized") (\(at))")
-            }
-        }
+        let names = try Self.quantizeTargets(spec, in: model.forms, at: at)
         let states = names.map { state($0) }
         let calibrated = spec.method == .gptq ? names.filter { gptqApplies(layer($0)) } : []
         if let p = joint, let n = names.first(where: { !calibrated.contains($0) || !(layer($0).single is Maskable) }) {
@@ -30,7 +25,7 @@ extension Compressor {
         for n in names where !calibrated.contains(n) {
             let l = layer(n)
             l.components = try l.components.compactMap { $0 as? QuantizableForm }.map { c -> WeightComponent in
-                let q = try quantized(c, spec.format, l)
+                let q = try Self.quantized(c, spec.format, l)
                 q.quantizeToNearest(params: model.params)
                 return q
             }
@@ -44,13 +39,26 @@ extension Compressor {
         }
     }
 
+    /// The layers a quantize stage takes (its targets less `skip`), each checked to hold only
+    /// quantizable forms.
+    static func quantizeTargets(_ spec: Recipe.QuantizeSpec, in forms: GPT2Forms, at: String) throws -> [String] {
+        let names = try resolve(spec.targets, in: forms.weightedLayers.map(\.name), at: at)
+            .filter { n in !spec.skip.contains { globMatch($0.hasSuffix(".weight") ? String($0.dropLast(7)) : $0, n) } }
+        for n in names {
+            if let c = forms.layer(n)?.components.first(where: { !($0 is QuantizableForm) }) {
+                throw CompressionError.layer(n, "is \(c.summary): \(c is QuantizedComponent ? "already quantized" : "that form cannot be quantized") (\(at))")
+            }
+        }
+        return names
+    }
+
     /// Whether GPTQ applies: a block linear whose weight is one dense (or masked) or low-rank component.
     func gptqApplies(_ l: WeightedLayer) -> Bool {
         l.multipliesActivations && (l.single is DenseComponent || l.single is LowRankComponent)
     }
 
     /// `c` of layer `l` wrapped in `format` (the embedding's blocks run along its rows' channels).
-    func quantized(_ c: QuantizableForm, _ format: QuantFormat, _ l: WeightedLayer) throws -> QuantizedComponent {
+    static func quantized(_ c: QuantizableForm, _ format: QuantFormat, _ l: WeightedLayer) throws -> QuantizedComponent {
         do { return try QuantizedComponent(c, format: format, layer: l.name, transposed: !l.multipliesActivations) }
         catch let e as ModelError { throw CompressionError.layer(l.name, "\(e)") }
     }
@@ -99,7 +107,7 @@ extension Compressor {
     private func install(gptq r: [Tensor], on lin: Linear, _ format: QuantFormat) throws {
         func bytes(_ t: Tensor) -> [UInt8] { t.data.map { UInt8($0) } }
         guard let inner = lin.single as? QuantizableForm else { throw CompressionError.layer(lin.name, "cannot be quantized") }
-        let q = try quantized(inner, format, lin)
+        let q = try Self.quantized(inner, format, lin)
         if let lr = inner as? LowRankComponent {
             try model.params.set(lr.w0Name, r[0])
             try model.params.set(lr.w1Name, r[2])

@@ -12,39 +12,53 @@ extension CompressionJob {
         let names = forms.weightedLayers.map(\.name)
         let rows = 1024   // any row count: the state per row decides which candidate is largest
         for st in recipe.stages where st.index <= stage {
-            switch st.method {
-            case .prune, .distillOnly: continue
-            case .lowrank(let spec):
-                for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(st.index)].lowrank").compactMap({ forms.layer($0) })
-                where !(layer.single is FactorizedForm) {
-                    let r = LowRank.needsSpectrum(spec.rule) || spec.allocate == .sensitivity ? min(layer.inFeatures, layer.outFeatures)
-                        : LowRank.rank(for: spec.rule, rows: layer.inFeatures, cols: layer.outFeatures, singularValues: [])
-                    var comps: [WeightComponent] = [LowRankComponent(layer: layer.name, inFeatures: layer.inFeatures, outFeatures: layer.outFeatures, rank: r)]
-                    if spec.sparseResidual != nil {
-                        comps.append(DenseComponent(weightName: layer.name + ".sparse", inFeatures: layer.inFeatures, outFeatures: layer.outFeatures))
-                    }
-                    layer.components = comps
-                }
-            case .kronecker(let spec):
-                for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(st.index)].kronecker").compactMap({ forms.layer($0) }) {
-                    let (m, n) = (layer.inFeatures, layer.outFeatures), extra = spec.scale ? 1 : 0
-                    // Terms by sensitivity may take up to the whole layer's size.
-                    let budget = Int((spec.allocate == .sensitivity ? 1 : spec.budget) * Double(m * n))
-                    var candidates: [(KroneckerShape, Int)]
-                    if let f = spec.factors, let t = spec.terms {
-                        candidates = [(KroneckerShape(m1: f.m1, n1: f.n1, m2: m / f.m1, n2: n / f.n1), t)]
-                    } else {
-                        candidates = NearestKronecker.autoCandidates(rows: m, cols: n, terms: spec.terms, budget: budget - (spec.terms ?? 0) * extra,
-                                                                     perTermExtra: extra, maxCandidates: spec.terms == nil ? 12 : 8)
-                    }
-                    let comps = candidates.map { KroneckerComponent(prefix: layer.name, shape: $0.0, terms: $0.1, scaled: spec.scale) }
-                    if let big = comps.max(by: { $0.savedFloats(rows: rows) + $0.scratchFloats(rows: rows) < $1.savedFloats(rows: rows) + $1.scratchFloats(rows: rows) }) {
-                        layer.components = [big]
-                    }
+            try plan(st.method, forms, names: names, stage: st.index, rows: rows)
+            // Quantized forms: checked now (a matrix whose inputs are not a multiple of 32 is
+            // refused before any stage runs, naming the layer; a Kronecker layer's at run time).
+            if let q = st.quantize {
+                for n in try Compressor.quantizeTargets(q, in: forms, at: "stages[\(st.index)].quantize") {
+                    let l = forms.layer(n)!
+                    guard !(l.single is KroneckerComponent) else { continue }   // its shape may be decided at run time
+                    l.components = try l.components.compactMap { $0 as? QuantizableForm }.map { try Compressor.quantized($0, q.format, l) }
                 }
             }
         }
         return forms
+    }
+
+    /// Replaces the targets of one stage's method in `forms` by their planned forms.
+    private func plan(_ method: Recipe.Method, _ forms: GPT2Forms, names: [String], stage: Int, rows: Int) throws {
+        switch method {
+        case .prune, .distillOnly: return
+        case .lowrank(let spec):
+            for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(stage)].lowrank").compactMap({ forms.layer($0) })
+            where !(layer.single is FactorizedForm) {
+                let r = LowRank.needsSpectrum(spec.rule) || spec.allocate == .sensitivity ? min(layer.inFeatures, layer.outFeatures)
+                    : LowRank.rank(for: spec.rule, rows: layer.inFeatures, cols: layer.outFeatures, singularValues: [])
+                var comps: [WeightComponent] = [LowRankComponent(layer: layer.name, inFeatures: layer.inFeatures, outFeatures: layer.outFeatures, rank: r)]
+                if spec.sparseResidual != nil {
+                    comps.append(DenseComponent(weightName: layer.name + ".sparse", inFeatures: layer.inFeatures, outFeatures: layer.outFeatures))
+                }
+                layer.components = comps
+            }
+        case .kronecker(let spec):
+            for layer in try Compressor.resolve(spec.targets, in: names, at: "stages[\(stage)].kronecker").compactMap({ forms.layer($0) }) {
+                let (m, n) = (layer.inFeatures, layer.outFeatures), extra = spec.scale ? 1 : 0
+                // Terms by sensitivity may take up to the whole layer's size.
+                let budget = Int((spec.allocate == .sensitivity ? 1 : spec.budget) * Double(m * n))
+                var candidates: [(KroneckerShape, Int)]
+                if let f = spec.factors, let t = spec.terms {
+                    candidates = [(KroneckerShape(m1: f.m1, n1: f.n1, m2: m / f.m1, n2: n / f.n1), t)]
+                } else {
+                    candidates = NearestKronecker.autoCandidates(rows: m, cols: n, terms: spec.terms, budget: budget - (spec.terms ?? 0) * extra,
+                                                                 perTermExtra: extra, maxCandidates: spec.terms == nil ? 12 : 8)
+                }
+                let comps = candidates.map { KroneckerComponent(prefix: layer.name, shape: $0.0, terms: $0.1, scaled: spec.scale) }
+                if let big = comps.max(by: { $0.savedFloats(rows: rows) + $0.scratchFloats(rows: rows) < $1.savedFloats(rows: rows) + $1.scratchFloats(rows: rows) }) {
+                    layer.components = [big]
+                }
+            }
+        }
     }
 }
 

@@ -93,6 +93,18 @@ begin = 8 + n + header[key]["data_offsets"][0]
 data[begin:begin + 4] = struct.pack("<f", 0.5)
 open(path, "wb").write(data)
 PY
+# A quantize stage that a planned form cannot take (a rank-8 factor is quantized along its 8
+# inputs, not a multiple of Q4_0's 32): refused before the first stage runs, naming the layer.
+cat > "$WORK/lowrank-q4.yaml" <<'YAML'
+stages:
+  - lowrank: {targets: ["wte"], rank: 8}
+    distill: {steps: 2, batch: 2, seq: 16}
+  - quantize: {format: q4_0, targets: ["wte"]}
+YAML
+expect_failure "quantizing a rank-8 factor" "layer wte: wte.lowrank.w0 has 8 inputs per output.*not a multiple of 32" \
+    "$SQUEEZE" compress --model "$TINY" --recipe "$WORK/lowrank-q4.yaml" --out "$WORK/lowrank-q4" --data "$TEXT"
+[[ ! -e "$WORK/lowrank-q4/checkpoint" ]] || fail "quantizing a rank-8 factor: a stage ran before the refusal"
+
 cat > "$WORK/oneshot.yaml" <<'YAML'
 stages:
   - prune: {sparsity: 0.5, targets: ["h.*.mlp.c_fc"]}
