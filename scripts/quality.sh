@@ -6,9 +6,10 @@
 # inference tokens/s relative to the teacher, and the wall time of the run.
 #
 #   scripts/quality.sh [--scale X] [recipe.yaml ...]     (default: all recipes, scale 1)
+#   QUALITY_DIR=runs/quality-tenth scripts/quality.sh ...   another results directory
 #   SKIP_DONE=1 scripts/quality.sh ...   keeps every run that already has its eval in runs/quality/
 #   (the control included), so an interrupted or piecewise series goes on where it stopped
-# Results: runs/quality/results.md (and .json).
+# Results: runs/quality/results.md (and .json) and frontier.svg (test perplexity against bytes).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SQUEEZE_ROOT"
@@ -29,7 +30,7 @@ done
 RECIPES=(recipes/dense-control.yaml "${RECIPES[@]}")
 NP=${NP:-2}
 MODEL=models/default
-Q=runs/quality
+Q=${QUALITY_DIR:-runs/quality}
 ensure_packages
 python3 scripts/fetch_data.py
 build_release
