@@ -2,6 +2,7 @@ import CKernels
 import Dispatch
 import Foundation
 import Kernels
+import TestSupport
 import XCTest
 
 /// BF16Matmul (Sources/Kernels/BF16Matmul.swift): oneDNN's BF16 path where this machine has one,
@@ -16,23 +17,6 @@ import XCTest
 /// breaks this by orders of magnitude; unrounded activations break it at small k (and always in
 /// `testIntegerProductsAreExact`, where every path must be bit exact).
 final class BF16MatmulTests: XCTestCase {
-    /// SplitMix64 normals (reproducible without other targets' generators).
-    struct Rng {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
-        mutating func normal() -> Float {
-            let u = max(uniform(), 1e-300), v = uniform()
-            return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * v))
-        }
-    }
-
     static let nanBF16: UInt16 = 0x7FC0
     /// What C's padding holds; it must come back untouched.
     static let sentinel: Float = 12345
@@ -53,7 +37,7 @@ final class BF16MatmulTests: XCTestCase {
             lda = k + (padded ? 3 : 0)
             ldb = (transB ? k : n) + (padded ? 5 : 0)
             ldc = n + (padded ? 7 : 0)
-            var rng = Rng(state: seed)
+            var rng = SplitMix64(seed)
             a = [Float](repeating: .nan, count: m * lda)
             for i in 0..<m { for l in 0..<k { a[i * lda + l] = rng.normal() } }
             let bRows = transB ? n : k, bCols = transB ? k : n
@@ -208,7 +192,7 @@ final class BF16MatmulTests: XCTestCase {
     /// (and differ from the unrounded product: activations must be rounded to BF16 first).
     func testIntegerProductsAreExact() {
         let (m, n, k) = (33, 70, 2304)
-        var rng = Rng(state: 99)
+        var rng = SplitMix64(99)
         // Integers in ±1 ... ±4 (BF16's spacing there is 2⁻⁷ or more, so + 2⁻¹⁰ rounds away).
         let ai = (0..<(m * k)).map { _ in Float(Int(rng.next() % 4) + 1) * (rng.next() % 2 == 0 ? 1 : -1) }
         let a = ai.map { $0 + 0x1p-10 }

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Model
+import TestSupport
 import XCTest
 
 /// The C kernels of packed weight forms (Sources/CKernels) against plain Swift/Double references,
@@ -13,24 +14,6 @@ import XCTest
 /// sizes). Conversions, quantizers and decode_rows must be bit exact.
 final class PackedKernelTests: XCTestCase {
     // MARK: - Helpers
-
-    /// SplitMix64: reproducible matrices without depending on other targets' generators.
-    struct Rng {
-        var state: UInt64
-        init(_ seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
-        mutating func normal() -> Float {
-            let u = max(uniform(), 1e-300), v = uniform()
-            return Float((-2 * log(u)).squareRoot() * cos(2 * Double.pi * v))
-        }
-    }
 
     /// Runs body at every level from generic up to the one in use (detected, capped by
     /// SQUEEZE_ISA), then restores it. At AVX-512 on a VBMI2 CPU, body runs with and without VBMI2.
@@ -67,7 +50,7 @@ final class PackedKernelTests: XCTestCase {
 
         init(rows: Int, cols: Int, sparsity: Double, seed: UInt64) {
             self.rows = rows; self.cols = cols; self.sparsity = sparsity
-            var g = Rng(seed)
+            var g = SplitMix64(seed)
             w = (0..<rows * cols).map { _ in g.uniform() < sparsity ? 0 : g.normal() }
             if rows >= 3 { for c in 0..<cols { w[cols + c] = 0 } }
             x = (0..<cols).map { _ in g.normal() }
@@ -161,7 +144,7 @@ final class PackedKernelTests: XCTestCase {
     /// HF layout: the case's W read as [in = rows, out = cols]; y[c - c0] = sum_i x'[i] W[i, c].
     func testGemvF32InOutLayout() {
         forEachCase({ _ in true }) { k in
-            var g = Rng(UInt64(k.rows * 1000 + k.cols))
+            var g = SplitMix64(UInt64(k.rows * 1000 + k.cols))
             let xin = (0..<k.rows).map { _ in g.normal() }
             // The transpose as [cols, rows] row-major, so reference() applies.
             var t = [Float](repeating: 0, count: k.rows * k.cols)
@@ -493,7 +476,7 @@ final class PackedKernelTests: XCTestCase {
             if !x.isNaN { XCTAssertEqual(Float16(x).bitPattern, want, "the expectation agrees with Swift's Float16 for \(x)") }
         }
         // Random bit patterns over the whole exponent range, against Swift's Float16 conversion.
-        var g = Rng(7)
+        var g = SplitMix64(7)
         for _ in 0..<200_000 {
             let x = Float(bitPattern: UInt32(truncatingIfNeeded: g.next()))
             if x.isNaN { continue }
@@ -536,7 +519,7 @@ final class PackedKernelTests: XCTestCase {
             XCTAssertEqual(squeeze_fp32_to_bf16(x), want, "fp32 0x\(String(bits, radix: 16)) -> bf16")
             XCTAssertEqual(referenceBF16(x), want, "the independent rule agrees for 0x\(String(bits, radix: 16))")
         }
-        var g = Rng(11)
+        var g = SplitMix64(11)
         for _ in 0..<300_000 {
             let x = Float(bitPattern: UInt32(truncatingIfNeeded: g.next()))
             XCTAssertEqual(squeeze_fp32_to_bf16(x), referenceBF16(x), "fp32 0x\(String(x.bitPattern, radix: 16))")
@@ -550,7 +533,7 @@ final class PackedKernelTests: XCTestCase {
 
     /// The array conversions give the scalar functions' bits at every level, for every tail length.
     func testArrayConversionsMatchScalar() {
-        var g = Rng(3)
+        var g = SplitMix64(3)
         let special: [Float] = [.nan, -.nan, .infinity, -.infinity, 0, -0.0, Float(bitPattern: 0x0000_8000), Float(bitPattern: 0x3F80_8000),
                                 Float(bitPattern: 0x7F7F_FFFF), Float(bitPattern: 0x7F80_0001)]
         let x = special + (0..<200).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: g.next())) }
@@ -574,7 +557,7 @@ final class PackedKernelTests: XCTestCase {
     /// squeeze_attend_bf16 against a Double softmax-weighted sum of the BF16 rows: head sizes
     /// below, at and between vector widths, 0, 1 and many positions, rows strided as in a cache.
     func testAttendBF16MatchesDoubleReference() {
-        var rng = Rng(23)
+        var rng = SplitMix64(23)
         forEachPath { isa in
             for hs in [1, 7, 16, 19, 64, 80] {
                 for n in [0, 1, 2, 37, 130] {
