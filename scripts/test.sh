@@ -244,8 +244,8 @@ if [[ ${STATUSES[-1]} == pass ]]; then
     # already loop over every level the machine has (squeeze_set_isa), these runs cap it from the
     # environment as users would.
     for isa in avx2 generic; do
-        phase "packed kernels with SQUEEZE_ISA=$isa (swift test --filter 'PackedKernelTests|BF16MatmulTests')" \
-            env SQUEEZE_ISA=$isa swift test --skip-build --filter "PackedKernelTests|BF16MatmulTests" "${SCRATCH[@]}"
+        phase "packed kernels with SQUEEZE_ISA=$isa (swift test --filter 'PackedKernelTests|BF16MatmulTests|PackedModelTests')" \
+            env SQUEEZE_ISA=$isa swift test --skip-build --filter "PackedKernelTests|BF16MatmulTests|PackedModelTests" "${SCRATCH[@]}"
     done
 
     BIN=$(swift build --show-bin-path "${SCRATCH[@]}")

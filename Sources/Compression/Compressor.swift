@@ -119,4 +119,21 @@ public final class Compressor {
         let d = Double((before - after).frobeniusNorm), n = Double(before.frobeniusNorm)
         return n > 0 ? d / n : 0
     }
+
+    /// A one-shot stage's compression: its method, then its quantization (SparseGPT and GPTQ in
+    /// the same stage: one joint sweep). The reports of the layers it changed.
+    @discardableResult
+    public func compress(_ st: Recipe.Stage) throws -> [LayerReport] {
+        var joint: Recipe.PruneSpec?
+        var reports: [LayerReport] = []
+        switch st.method {
+        case .prune(let p) where p.method == .sparsegpt && st.quantize?.method == .gptq: joint = p
+        case .prune(let p): reports += try prune(p, stage: st.index)
+        case .kronecker(let k): reports += try kronecker(k, stage: st.index)
+        case .lowrank(let l): reports += try lowrank(l, stage: st.index)
+        case .distillOnly: break
+        }
+        if let q = st.quantize { reports += try quantize(q, stage: st.index, joint: joint) }
+        return reports
+    }
 }

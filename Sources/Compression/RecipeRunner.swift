@@ -172,15 +172,7 @@ public final class RecipeRunner {
     private func compress(_ st: Recipe.Stage, label: String) throws {
         if case .distillOnly = st.method, st.quantize == nil { return }
         Console.status("\(label): compressing")
-        var joint: Recipe.PruneSpec?
-        switch st.method {
-        case .prune(let p) where p.method == .sparsegpt && st.quantize?.method == .gptq: joint = p
-        case .prune(let p): try timed { try compressor.prune(p, stage: st.index) }
-        case .kronecker(let k): try timed { try compressor.kronecker(k, stage: st.index) }
-        case .lowrank(let l): try timed { try compressor.lowrank(l, stage: st.index) }
-        case .distillOnly: break
-        }
-        if let q = st.quantize { try timed { try compressor.quantize(q, stage: st.index, joint: joint) } }
+        try timed { try compressor.compress(st) }
     }
 
     /// A progressive stage: `steps` compressions, each followed by an equal share of the stage's

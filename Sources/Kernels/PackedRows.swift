@@ -124,7 +124,10 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
     /// one row takes the GEMV's output, more a decoded panel).
     public func scratchFloats(rows N: Int) -> Int {
         switch storage {
-        case .f32, .bf16: return max(rows, 0)
+        case .f32: return max(rows, 0)
+        // Without BF16Matmul (no AVX-512 BF16, or SQUEEZE_ISA below it: both can change after
+        // packing), BF16 rows take the panel path (decode, then sgemm), so the panel is always counted.
+        case .bf16: return max(rows, panelRows * cols)
         case .bitmaskBF16, .nm24BF16: return max(rows, panelRows * cols + (panelRows * cols + 1) / 2)   // + the panel in BF16
         default: return max(rows, panelRows * cols)
         }

@@ -105,11 +105,7 @@ struct BenchForms: ParsableCommand {
 
     func run() throws { try guarded {
         _ = try options.setUp()
-        let parsed = try shapes.split(separator: ",").map { s -> [Int] in
-            let d = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard d.count == 2, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("--shapes takes INxOUT pairs, got '\(s)'") }
-            return d
-        }
+        let parsed = try parseShapes(shapes, "INxOUT")
         let r = try runFormsBench(shapes: parsed, prefillRows: rows)
         if options.json { Console.print(try jsonLine(r)); return }
         Console.print("read bandwidth \(fmt(r.readGBps, 1)) GB/s, sgemm \(fmt(r.sgemmGflops, 0)) GFLOP/s (same run), \(r.threads) thread(s), prefill \(r.prefillRows) rows")
@@ -133,11 +129,7 @@ struct BenchBF16: ParsableCommand {
 
     func run() throws { try guarded {
         _ = try options.setUp()
-        let parsed = try shapes.split(separator: ",").map { s -> [Int] in
-            let d = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard d.count == 2, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("--shapes takes NxK pairs, got '\(s)'") }
-            return d
-        }
+        let parsed = try parseShapes(shapes, "NxK")
         guard rows > 0, rounds > 0 else { throw ValidationError("--rows and --rounds must be positive") }
         let r = runBF16Bench(m: rows, shapes: parsed, rounds: rounds)
         if options.json { Console.print(try jsonLine(r)); return }
@@ -256,4 +248,14 @@ struct BenchTall: ParsableCommand {
                           + "small SVD \(fmt(p.smallSVD, 2)) s, apply Q \(fmt(p.applyQ, 2)) s, gather U \(fmt(p.gatherU, 2)) s")
         }
     } }
+}
+
+/// `--shapes` of the benchmarks: comma-separated `AxB` pairs of positive sizes (`form` names them
+/// in the error, e.g. "INxOUT").
+func parseShapes(_ text: String, _ form: String) throws -> [[Int]] {
+    try text.split(separator: ",").map { s -> [Int] in
+        let d = s.lowercased().split(separator: "x").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard d.count == 2, d.allSatisfy({ $0 > 0 }) else { throw ValidationError("--shapes takes \(form) pairs, got '\(s)'") }
+        return d
+    }
 }

@@ -70,12 +70,7 @@ final class EmbeddingFormTests: XCTestCase {
         let m = try GPT2.load(directory: Fixtures.tinyGPT2)
         let r = try Recipe.parse("stages:\n  - \(stage)")
         let c = Compressor(model: m, comm: .world)
-        switch r.stages[0].method {
-        case .lowrank(let l): try c.lowrank(l, stage: 0)
-        case .kronecker(let k): try c.kronecker(k, stage: 0)
-        case .prune(let p): try c.prune(p, stage: 0)
-        case .distillOnly: break
-        }
+        try c.compress(r.stages[0])
         return m
     }
 

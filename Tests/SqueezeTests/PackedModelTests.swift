@@ -19,15 +19,7 @@ final class PackedModelTests: XCTestCase {
     func compressed(_ yaml: String) throws -> GPT2 {
         let m = try wide()
         let c = Compressor(model: m, comm: .world)
-        for st in try Recipe.parse(yaml).stages {
-            switch st.method {
-            case .lowrank(let l): try c.lowrank(l, stage: st.index)
-            case .prune(let p): try c.prune(p, stage: st.index)
-            case .kronecker(let k): try c.kronecker(k, stage: st.index)
-            case .distillOnly: break
-            }
-            if let q = st.quantize { try c.quantize(q, stage: st.index) }
-        }
+        for st in try Recipe.parse(yaml).stages { try c.compress(st) }
         return m
     }
 

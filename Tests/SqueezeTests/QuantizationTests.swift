@@ -104,15 +104,7 @@ final class QuantizedFormTests: XCTestCase {
         let m = try model ?? GPT2.load(directory: Fixtures.tinyGPT2)
         let c = Compressor(model: m, comm: .world)
         let r = try Recipe.parse(yaml)
-        for st in r.stages {
-            switch st.method {
-            case .lowrank(let l): try c.lowrank(l, stage: st.index)
-            case .prune(let p): try c.prune(p, stage: st.index)
-            case .kronecker(let k): try c.kronecker(k, stage: st.index)
-            case .distillOnly: break
-            }
-            if let q = st.quantize { try c.quantize(q, stage: st.index) }
-        }
+        for st in r.stages { try c.compress(st) }
         return m
     }
 
