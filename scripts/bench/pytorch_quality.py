@@ -3,7 +3,7 @@
 and distillation budget as scripts/quality.sh, for a side-by-side table (run by hand, never in CI).
 
     /work/venv/bin/python scripts/bench/pytorch_quality.py [--methods M ...] [--steps N | --scale X]
-        [--threads 2] [--micro-batch 4] [--json OUT]
+        [--threads 2] [--micro-batch 4] [--teacher-ppl PPL] [--json OUT]
 
 Teacher: models/default (GPT-2 6x256, F16 weights, loaded as float32; dropout 0, as Squeeze has
 none). Student = a float32 copy of the teacher, compressed, then distilled from the teacher.
@@ -861,6 +861,8 @@ def main():
     ap.add_argument("--cache", default=os.path.join(ROOT, "runs", "pytorch_quality"), help="token cache directory")
     ap.add_argument("--eval-max-tokens", type=int,
                     help="score only the first N tokens of test.txt and valid.txt (quick runs; default: all of test, 65,537 of valid)")
+    ap.add_argument("--teacher-ppl", type=float, metavar="PPL",
+                    help="the teacher's test perplexity as measured before (skips its ~5-9 min evaluation; ratios use it)")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     args = ap.parse_args()
     if args.steps is not None and args.steps < 1:
@@ -892,11 +894,15 @@ def main():
         check_quantizers(teacher)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
-    teacher_ppl, scored = perplexity(teacher, data["test"], teacher.config.n_positions)
+    if args.teacher_ppl:
+        teacher_ppl, scored = args.teacher_ppl, None
+    else:
+        teacher_ppl, scored = perplexity(teacher, data["test"], teacher.config.n_positions)
     teacher_info = dict(counts(teacher), method="teacher", test_ppl=teacher_ppl, test_tokens=scored, ratio_teacher=1.0,
-                        test_eval_s=time.perf_counter() - t0, loadavg_before=list(load_before))
-    log(f"teacher: test ppl {teacher_ppl:.3f} on {scored:,} scored tokens ({teacher_info['test_eval_s']:.1f} s); "
-        f"Squeeze's published value {squeeze_ref}")
+                        test_eval_s=time.perf_counter() - t0, loadavg_before=list(load_before),
+                        given=bool(args.teacher_ppl))
+    log(f"teacher: test ppl {teacher_ppl:.3f} " + (f"on {scored:,} scored tokens ({teacher_info['test_eval_s']:.1f} s)" if scored
+        else "(given by --teacher-ppl, not evaluated)") + f"; Squeeze's published value {squeeze_ref}")
 
     results = [run_method(m, args, teacher, data, teacher_ppl) for m in args.methods]
     dense = next((r for r in results if r["method"] == "dense-kd"), None)
