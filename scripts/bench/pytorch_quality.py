@@ -57,6 +57,13 @@ Methods (each followed by logit knowledge distillation unless said otherwise):
                      Cholesky factor of H^-1; natural column order, lazy blocks of 128; a ggml
                      block's scale by Q4_0's rule from its 32 weights as they stand (error feedback
                      of earlier columns included) when the sweep reaches its first column.
+                     Checked against `squeeze compress` (same recipe, --data train.txt --valid
+                     valid.txt, as scripts/quality.sh; without --valid Squeeze holds out the end of
+                     train.txt and calibrates on other windows): the RTN blocks of q8-rtn and
+                     q4-rtn are byte-identical to Squeeze's for all 25 matrices, and GPTQ's grid of
+                     block 0 equals Squeeze's value for value; later blocks see HF's float32
+                     rounding of the activations instead of Squeeze's kernels' (non-zeros
+                     16,370,255 here, 16,370,252 in Squeeze's q4-gptq).
   q4-gptq-kd         q4-gptq, then quantization-aware KD (recipes/q4-gptq-kd.yaml's distill:) as
                      Squeeze's QuantizedComponent: AdamW trains F32 masters; each step's forward
                      runs on the grid (GPTQ's while the masters sit exactly on it, otherwise the
@@ -84,7 +91,11 @@ Validation after distillation: the first 65,537 tokens of valid.txt (Squeeze's e
 Cost on the project's 2-core machine (measured with the cores shared, load average 5-11): one
 step of 16 x 256 tokens took 50-81 s (58-118 tokens/s), 11 s at the best moment seen, so the full
 400 steps take from ~1.2 h (idle machine) to ~7 h per method; test evaluation ~340 s loaded.
---steps 5 --eval-max-tokens 10240 runs every method in ~40 min (a smoke test).
+--steps 5 --eval-max-tokens 10240 runs every method in ~40 min (a smoke test). Quantization (2
+threads, load average 9-10): round to nearest under a second; q4-gptq's calibration and sweeps
+~6-7 min (each block's Grams re-run the windows through the blocks before it: 15-57 s; sweeps
+20-50 s per block, float64); a test evaluation 550-740 s; a QAT step ~125 s. --teacher-ppl skips
+the teacher's evaluation when it is known (118.477 for models/default on all of test.txt).
 
 Reported per method: block-linear weight parameters stored (non-zeros of pruned matrices, factor
 sizes of factored ones), all parameters stored, non-zeros of the whole model (embedding
