@@ -3,7 +3,7 @@
 and distillation budget as scripts/quality.sh, for a side-by-side table (run by hand, never in CI).
 
     /work/venv/bin/python scripts/bench/pytorch_quality.py [--methods M ...] [--steps N | --scale X]
-        [--threads 2] [--micro-batch 4] [--json OUT]
+        [--threads 2] [--micro-batch 4] [--teacher-ppl PPL] [--json OUT]
 
 Teacher: models/default (GPT-2 6x256, F16 weights, loaded as float32; dropout 0, as Squeeze has
 none). Student = a float32 copy of the teacher, compressed, then distilled from the teacher.
@@ -36,6 +36,40 @@ Methods (each followed by logit knowledge distillation unless said otherwise):
                      masked parameter), wpe and every block linear at the sparsity that brings
                      all non-zeros (biases and LayerNorms stay dense) to <= half the teacher's
   magnitude-50-oneshot  the magnitude-50 masks with no distillation (reference)
+  q8-rtn, q4-rtn     (one shot, no KD; recipes/q8-rtn.yaml, q4-rtn.yaml) ggml's Q8_0 / Q4_0 round
+                     to nearest of the recipes' targets, wte (the tied head) and every block
+                     linear: blocks of 32 consecutive weights along the INPUT dimension of each
+                     output (down dim 0 of HF's [in, out] Conv1D weights; along the C channels of
+                     wte [vocab, C], the head's inputs), one fp16 scale each. Q8_0: d = amax/127,
+                     q = roundf(w/d); Q4_0 (quantize_row_q4_0_ref): d = (the signed value of
+                     largest |w|, the first one) / -8, q = min(15, trunc(w/d + 8.5)), w' = d (q - 8);
+                     1/d from the F32 d, w' from fp16(d). A startup self-check holds both to
+                     gguf-py's gguf.quants bytes and dequantized values, bit for bit.
+  q4-gptq            (one shot; recipes/q4-gptq.yaml) wte by Q4_0 round to nearest first (Squeeze's
+                     Compressor.quantize: GPTQ only applies to block linears), then GPTQ of the
+                     block linears on the Q4_0 grid as Squeeze's gptq() (the reference `fasterquant`
+                     of IST-DASLab/gptq): the recipe's calibration (128 windows of 256 train tokens
+                     at Squeeze's own offsets: xoshiro256** seeded with recipe seed 0 + 0x5EED,
+                     offset = next() % (N - 256)) run block by block through the model as quantized
+                     so far; H = X^T X of each linear's inputs (float64; the reference's 2/n factor
+                     changes nothing), all four of a block's linears from one pass over the block as
+                     it stands, then swept; dead inputs zeroed; damping 1% of mean diag; upper
+                     Cholesky factor of H^-1; natural column order, lazy blocks of 128; a ggml
+                     block's scale by Q4_0's rule from its 32 weights as they stand (error feedback
+                     of earlier columns included) when the sweep reaches its first column.
+                     Checked against `squeeze compress` (same recipe, --data train.txt --valid
+                     valid.txt, as scripts/quality.sh; without --valid Squeeze holds out the end of
+                     train.txt and calibrates on other windows): the RTN blocks of q8-rtn and
+                     q4-rtn are byte-identical to Squeeze's for all 25 matrices, and GPTQ's grid of
+                     block 0 equals Squeeze's value for value; later blocks see HF's float32
+                     rounding of the activations instead of Squeeze's kernels' (non-zeros
+                     16,370,255 here, 16,370,252 in Squeeze's q4-gptq).
+  q4-gptq-kd         q4-gptq, then quantization-aware KD (recipes/q4-gptq-kd.yaml's distill:) as
+                     Squeeze's QuantizedComponent: AdamW trains F32 masters; each step's forward
+                     runs on the grid (GPTQ's while the masters sit exactly on it, otherwise the
+                     masters re-quantized by ggml's rule, scales recomputed per block) and the
+                     grid's gradients go to the masters unchanged (straight-through estimator);
+                     the final masters' grid is what is evaluated (what Squeeze saves).
 
 Distillation (Squeeze's Trainer): per step a global batch of 16 windows of 257 tokens from
 train.txt at offsets drawn by Squeeze's own sampler (xoshiro256** seeded with
@@ -57,13 +91,19 @@ Validation after distillation: the first 65,537 tokens of valid.txt (Squeeze's e
 Cost on the project's 2-core machine (measured with the cores shared, load average 5-11): one
 step of 16 x 256 tokens took 50-81 s (58-118 tokens/s), 11 s at the best moment seen, so the full
 400 steps take from ~1.2 h (idle machine) to ~7 h per method; test evaluation ~340 s loaded.
---steps 5 --eval-max-tokens 10240 runs every method in ~40 min (a smoke test).
+--steps 5 --eval-max-tokens 10240 runs every method in ~40 min (a smoke test). Quantization (2
+threads, load average 9-10): round to nearest under a second; q4-gptq's calibration and sweeps
+~6-7 min (each block's Grams re-run the windows through the blocks before it: 15-57 s; sweeps
+20-50 s per block, float64); a test evaluation 550-740 s; a QAT step ~125 s. --teacher-ppl skips
+the teacher's evaluation when it is known (118.477 for models/default on all of test.txt).
 
 Reported per method: block-linear weight parameters stored (non-zeros of pruned matrices, factor
 sizes of factored ones), all parameters stored, non-zeros of the whole model (embedding
-included; tied weights counted once), test perplexity and its ratio to the teacher and to the
-dense control, validation perplexity, KD tokens/s (16*256*steps / distillation time) and wall
-time (compression + distillation + evaluations).
+included; tied weights counted once), bytes as Squeeze's storedSize counts them (quantized
+matrices as ggml blocks: Q4_0 18 bytes and Q8_0 34 bytes per 32 weights; every other stored
+value F32, 4 bytes; a pruning mask 1 bit per weight), test perplexity and its ratio to the
+teacher and to the dense control, validation perplexity, KD tokens/s (16*256*steps /
+distillation time) and wall time (compression + distillation + evaluations).
 """
 
 import argparse
@@ -103,7 +143,22 @@ METHODS = {
     "lowrank-half-kd": ("lowrank-half.yaml", "truncated SVD, r = floor(0.5 in out/(in+out)), + KD"),
     "kronecker-half-kd": ("kronecker-half.yaml", "nearest sum of Kronecker products, <= 0.5x params, + KD"),
     "all-50-kd": ("whole-half.yaml", "magnitude pruning of wte, wpe and block linears to <= 0.5x non-zeros overall, + KD"),
+    "q8-rtn": (None, "Q8_0 round to nearest of wte (tied head) and every block linear, no KD"),
+    "q4-rtn": (None, "Q4_0 round to nearest of wte (tied head) and every block linear, no KD"),
+    "q4-gptq": (None, "Q4_0 by GPTQ on the block linears (sequential calibration), wte round to nearest, no KD"),
+    "q4-gptq-kd": ("q4-gptq-kd.yaml", "q4-gptq, then quantization-aware KD (straight-through, F32 masters), on the grid"),
 }
+# quantization method -> (recipe it mirrors, ggml format, method of the block linears)
+QUANT = {
+    "q8-rtn": ("q8-rtn.yaml", "q8_0", "rtn"),
+    "q4-rtn": ("q4-rtn.yaml", "q4_0", "rtn"),
+    "q4-gptq": ("q4-gptq.yaml", "q4_0", "gptq"),
+    "q4-gptq-kd": ("q4-gptq-kd.yaml", "q4_0", "gptq"),
+}
+QK = 32                                          # ggml's block: 32 weights, one fp16 scale
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}
+GPTQ_BLOCKSIZE, GPTQ_PERCDAMP = 128, 0.01        # Recipe.QuantizeSpec defaults (no recipe sets them)
+CALIBRATION_SEED = 0 + 0x5EED                    # Compressor.calibrationBatches: recipe seed 0 &+ 0x5EED
 DEFAULT_METHODS = ["dense-kd", "magnitude-50-kd", "prune-ofa-50", "nm24-kd", "lowrank-half-kd", "kronecker-half-kd", "all-50-kd"]
 
 
@@ -122,6 +177,18 @@ def recipe_distill(name):
     for item in m.group(1).split(","):
         k, v = (s.strip() for s in item.split(":", 1))
         out[k] = float(v) if re.search(r"[.eE]", v) else int(v)
+    return out
+
+
+def recipe_calibration(name):
+    """recipes/NAME's `calibration: {samples, seq}` (Squeeze's defaults when absent)."""
+    text = open(os.path.join(ROOT, "recipes", name)).read()
+    m = re.search(r"calibration:\s*\{([^}]*)\}", text)
+    out = {"samples": 64, "seq": 128}             # Recipe.Calibration defaults
+    if m:
+        for item in m.group(1).split(","):
+            k, v = (x.strip() for x in item.split(":", 1))
+            out[k] = int(v)
     return out
 
 
@@ -270,10 +337,13 @@ def block_linears(model):
     return out
 
 
-def effective_tensors(model):
-    """{name: (tensor as used in the forward, stored values)} with each underlying parameter once
-    (pruned weights as weight_orig * mask, storing the mask's ones; tied weights under their
-    first name)."""
+def effective_tensors(model, quantized=None):
+    """{name: (tensor as used in the forward, stored values, stored bytes)} with each underlying
+    parameter once (pruned weights as weight_orig * mask, storing the mask's ones; tied weights
+    under their first name). Bytes as Squeeze's storedSize counts them: ggml blocks for the
+    parameters in `quantized` ({id(parameter): format}: 34 or 18 bytes per 32 weights), 4 bytes
+    per stored value (F32) otherwise, plus one bit per weight for a pruning mask."""
+    quantized = quantized or {}
     seen, out = set(), {}
     for mname, mod in model.named_modules():
         for pname, p in mod.named_parameters(recurse=False):
@@ -283,22 +353,25 @@ def effective_tensors(model):
             if pname.endswith("_orig"):
                 base = pname[:-5]
                 mask = getattr(mod, base + "_mask")
-                out[f"{mname}.{base}"] = ((p * mask).detach(), int(mask.sum()))
+                kept = int(mask.sum())
+                out[f"{mname}.{base}"] = ((p * mask).detach(), kept, 4 * kept + (mask.numel() + 7) // 8)
             else:
-                out[f"{mname}.{pname}" if mname else pname] = (p.detach(), p.numel())
+                size = BLOCK_BYTES[quantized[id(p)]] * p.numel() // QK if id(p) in quantized else 4 * p.numel()
+                out[f"{mname}.{pname}" if mname else pname] = (p.detach(), p.numel(), size)
     return out
 
 
-def counts(model):
+def counts(model, quantized=None):
     """params: all scalars stored (dense shapes, as Squeeze's "all params stored"); nonzero:
     non-zero values of the whole model; block_linear_params: stored block-linear weights
-    (kept entries of pruned ones, factor sizes of factored ones; biases excluded)."""
-    t = effective_tensors(model)
-    params = sum(v.numel() for v, _ in t.values())
-    nonzero = sum(int(torch.count_nonzero(v)) for v, _ in t.values())
-    lin = sum(stored for k, (_, stored) in t.items()
+    (kept entries of pruned ones, factor sizes of factored ones; biases excluded); bytes: the
+    whole model's stored bytes (effective_tensors)."""
+    t = effective_tensors(model, quantized)
+    params = sum(v.numel() for v, _, _ in t.values())
+    nonzero = sum(int(torch.count_nonzero(v)) for v, _, _ in t.values())
+    lin = sum(stored for k, (_, stored, _) in t.items()
               if ".h." in f".{k}" and any(f".{b}." in k for b in BLOCK_LINEARS) and not k.endswith("bias"))
-    return {"params": params, "nonzero": nonzero, "block_linear_params": lin}
+    return {"params": params, "nonzero": nonzero, "block_linear_params": lin, "bytes": sum(b for _, _, b in t.values())}
 
 
 # ----------------------------------------------------------------------------- compression
@@ -440,9 +513,218 @@ def kronecker(model, fraction=0.5):
     return shapes
 
 
+# ----------------------------------------------------------------------------- quantization
+# ggml's Q8_0 / Q4_0 reference rules (ggml-quants.c quantize_row_q8_0_ref / q4_0_ref), in F32,
+# on blocks of 32 along the last dimension; check_quantizers() holds them to gguf-py bit for bit.
+def roundf(x):
+    """C's roundf (half away from zero), exactly, as gguf-py's np_roundf (torch.round is half-even)."""
+    a = x.abs()
+    f = a.floor()
+    return torch.sign(x) * (f + (2 * (a - f)).floor())
+
+
+def block_scale(x, fmt):
+    """The F32 scale d of each block x[..., 32] (before its fp16 rounding)."""
+    if fmt == "q8_0":
+        return x.abs().amax(dim=-1, keepdim=True) / 127
+    imax = x.abs().argmax(dim=-1, keepdim=True)          # the first of largest |x| (ggml's strict <)
+    return x.gather(-1, imax) / -8                       # signed max / -8
+
+
+def block_codes(x, d, fmt):
+    """Stored codes of x[..., 32] for F32 scales d[..., 1]: id = 1/d (0 when d = 0)."""
+    inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
+    if fmt == "q8_0":
+        return roundf(x * inv).clamp(-128, 127)
+    return torch.trunc(x * inv + 8.5).clamp(0, 15)       # (int8_t)(x id + 8.5), min 15
+
+
+def block_values(q, d, fmt):
+    """What the codes stand for: fp16(d) widened, times q (Q8_0) or q - 8 (Q4_0), in F32."""
+    return d.half().float() * (q if fmt == "q8_0" else q - 8)
+
+
+def quantize_rows(x, fmt):
+    """x [..., n] (n a multiple of 32) on the grid: blocks of 32 consecutive values of the last dim."""
+    b = x.float().reshape(-1, QK)
+    d = block_scale(b, fmt)
+    return block_values(block_codes(b, d, fmt), d, fmt).reshape(x.shape)
+
+
+def fake_quant(w, fmt, axis):
+    """w on the grid with blocks running along `axis` (0: HF Conv1D [in, out], blocks down each
+    output's inputs; 1: the embedding [vocab, C], blocks along each row's channels)."""
+    return quantize_rows(w.T, fmt).T.contiguous() if axis == 0 else quantize_rows(w, fmt)
+
+
+def ggml_bytes(x, fmt):
+    """x [n] as ggml's block bytes (fp16 d, then 32 int8 codes or 16 bytes of nibbles j | j+16 << 4)."""
+    b = x.float().reshape(-1, QK)
+    d = block_scale(b, fmt)
+    q = block_codes(b, d, fmt).to(torch.int64)
+    dh = d.half().numpy().view(np.uint8)
+    if fmt == "q8_0":
+        qs = q.to(torch.int8).numpy().view(np.uint8)
+    else:
+        qs = (q[:, :16] | (q[:, 16:] << 4)).to(torch.uint8).numpy()
+    return np.concatenate([dh, qs], axis=1)
+
+
+def check_quantizers(teacher):
+    """Startup self-check: bytes and dequantized values equal gguf-py's (gguf.quants) on random
+    blocks (with ties, zeros, a block of zeros) and on the teacher's wte and first c_attn."""
+    import gguf
+    from gguf import GGMLQuantizationType as G
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(4096, 32, generator=g) * torch.logspace(-4, 1, 4096)[:, None]
+    r[0] = 0
+    r[1, :] = 0.5
+    r[2, 3], r[2, 7] = -3.0, 3.0            # |max| tie of opposite signs: the first wins
+    r[3] = torch.round(r[3] * 4) / 4         # exact halves for the rounding rule
+    samples = {"random": r.reshape(-1),
+               "wte": teacher.transformer.wte.weight.detach()[:4096].reshape(-1),
+               "h.0.attn.c_attn": teacher.transformer.h[0].attn.c_attn.weight.detach().T.reshape(-1)}
+    for fmt, qt in (("q8_0", G.Q8_0), ("q4_0", G.Q4_0)):
+        for name, x in samples.items():
+            x = x.float().contiguous()
+            ref = gguf.quants.quantize(x.numpy().reshape(-1, 256), qt)
+            mine = ggml_bytes(x, fmt).reshape(ref.shape)
+            back = gguf.quants.dequantize(ref, qt).reshape(-1)
+            if not np.array_equal(ref, mine) or not np.array_equal(back, quantize_rows(x, fmt).numpy()):
+                raise SystemExit(f"quantizer self-check failed: {fmt} on {name} differs from gguf-py {gguf.__name__}")
+    log(f"quantizers: Q8_0 and Q4_0 bit-exact with gguf-py (gguf.quants) on {sum(v.numel() for v in samples.values()):,} values")
+
+
+def quant_targets(model):
+    """(name, parameter, blocks axis) of the recipes' targets: wte (the tied head; blocks along its
+    C channels, the head's inputs) and every block linear (blocks down the inputs of [in, out])."""
+    out = [("wte", model.transformer.wte.weight, 1)]
+    for name, parent, attr in block_linears(model):
+        out.append((name, getattr(parent, attr).weight, 0))
+    return out
+
+
+def rtn(model, fmt, names=None):
+    with torch.no_grad():
+        for name, p, axis in quant_targets(model):
+            if names is None or name in names:
+                p.copy_(fake_quant(p, fmt, axis))
+
+
+class _Stop(Exception):
+    pass
+
+
+def calibration_windows(train, samples, seq):
+    """Compressor.calibrationBatches: `samples` windows of `seq` train tokens starting at
+    next() % (N - seq) of xoshiro256** seeded (splitmix64) with recipe seed 0 &+ 0x5EED."""
+    g = SqueezeSampler._rng(CALIBRATION_SEED)
+    starts = [next(g) % (len(train) - seq) for _ in range(samples)]
+    return torch.stack([torch.from_numpy(train[s:s + seq]) for s in starts])
+
+
+def gptq_q4(w, H, fmt="q4_0", blocksize=GPTQ_BLOCKSIZE, percdamp=GPTQ_PERCDAMP):
+    """GPTQ (IST-DASLab gptq `fasterquant`, natural column order) of w [in, out] with Hessian
+    H [in, in] (float64) onto ggml's blocks, as Squeeze's gptq(): the sweep in float64 over the
+    [out, in] view; dead inputs (H_jj = 0) zeroed with H_jj = 1; H += percdamp * mean diag; the
+    upper Cholesky factor of H^-1; lazy blocks of `blocksize` columns. A ggml block's scale is
+    ggml's rule on its 32 weights (rounded to F32) as they stand, error feedback included, when
+    the sweep reaches its first column; each weight's code from the F32 weight and 1/d, its value
+    fp16(d) * code. Returns the grid weight [in, out] (F32)."""
+    W = w.detach().double().T.clone()                 # [out, in]
+    n = W.shape[1]
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += percdamp * torch.diag(H).mean() * torch.eye(n, dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        W1, Err1, Hinv1 = W[:, i1:i2].clone(), torch.zeros_like(W[:, i1:i2]), Hinv[i1:i2, i1:i2]
+        for c in range(i2 - i1):
+            if (i1 + c) % QK == 0:
+                d = block_scale(W1[:, c:c + QK].float(), fmt)          # [out, 1]
+            w_c = W1[:, c]
+            q = block_values(block_codes(w_c.float()[:, None], d, fmt), d, fmt)[:, 0].double()
+            Q[:, i1 + c] = q
+            err = (w_c - q) / Hinv1[c, c]
+            W1[:, c:] -= err[:, None] * Hinv1[c, c:][None, :]
+            Err1[:, c] = err
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return Q.T.float().contiguous()
+
+
+@torch.no_grad()
+def gptq_model(model, fmt, calib, micro=16):
+    """Squeeze's calibrate + gptqCalibrated: block by block, the windows run through the model as
+    compressed so far (the embedding already on its grid; blocks < l already quantized); the Gram
+    matrices X^T X of block l's four linears' inputs are accumulated in float64 in one pass over
+    the block as it stands, then each linear is swept, then block l's outputs feed block l+1."""
+    model.eval()
+    info = {}
+    for l, block in enumerate(model.transformer.h):
+        mods = {f"h.{l}.{p}": getattr(getattr(block, p.split(".")[0]), p.split(".")[1]) for p in BLOCK_LINEARS}
+        grams = {k: torch.zeros(m.weight.shape[0], m.weight.shape[0], dtype=torch.float64) for k, m in mods.items()}
+        handles = []
+        for k, m in mods.items():
+            def pre(mod, args, k=k):
+                x = args[0].reshape(-1, args[0].shape[-1]).double()
+                grams[k].addmm_(x.T, x)
+            handles.append(m.register_forward_pre_hook(pre))
+
+        def stop(mod, args, out):
+            raise _Stop()
+        handles.append(block.register_forward_hook(stop))
+        t0 = time.perf_counter()
+        for i in range(0, len(calib), micro):
+            try:
+                model.transformer(calib[i:i + micro])
+            except _Stop:
+                pass
+        for h in handles:
+            h.remove()
+        t1 = time.perf_counter()
+        for k, m in mods.items():
+            m.weight.copy_(gptq_q4(m.weight, grams[k], fmt))
+        info[f"h.{l}"] = {"calibration_s": t1 - t0, "sweep_s": time.perf_counter() - t1}
+        log(f"  gptq block {l}: grams {t1 - t0:.1f} s, sweeps {time.perf_counter() - t1:.1f} s")
+    return info
+
+
+class GridTrainer:
+    """Quantization-aware distillation as Squeeze's QuantizedComponent: the F32 masters are what
+    AdamW trains; every step's forward runs on the grid (kept while the masters sit exactly on it,
+    else ggml's rule on the masters, per-block scales recomputed), and the grid's gradients go to
+    the masters unchanged (straight-through estimator). The model's own parameters hold the grid."""
+
+    def __init__(self, model, fmt):
+        self.fmt, self.entries = fmt, []
+        for name, p, axis in quant_targets(model):
+            self.entries.append({"name": name, "param": p, "axis": axis,
+                                 "master": nn.Parameter(p.detach().clone()), "grid": p.detach().clone()})
+        self.by_param = {id(e["param"]): e["master"] for e in self.entries}
+
+    def masters_for(self, params):
+        return [self.by_param.get(id(p), p) for p in params]
+
+    @torch.no_grad()
+    def load_grid(self):
+        for e in self.entries:
+            if not torch.equal(e["master"], e["grid"]):
+                e["grid"] = fake_quant(e["master"], self.fmt, e["axis"])
+            e["param"].copy_(e["grid"])
+
+    def pass_gradients(self):
+        for e in self.entries:
+            e["master"].grad, e["param"].grad = e["param"].grad, None
+
+
 # ----------------------------------------------------------------------------- distillation
-def distill(student, teacher, sampler, d, hook=None, label=""):
-    """Squeeze's Trainer loop; returns (seconds in steps, last step's loss terms)."""
+def distill(student, teacher, sampler, d, hook=None, label="", grid=None):
+    """Squeeze's Trainer loop; returns (seconds in steps, last step's loss terms). With `grid` (a
+    GridTrainer) AdamW trains its F32 masters through the quantizer; the model ends on the grid."""
     V = student.config.vocab_size
     T, batch, mb = d["seq"], d["batch"], d["micro_batch"]
     tau, alpha = d["temperature"], d["alpha"]
@@ -452,6 +734,8 @@ def distill(student, teacher, sampler, d, hook=None, label=""):
         if id(p) not in seen:
             seen.add(id(p))
             (decay if p.dim() >= 2 else no_decay).append(p)
+    if grid is not None:
+        decay = grid.masters_for(decay)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": d["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=d["lr"], betas=BETAS, eps=EPS)
     params = decay + no_decay
@@ -466,6 +750,8 @@ def distill(student, teacher, sampler, d, hook=None, label=""):
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
+        if grid is not None:
+            grid.load_grid()
         starts = sampler.starts(step, batch)
         kd_sum = ce_sum = 0.0
         for c in range(0, batch, mb):
@@ -483,6 +769,8 @@ def distill(student, teacher, sampler, d, hook=None, label=""):
             (loss / (batch * T)).backward()
             kd_sum += kd.item()
             ce_sum += ce.item()
+        if grid is not None:
+            grid.pass_gradients()
         norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         if not math.isfinite(norm.item()):
             raise SystemExit(f"{label}: non-finite gradient norm at step {step + 1}")
@@ -495,6 +783,8 @@ def distill(student, teacher, sampler, d, hook=None, label=""):
         if step == 0 or (step + 1) % 10 == 0 or step + 1 == d["steps"]:
             log(f"  {label} step {step + 1}/{d['steps']}  loss {last['loss']:.4f}  kd {last['kd']:.4f}  ce {last['ce']:.4f}  "
                 f"lr {lr:.2e}  |g| {last['grad_norm']:.2f}  {n / dt:.0f} tok/s (step {dt:.1f} s)")
+    if grid is not None:
+        grid.load_grid()            # the final masters' grid: what Squeeze saves and evaluates
     return step_time, last
 
 
@@ -506,7 +796,8 @@ def run_method(method, args, teacher, data, teacher_ppl):
     student = load_model(args.model)
     info = {"method": method, "description": METHODS[method][1], "distill": d}
     log(f"==> {method}: {METHODS[method][1]}")
-    hook = None
+    hook = grid = None
+    quantized = {}
     if method in ("magnitude-50-kd", "magnitude-50-oneshot"):
         prune_block_linears(student, 0.5)
     elif method == "prune-ofa-50":
@@ -532,14 +823,30 @@ def run_method(method, args, teacher, data, teacher_ppl):
     elif method == "all-50-kd":
         info["matrix_sparsity"] = prune_all(student)
         log(f"  per-matrix sparsity {info['matrix_sparsity']:.6f}")
+    elif method in QUANT:
+        recipe, fmt, how = QUANT[method]
+        info.update(recipe=f"recipes/{recipe}", format=fmt, block_linears=how, embedding="rtn")
+        if how == "rtn":
+            rtn(student, fmt)
+        else:
+            # Compressor.quantize: the targets GPTQ does not apply to (wte) first, by round to
+            # nearest, then GPTQ's calibration through the model as it now stands.
+            rtn(student, fmt, names={"wte"})
+            cal = recipe_calibration(recipe)
+            info["calibration"] = dict(cal, seed=CALIBRATION_SEED, blocksize=GPTQ_BLOCKSIZE, percdamp=GPTQ_PERCDAMP,
+                                       order="natural")
+            info["gptq"] = gptq_model(student, fmt, calibration_windows(data["train"], cal["samples"], cal["seq"]))
+        quantized = {id(p): fmt for _, p, _ in quant_targets(student)}
+        if d is not None:
+            grid = GridTrainer(student, fmt)
     compress_s = time.perf_counter() - t_start
     kd_s = 0.0
     if d is not None:
         sampler = SqueezeSampler(data["train"], d["seq"], SAMPLER_SEED)
-        kd_s, info["last_step"] = distill(student, teacher, sampler, d, hook=hook, label=method)
+        kd_s, info["last_step"] = distill(student, teacher, sampler, d, hook=hook, label=method, grid=grid)
         info["kd_tokens_per_s"] = d["steps"] * d["batch"] * d["seq"] / kd_s
         info["valid_ppl"], _ = perplexity(student, data["valid"][:EVAL_TOKENS + 1], d["seq"])
-    c = counts(student)
+    c = counts(student, quantized)
     info.update(c)
     t0 = time.perf_counter()
     info["test_ppl"], info["test_tokens"] = perplexity(student, data["test"], student.config.n_positions)
@@ -547,7 +854,7 @@ def run_method(method, args, teacher, data, teacher_ppl):
     info["ratio_teacher"] = info["test_ppl"] / teacher_ppl
     info.update(compress_s=compress_s, kd_s=kd_s, wall_s=time.perf_counter() - t_start,
                 loadavg_before=list(load_before), loadavg_after=list(os.getloadavg()))
-    log(f"  {method}: test ppl {info['test_ppl']:.2f} ({info['ratio_teacher']:.3f}x teacher), non-zero {c['nonzero']:,}, "
+    log(f"  {method}: test ppl {info['test_ppl']:.3f} ({info['ratio_teacher']:.4f}x teacher), {c['bytes']:,} bytes, non-zero {c['nonzero']:,}, "
         f"block linears {c['block_linear_params']:,}, wall {info['wall_s']:.0f} s")
     return info
 
@@ -565,6 +872,8 @@ def main():
     ap.add_argument("--cache", default=os.path.join(ROOT, "runs", "pytorch_quality"), help="token cache directory")
     ap.add_argument("--eval-max-tokens", type=int,
                     help="score only the first N tokens of test.txt and valid.txt (quick runs; default: all of test, 65,537 of valid)")
+    ap.add_argument("--teacher-ppl", type=float, metavar="PPL",
+                    help="the teacher's test perplexity as measured before (skips its ~5-9 min evaluation; ratios use it)")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     args = ap.parse_args()
     if args.steps is not None and args.steps < 1:
@@ -592,13 +901,19 @@ def main():
     teacher = load_model(args.model).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    if any(m in QUANT for m in args.methods):
+        check_quantizers(teacher)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
-    teacher_ppl, scored = perplexity(teacher, data["test"], teacher.config.n_positions)
+    if args.teacher_ppl:
+        teacher_ppl, scored = args.teacher_ppl, None
+    else:
+        teacher_ppl, scored = perplexity(teacher, data["test"], teacher.config.n_positions)
     teacher_info = dict(counts(teacher), method="teacher", test_ppl=teacher_ppl, test_tokens=scored, ratio_teacher=1.0,
-                        test_eval_s=time.perf_counter() - t0, loadavg_before=list(load_before))
-    log(f"teacher: test ppl {teacher_ppl:.3f} on {scored:,} scored tokens ({teacher_info['test_eval_s']:.1f} s); "
-        f"Squeeze's published value {squeeze_ref}")
+                        test_eval_s=time.perf_counter() - t0, loadavg_before=list(load_before),
+                        given=bool(args.teacher_ppl))
+    log(f"teacher: test ppl {teacher_ppl:.3f} " + (f"on {scored:,} scored tokens ({teacher_info['test_eval_s']:.1f} s)" if scored
+        else "(given by --teacher-ppl, not evaluated)") + f"; Squeeze's published value {squeeze_ref}")
 
     results = [run_method(m, args, teacher, data, teacher_ppl) for m in args.methods]
     dense = next((r for r in results if r["method"] == "dense-kd"), None)
@@ -606,14 +921,15 @@ def main():
         r["ratio_dense_kd"] = r["test_ppl"] / dense["test_ppl"] if dense else None
 
     rows = [teacher_info] + results
-    t_lin, t_nz = teacher_info["block_linear_params"], teacher_info["params"]
-    lines = ["| method | block-linear params | all params stored | non-zero (incl. embedding) | test ppl | ppl / teacher | ppl / dense-kd | valid ppl | KD tokens/s | wall s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    t_lin, t_nz, t_bytes = teacher_info["block_linear_params"], teacher_info["params"], teacher_info["bytes"]
+    lines = ["| method | block-linear params | all params stored | non-zero (incl. embedding) | bytes | test ppl | ppl / teacher | ppl / dense-kd | valid ppl | KD tokens/s | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v, spec: "" if v is None else format(v, spec)
     for r in rows:
         lines.append(f"| {r['method']} | {r['block_linear_params']:,} ({r['block_linear_params'] / t_lin:.2f}x) | {r['params']:,} | "
-                     f"{r['nonzero']:,} ({r['nonzero'] / t_nz:.3f}x) | {r['test_ppl']:.2f} | {r['ratio_teacher']:.3f} | "
-                     f"{fmt(r.get('ratio_dense_kd'), '.3f')} | {fmt(r.get('valid_ppl'), '.2f')} | "
+                     f"{r['nonzero']:,} ({r['nonzero'] / t_nz:.3f}x) | {r['bytes']:,} ({r['bytes'] / t_bytes:.3f}x) | "
+                     f"{r['test_ppl']:.3f} | {r['ratio_teacher']:.4f} | "
+                     f"{fmt(r.get('ratio_dense_kd'), '.4f')} | {fmt(r.get('valid_ppl'), '.2f')} | "
                      f"{fmt(r.get('kd_tokens_per_s'), '.0f')} | {fmt(r.get('wall_s'), '.0f')} |")
     print(f"PyTorch {torch.__version__}, transformers {transformers.__version__}, threads {args.threads}, "
           f"teacher {os.path.relpath(args.model, ROOT)} (test ppl {teacher_ppl:.3f}; Squeeze: {squeeze_ref})")
