@@ -57,7 +57,7 @@ for r in recipes:
     verdict = "; ".join(verdicts)
     rows.append((name, lin, all_params, nz, weight_bytes(os.path.join(q, name)), e["perplexity"], ratio, to_control,
                  e["tokens_per_second"] / teacher["tokens_per_second"], verdict, summary(name)["seconds"]))
-lines = ["| method | block-linear params | all params stored | non-zero (all) | bytes on disk | bits / weight | test ppl | / teacher | / dense control | inference tok/s / teacher | goal (to control) | run time |",
+lines = ["| method | block-linear params | all params stored | non-zero (all) | bytes on disk | bits / weight | test ppl | / teacher | / dense control | inference tok/s / teacher | goals | run time |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
 for n, lin, allp, nz, b, p, ratio, to_c, speed, v, secs in rows:
     tc = f"{to_c:.3f}" if to_c is not None else ""
