@@ -14,9 +14,12 @@
 #     GGUF file: exact, but 4 bytes a weight) and --precision bf16 (2 bytes, as in the file, but the
 #     values rounded from F16 to BF16).
 #   - peak RSS of each process (/usr/bin/time -f %M; llama-bench's is that of its pp512/tg128 run).
-# Best round per side (highest tokens/s, lowest RSS). Writes runs/vs-llamacpp/results.md (the table)
-# and results.json (every round), and prints the table. Run by hand on a quiet machine, never in
-# CI: about 25 minutes for 3 rounds on 2 cores. Needs the tools of scripts/bench/llamacpp.sh (or
+# Best round per side (highest tokens/s, lowest RSS); the 1-minute load average before each
+# measurement is kept (llama.cpp's threads wait at barriers and slow down far more than Squeeze's
+# when the 2 cores are shared). Writes runs/vs-llamacpp/results.md (the table) and results.json
+# (every round), and prints the table. Run by hand on a quiet machine, never in CI: a round takes
+# about 20 minutes on a busy 2-core machine (llama-bench's warm-up + 5 repetitions of each test;
+# F32 decodes at a few tokens/s there). Needs the tools of scripts/bench/llamacpp.sh (or
 # BIN=dir with llama-bench) and a Python with transformers (PYTHON; the 512-token prompt).
 #
 #   PYTHON=/work/venv/bin/python scripts/bench/vs_llamacpp.sh [ROUNDS]     (default 3)
@@ -67,15 +70,16 @@ for ((i = 1; i <= ROUNDS; i++)); do
     for t in "${TYPES[@]}"; do
         echo "==> round $i: llama.cpp $t" >&2
         f=$OUT/gpt2-$t.gguf r=$OUT/raw/llama-$t-$i
+        load=$(cut -d' ' -f1 /proc/loadavg)
         /usr/bin/time -f %M -o "$r.rss" nice -n 5 "$BIN/llama-bench" -m "$f" -t 2 -p 512 -n 128 -o json > "$r.json" 2> "$r.log"
         nice -n 5 "$BIN/llama-bench" -m "$f" -t 2 -p 0 -n 128 -d 512 -o json > "$r-d512.json" 2>> "$r.log"
-        echo "{\"side\": \"llama.cpp\", \"type\": \"$t\", \"round\": $i, \"bench\": $(tr -d '\n' < "$r.json"), \"bench_d512\": $(tr -d '\n' < "$r-d512.json"), \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
+        echo "{\"side\": \"llama.cpp\", \"type\": \"$t\", \"round\": $i, \"loadavg\": $load, \"bench\": $(tr -d '\n' < "$r.json"), \"bench_d512\": $(tr -d '\n' < "$r-d512.json"), \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
     done
     for run in "${RUNS[@]}"; do
         IFS='|' read -r t precision <<< "$run"
         echo "==> round $i: Squeeze $t (--precision $precision)" >&2
         f=$OUT/gpt2-$t.gguf r=$OUT/raw/squeeze-$t-$precision-$i
-        status=0
+        status=0 load=$(cut -d' ' -f1 /proc/loadavg)
         /usr/bin/time -f %M -o "$r.rss" nice -n 5 "$SQUEEZE" generate --model "$f" --prompt "$PROMPT" --max-tokens 128 \
             --temperature 0 --precision "$precision" --json > "$r.json" 2> "$r.log" || status=$?
         # A failed run is kept as such (its numbers, if it printed any, are not used).
@@ -84,7 +88,7 @@ for ((i = 1; i <= ROUNDS; i++)); do
             echo "    failed (exit status $status): $(grep -m1 -iE 'error|abort|free|malloc|crash' "$r.log" || true); see $r.log" >&2
             g=null
         fi
-        echo "{\"side\": \"squeeze\", \"type\": \"$t\", \"precision\": \"$precision\", \"round\": $i, \"exit_status\": $status, \"generate\": $g, \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
+        echo "{\"side\": \"squeeze\", \"type\": \"$t\", \"precision\": \"$precision\", \"round\": $i, \"loadavg\": $load, \"exit_status\": $status, \"generate\": $g, \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
     done
 done
 
@@ -140,19 +144,29 @@ for (t, precision), s in squeeze_runs.items():
                   "llama": {k: v for k, v in l.items() if k not in ("build", "cpu")}, "squeeze": s})
 rounds = max(r["round"] for r in rows)
 build, cpu = next(iter(llama.values()))["build"], next(iter(llama.values()))["cpu"]
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+# The binary's own tree (it may be another checkout than these scripts').
+commit = subprocess.run(["git", "-C", os.path.dirname(os.path.realpath(squeeze)), "rev-parse", "--short", "HEAD"],
+                        capture_output=True, text=True).stdout.strip() or "unknown"
 notes = [
     "",
     f"gpt2 shape (124M parameters, random init), 2 threads each, best of {rounds} alternating rounds; "
-    f"llama.cpp {build[0]} (b{build[1]}), Squeeze {commit}, CPU {cpu}.",
+    f"llama.cpp {build[0]} (b{build[1]}), Squeeze {squeeze} (tree at {commit}), CPU {cpu}.",
     "Prefill: 512 prompt tokens (llama-bench pp512; Squeeze: the prompt to the first new token, one cold process). "
     "Decode: llama-bench tg128 at depth 0 and at depth 512 (`-d 512`); Squeeze the 127 tokens after the first "
     "(depths 513..640), so its ratio is to llama.cpp's depth 512. RSS: peak of the process "
     "(llama-bench's pp512 + tg128 run; Squeeze's whole generate).",
     "Squeeze loads a GGUF file through its trainable model: F16 weights are widened to F32 and packed in "
     "--precision (f32: exact; bf16: rounded from F16); Q8_0 and Q4_0 weights stay the file's blocks "
-    "(packed quantized rows).",
+    "(packed quantized rows), but the load also allocates a dense F32 copy of every weight (hence the RSS).",
 ]
+if any(p == "bf16" for _, p in squeeze_runs) and "avx512_bf16" not in open("/proc/cpuinfo").read():
+    notes.append("This CPU has no AVX-512 BF16: Squeeze's BF16 prefill then decodes panels of rows into a scratch sized "
+                 "for one row of output (PackedRows.scratchFloats counts `rows` floats for BF16 rows), a heap overflow "
+                 "(seen at squeeze 4faa08f: `--precision bf16` aborts with 'malloc(): invalid size' on dense models); the f16 "
+                 "--precision bf16 row is not trustworthy even where the process exited 0.")
+loads = [r["loadavg"] for r in rows if "loadavg" in r]
+if loads:
+    notes.append(f"1-minute load average before the measurements: {min(loads):.2f} to {max(loads):.2f} (2 cores).")
 open(f"{out}/results.md", "w").write("\n".join(lines + notes) + "\n")
 json.dump({"rounds": rounds, "llama_build": build, "cpu": cpu, "squeeze_commit": commit, "results": table,
            "all_rounds": rows}, open(f"{out}/results.json", "w"), indent=1)
