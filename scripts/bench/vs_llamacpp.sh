@@ -160,10 +160,8 @@ notes = [
     "(packed quantized rows), but the load also allocates a dense F32 copy of every weight (hence the RSS).",
 ]
 if any(p == "bf16" for _, p in squeeze_runs) and "avx512_bf16" not in open("/proc/cpuinfo").read():
-    notes.append("This CPU has no AVX-512 BF16: Squeeze's BF16 prefill then decodes panels of rows into a scratch sized "
-                 "for one row of output (PackedRows.scratchFloats counts `rows` floats for BF16 rows), a heap overflow "
-                 "(seen at squeeze 4faa08f: `--precision bf16` aborts with 'malloc(): invalid size' on dense models); the f16 "
-                 "--precision bf16 row is not trustworthy even where the process exited 0.")
+    notes.append("This CPU has no AVX-512 BF16: Squeeze's --precision bf16 prefill decodes BF16 panels and runs sgemm "
+                 "(BF16Matmul's fallback), so it only saves memory traffic in decode.")
 loads = [r["loadavg"] for r in rows if "loadavg" in r]
 if loads:
     notes.append(f"1-minute load average before the measurements: {min(loads):.2f} to {max(loads):.2f} (2 cores).")
