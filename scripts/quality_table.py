@@ -35,7 +35,7 @@ teacher = load("teacher", "eval")
 t_lin = linear_params(load("teacher", "analyze"))
 _, _, t_all, t_nz = stored(os.path.basename(recipes[0])[:-5])
 control = load("dense-control", "eval")["perplexity"] if os.path.exists(os.path.join(q, "dense-control.eval.json")) else None
-f32_bytes = 4 * t_all   # the teacher's parameters in F32 (bits per weight below are 8 x bytes / this count)
+f32_bytes = 4 * t_all   # the teacher's parameters in F32 (bits per weight below: 8 x bytes / t_all)
 rows = [("teacher", t_lin, t_all, t_nz, weight_bytes(model), teacher["perplexity"], 1.0, None, 1.0, "", None)]
 for r in recipes:
     name = os.path.basename(r)[:-5]
@@ -46,16 +46,17 @@ for r in recipes:
     all_params, nz, _, _ = stored(name)
     ratio = e["perplexity"] / teacher["perplexity"]
     to_control = e["perplexity"] / control if control else None
+    stored_bytes = weight_bytes(os.path.join(q, name))
     verdicts = []
     if name in GOALS and to_control is not None:
         verdicts.append(f"<= {GOALS[name]} of control: " + ("met" if to_control <= GOALS[name] else "missed"))
     if name in TEACHER_GOALS:
         verdicts.append(f"<= {TEACHER_GOALS[name]} of teacher: " + ("met" if ratio <= TEACHER_GOALS[name] else "missed"))
     if name in BYTE_GOALS:
-        frac = weight_bytes(os.path.join(q, name)) / f32_bytes
+        frac = stored_bytes / f32_bytes
         verdicts.append(f"bytes <= 1/{round(1 / BYTE_GOALS[name])} of F32: " + ("met" if frac <= BYTE_GOALS[name] else "missed") + f" (1/{1 / frac:.1f})")
     verdict = "; ".join(verdicts)
-    rows.append((name, lin, all_params, nz, weight_bytes(os.path.join(q, name)), e["perplexity"], ratio, to_control,
+    rows.append((name, lin, all_params, nz, stored_bytes, e["perplexity"], ratio, to_control,
                  e["tokens_per_second"] / teacher["tokens_per_second"], verdict, summary(name)["seconds"]))
 lines = ["| method | block-linear params | all params stored | non-zero (all) | bytes on disk | bits / weight | test ppl | / teacher | / dense control | inference tok/s / teacher | goals | run time |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
