@@ -29,11 +29,7 @@ echo "==> squeeze export ($MODEL)"
 for t in f32 q8_0 q4_0; do "$SQUEEZE" export --model "$MODEL" --format gguf --type "$t" --out "$OUT/$name-$t.gguf" | head -1; done
 
 echo "==> llama.cpp's converter and llama-quantize"
-# The converter reads config.json's n_ctx, which a Squeeze/HF GPT-2 config does not write.
-for f in "$MODEL"/*; do [[ $(basename "$f") == config.json ]] || ln -sf "$(realpath "$f")" "$OUT/hf/"; done
-"$PYTHON" -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_ctx"] = c["n_positions"]; json.dump(c, open(sys.argv[2], "w"), indent=1)' \
-    "$MODEL/config.json" "$OUT/hf/config.json"
-"$PYTHON" "$LLAMA_SRC/convert_hf_to_gguf.py" "$OUT/hf" --outtype f32 --outfile "$OUT/llama-f32.gguf" > "$OUT/convert.log" 2>&1
+PYTHON=$PYTHON LLAMA_SRC=$LLAMA_SRC scripts/bench/llamacpp_convert.sh "$MODEL" "$OUT"
 for t in Q8_0 Q4_0; do "$BIN/llama-quantize" "$OUT/llama-f32.gguf" "$OUT/llama-${t,,}.gguf" "$t" > "$OUT/quantize-${t,,}.log" 2>&1; done
 "$PYTHON" - "$OUT" "$name" <<'EOF'
 import sys, numpy as np, gguf

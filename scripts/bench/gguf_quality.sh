@@ -37,15 +37,10 @@ LLAMA_SRC=${LLAMA_SRC:-$(dirname "$BIN")/../src-${SQUEEZE_LLAMACPP_VERSION:-0.3.
 [[ -x $SQUEEZE ]] || swift build -c release
 [[ -f $TEXT && -f $TRAIN ]] || python3 scripts/fetch_data.py
 [[ -d $SQ ]] || { echo "gguf_quality.sh: $SQ is not a model directory (pass a Squeeze Q4_0 model directory)" >&2; exit 2; }
-rm -rf "$OUT/hf"
-mkdir -p "$OUT/hf"
+mkdir -p "$OUT"
 
 echo "==> llama.cpp's converter ($MODEL, F32)"
-# The converter reads config.json's n_ctx, which a Squeeze/HF GPT-2 config does not write.
-for f in "$MODEL"/*; do [[ $(basename "$f") == config.json ]] || ln -sf "$(realpath "$f")" "$OUT/hf/"; done
-"$PYTHON" -c 'import json, sys; c = json.load(open(sys.argv[1])); c["n_ctx"] = c["n_positions"]; json.dump(c, open(sys.argv[2], "w"), indent=1)' \
-    "$MODEL/config.json" "$OUT/hf/config.json"
-"$PYTHON" "$LLAMA_SRC/convert_hf_to_gguf.py" "$OUT/hf" --outtype f32 --outfile "$OUT/llama-f32.gguf" > "$OUT/convert.log" 2>&1
+PYTHON=$PYTHON LLAMA_SRC=$LLAMA_SRC scripts/bench/llamacpp_convert.sh "$MODEL" "$OUT"
 
 echo "==> llama-imatrix ($CHUNKS chunks of 256 tokens of $TRAIN)"
 nice -n 5 "$BIN/llama-imatrix" -m "$OUT/llama-f32.gguf" -f "$TRAIN" -c 256 -t 2 --chunks "$CHUNKS" \
