@@ -114,6 +114,12 @@ SQ_AVX2 static size_t f32_to_bf16_avx2(const float *x, uint16_t *y, size_t n) {
     return i;
 }
 
+SQ_AVX2 static size_t f16_to_f32_avx2(const uint16_t *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    return i;
+}
+
 SQ_AVX2 static size_t bf16_to_f32_avx2(const uint16_t *x, float *y, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -142,4 +148,12 @@ void squeeze_bf16_to_f32_n(const uint16_t *x, float *y, size_t n) {
     if (isa >= SQUEEZE_ISA_AVX2) i = bf16_to_f32_avx2(x, y, n);
 #endif
     for (; i < n; i++) y[i] = squeeze_bf16_to_fp32(x[i]);
+}
+
+void squeeze_f16_to_f32_n(const uint16_t *x, float *y, size_t n) {
+    size_t i = 0;
+#if SQ_X86
+    if (squeeze_isa() >= SQUEEZE_ISA_AVX2) i = f16_to_f32_avx2(x, y, n);   // vcvtph2ps: what the scalar rule gives
+#endif
+    for (; i < n; i++) y[i] = squeeze_fp16_to_fp32(x[i]);
 }

@@ -1,5 +1,5 @@
-// Dense GEMV: F32 and BF16 weights W [rows, cols] (ggml layout, rows = outputs), the F32 [in, out]
-// (HF) variant, their decode_rows, and the read-bandwidth probe.
+// Dense GEMV: F32, BF16 and F16 weights W [rows, cols] (ggml layout, rows = outputs), the F32
+// [in, out] (HF) variant, their decode_rows, and the read-bandwidth probe.
 //
 //   y[r - r0] = sum_c W[r, c] * x[c]     for r in [r0, r1)      W [rows, cols], x [cols]
 //
@@ -10,7 +10,8 @@
 // to 2x slower from DRAM on Zen 5 (the hardware prefetchers lose track), 4 far-apart streams
 // at or above the single-stream read bandwidth. Columns past the last full vector are
 // masked loads (AVX-512) or a short scalar tail (AVX2); nothing is read past row ends.
-// BF16 is widened in registers (u16 -> u32 << 16 is the exact F32) and multiplied in F32.
+// BF16 is widened in registers (u16 -> u32 << 16 is the exact F32) and multiplied in F32; F16
+// (GGUF's F16 files) is widened by F16C's vcvtph2ps (exact) and multiplied in F32.
 #include "internal.h"
 
 #define SQ_INLINE static inline __attribute__((always_inline))
@@ -70,6 +71,19 @@ SQ_INLINE void gemv_f32_io_body(const float *W, size_t in, size_t out, size_t c0
     }
 }
 
+static float dot_f16_scalar(const uint16_t *w, const float *x, size_t cols) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t c = 0;
+    for (; c + 4 <= cols; c += 4) {
+        s0 += squeeze_fp16_to_fp32(w[c]) * x[c];
+        s1 += squeeze_fp16_to_fp32(w[c + 1]) * x[c + 1];
+        s2 += squeeze_fp16_to_fp32(w[c + 2]) * x[c + 2];
+        s3 += squeeze_fp16_to_fp32(w[c + 3]) * x[c + 3];
+    }
+    for (; c < cols; c++) s0 += squeeze_fp16_to_fp32(w[c]) * x[c];
+    return (s0 + s1) + (s2 + s3);
+}
+
 static void gemv_f32_io_scalar(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y) {
     gemv_f32_io_body(W, in, out, c0, c1, x, y);
 }
@@ -82,8 +96,17 @@ static void gemv_f32_io_scalar(const float *W, size_t in, size_t out, size_t c0,
 /// Mask of the first n (< 16) lanes.
 SQ_INLINE __mmask16 tail16(size_t n) { return (__mmask16)((1u << n) - 1u); }
 
-/// NR rows (1 or 4) of F32 or BF16 (bf16 != 0) weights starting at w (row stride cols).
-SQ_INLINE SQ_AVX512 void rows_avx512(const void *w, int bf16, size_t cols, size_t rs, const float *x, float *y, size_t ys, int NR) {
+/// The value types of the dense kernels (the `kind` argument of rows_avx512 / rows_avx2).
+enum { KIND_F32 = 0, KIND_BF16 = 1, KIND_F16 = 2 };
+
+/// 16 half-width values at p (BF16 or F16) as F32, exact; masked loads read only lanes in k.
+SQ_INLINE SQ_AVX512 __m512 widen16(int kind, const uint16_t *p, __mmask16 k) {
+    const __m256i h = _mm256_maskz_loadu_epi16(k, p);
+    return kind == KIND_BF16 ? sq_widen16_bf16(h) : _mm512_cvtph_ps(h);
+}
+
+/// NR rows (1 or 4) of F32, BF16 or F16 weights (`kind`) starting at w (row stride cols).
+SQ_INLINE SQ_AVX512 void rows_avx512(const void *w, int kind, size_t cols, size_t rs, const float *x, float *y, size_t ys, int NR) {
     __m512 acc[4][2];
     for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     const float *wf = (const float *)w;
@@ -93,9 +116,9 @@ SQ_INLINE SQ_AVX512 void rows_avx512(const void *w, int bf16, size_t cols, size_
         const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
         for (int i = 0; i < NR; i++) {
             __m512 w0, w1;
-            if (bf16) {
-                w0 = sq_widen16_bf16(_mm256_loadu_si256((const __m256i *)(wh + i * rs + c)));
-                w1 = sq_widen16_bf16(_mm256_loadu_si256((const __m256i *)(wh + i * rs + c + 16)));
+            if (kind != KIND_F32) {
+                w0 = widen16(kind, wh + i * rs + c, 0xFFFF);
+                w1 = widen16(kind, wh + i * rs + c + 16, 0xFFFF);
             } else {
                 w0 = _mm512_loadu_ps(wf + i * rs + c);
                 w1 = _mm512_loadu_ps(wf + i * rs + c + 16);
@@ -108,8 +131,7 @@ SQ_INLINE SQ_AVX512 void rows_avx512(const void *w, int bf16, size_t cols, size_
         const __mmask16 k = cols - c >= 16 ? (__mmask16)0xFFFF : tail16(cols - c);
         const __m512 x0 = _mm512_maskz_loadu_ps(k, x + c);
         for (int i = 0; i < NR; i++) {
-            const __m512 w0 = bf16 ? sq_widen16_bf16(_mm256_maskz_loadu_epi16(k, wh + i * rs + c))
-                                   : _mm512_maskz_loadu_ps(k, wf + i * rs + c);
+            const __m512 w0 = kind != KIND_F32 ? widen16(kind, wh + i * rs + c, k) : _mm512_maskz_loadu_ps(k, wf + i * rs + c);
             acc[i][0] = _mm512_fmadd_ps(w0, x0, acc[i][0]);
         }
     }
@@ -118,14 +140,14 @@ SQ_INLINE SQ_AVX512 void rows_avx512(const void *w, int bf16, size_t cols, size_
 
 SQ_AVX512 static void gemv_f32_avx512(const float *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
     const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
-    for (size_t i = 0; i < q; i++) rows_avx512(W + (r0 + i) * cols, 0, cols, q * cols, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx512(W + r * cols, 0, cols, cols, x, y + (r - r0), 1, 1);
+    for (size_t i = 0; i < q; i++) rows_avx512(W + (r0 + i) * cols, KIND_F32, cols, q * cols, x, y + i, q, 4);
+    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx512(W + r * cols, KIND_F32, cols, cols, x, y + (r - r0), 1, 1);
 }
 
-SQ_AVX512 static void gemv_bf16_avx512(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+SQ_AVX512 static void gemv_half_avx512(const uint16_t *W, int kind, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
     const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
-    for (size_t i = 0; i < q; i++) rows_avx512(W + (r0 + i) * cols, 1, cols, q * cols, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx512(W + r * cols, 1, cols, cols, x, y + (r - r0), 1, 1);
+    for (size_t i = 0; i < q; i++) rows_avx512(W + (r0 + i) * cols, kind, cols, q * cols, x, y + i, q, 4);
+    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx512(W + r * cols, kind, cols, cols, x, y + (r - r0), 1, 1);
 }
 
 SQ_AVX512 static void gemv_f32_io_avx512(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y) {
@@ -160,8 +182,17 @@ SQ_INLINE SQ_AVX2 float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/// NR rows (1 or 4) of F32 or BF16 weights: 16 columns a step, 8 at the end, then scalar.
-SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int bf16, size_t cols, size_t rs, const float *x, float *y, size_t ys, int NR) {
+/// 8 half-width values at p (BF16 or F16) as F32, exact.
+SQ_INLINE SQ_AVX2 __m256 widen8(int kind, const uint16_t *p) {
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return kind == KIND_BF16 ? sq_widen8_bf16(h) : _mm256_cvtph_ps(h);
+}
+
+/// One half-width value (BF16 or F16) as F32.
+SQ_INLINE float widen1(int kind, uint16_t h) { return kind == KIND_BF16 ? squeeze_bf16_to_fp32(h) : squeeze_fp16_to_fp32(h); }
+
+/// NR rows (1 or 4) of F32, BF16 or F16 weights (`kind`): 16 columns a step, 8 at the end, then scalar.
+SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int kind, size_t cols, size_t rs, const float *x, float *y, size_t ys, int NR) {
     __m256 acc[4][2];
     for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     const float *wf = (const float *)w;
@@ -171,9 +202,9 @@ SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int bf16, size_t cols, size_t rs
         const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
         for (int i = 0; i < NR; i++) {
             __m256 w0, w1;
-            if (bf16) {
-                w0 = sq_widen8_bf16(_mm_loadu_si128((const __m128i *)(wh + i * rs + c)));
-                w1 = sq_widen8_bf16(_mm_loadu_si128((const __m128i *)(wh + i * rs + c + 8)));
+            if (kind != KIND_F32) {
+                w0 = widen8(kind, wh + i * rs + c);
+                w1 = widen8(kind, wh + i * rs + c + 8);
             } else {
                 w0 = _mm256_loadu_ps(wf + i * rs + c);
                 w1 = _mm256_loadu_ps(wf + i * rs + c + 8);
@@ -185,8 +216,7 @@ SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int bf16, size_t cols, size_t rs
     if (c + 8 <= cols) {
         const __m256 x0 = _mm256_loadu_ps(x + c);
         for (int i = 0; i < NR; i++) {
-            const __m256 w0 = bf16 ? sq_widen8_bf16(_mm_loadu_si128((const __m128i *)(wh + i * rs + c)))
-                                   : _mm256_loadu_ps(wf + i * rs + c);
+            const __m256 w0 = kind != KIND_F32 ? widen8(kind, wh + i * rs + c) : _mm256_loadu_ps(wf + i * rs + c);
             acc[i][0] = _mm256_fmadd_ps(w0, x0, acc[i][0]);
         }
         c += 8;
@@ -194,21 +224,21 @@ SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int bf16, size_t cols, size_t rs
     for (int i = 0; i < NR; i++) {
         float s = hsum256(_mm256_add_ps(acc[i][0], acc[i][1]));
         for (size_t t = c; t < cols; t++)
-            s += (bf16 ? squeeze_bf16_to_fp32(wh[i * rs + t]) : wf[i * rs + t]) * x[t];
+            s += (kind != KIND_F32 ? widen1(kind, wh[i * rs + t]) : wf[i * rs + t]) * x[t];
         y[i * ys] = s;
     }
 }
 
 SQ_AVX2 static void gemv_f32_avx2(const float *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
     const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
-    for (size_t i = 0; i < q; i++) rows_avx2(W + (r0 + i) * cols, 0, cols, q * cols, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx2(W + r * cols, 0, cols, cols, x, y + (r - r0), 1, 1);
+    for (size_t i = 0; i < q; i++) rows_avx2(W + (r0 + i) * cols, KIND_F32, cols, q * cols, x, y + i, q, 4);
+    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx2(W + r * cols, KIND_F32, cols, cols, x, y + (r - r0), 1, 1);
 }
 
-SQ_AVX2 static void gemv_bf16_avx2(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+SQ_AVX2 static void gemv_half_avx2(const uint16_t *W, int kind, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
     const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;
-    for (size_t i = 0; i < q; i++) rows_avx2(W + (r0 + i) * cols, 1, cols, q * cols, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx2(W + r * cols, 1, cols, cols, x, y + (r - r0), 1, 1);
+    for (size_t i = 0; i < q; i++) rows_avx2(W + (r0 + i) * cols, kind, cols, q * cols, x, y + i, q, 4);
+    for (size_t r = r0 + 4 * q; r < r1; r++) rows_avx2(W + r * cols, kind, cols, cols, x, y + (r - r0), 1, 1);
 }
 
 SQ_AVX2 static void gemv_f32_io_avx2(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y) {
@@ -246,10 +276,19 @@ void squeeze_gemv_f32(const float *W, size_t cols, size_t r0, size_t r1, const f
 void squeeze_gemv_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
 #if SQ_X86
     const int isa = squeeze_isa();
-    if (isa >= SQUEEZE_ISA_AVX512) { gemv_bf16_avx512(W, cols, r0, r1, x, y); return; }
-    if (isa >= SQUEEZE_ISA_AVX2) { gemv_bf16_avx2(W, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX512) { gemv_half_avx512(W, KIND_BF16, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_half_avx2(W, KIND_BF16, cols, r0, r1, x, y); return; }
 #endif
     for (size_t r = r0; r < r1; r++) y[r - r0] = dot_bf16_scalar(W + r * cols, x, cols);
+}
+
+void squeeze_gemv_f16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+#if SQ_X86
+    const int isa = squeeze_isa();
+    if (isa >= SQUEEZE_ISA_AVX512) { gemv_half_avx512(W, KIND_F16, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_half_avx2(W, KIND_F16, cols, r0, r1, x, y); return; }
+#endif
+    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_f16_scalar(W + r * cols, x, cols);
 }
 
 void squeeze_gemv_f32_io(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y) {
@@ -269,6 +308,11 @@ void squeeze_decode_rows_f32(const float *W, size_t cols, size_t r0, size_t r1, 
 /// dst [r1 - r0, cols] = W rows [r0, r1) widened (rows are contiguous: one conversion).
 void squeeze_decode_rows_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, float *dst) {
     if (r1 > r0) squeeze_bf16_to_f32_n(W + r0 * cols, dst, (r1 - r0) * cols);
+}
+
+/// dst [r1 - r0, cols] = W rows [r0, r1) widened from F16 (exact).
+void squeeze_decode_rows_f16(const uint16_t *W, size_t cols, size_t r0, size_t r1, float *dst) {
+    if (r1 > r0) squeeze_f16_to_f32_n(W + r0 * cols, dst, (r1 - r0) * cols);
 }
 
 double squeeze_read_bandwidth_probe(const float *p, size_t n) {

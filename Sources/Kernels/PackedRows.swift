@@ -45,6 +45,8 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
     public enum Storage {
         case f32(UnsafePointer<Float>)
         case bf16(UnsafePointer<UInt16>)
+        /// IEEE binary16 (a GGUF file's F16 weights, kept as they are).
+        case f16(UnsafePointer<UInt16>)
         case quantized(QuantFormat, UnsafeRawPointer)
         /// Unstructured sparse: a bitmask [rows, (cols + 63) / 64] and the kept values, row-major.
         case bitmaskF32(mask: UnsafePointer<UInt64>, values: UnsafePointer<Float>)
@@ -89,6 +91,7 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
             switch storage {
             case .f32(let w): squeeze_gemv_f32(w, c, r0, r1, x, y)
             case .bf16(let w): squeeze_gemv_bf16(w, c, r0, r1, x, y)
+            case .f16(let w): squeeze_gemv_f16(w, c, r0, r1, x, y)
             case .quantized(.q8_0, let b): squeeze_gemv_q8_0(b.assumingMemoryBound(to: squeeze_block_q8_0.self), c, r0, r1, x, y)
             case .quantized(.q4_0, let b): squeeze_gemv_q4_0(b.assumingMemoryBound(to: squeeze_block_q4_0.self), c, r0, r1, x, y)
             case .bitmaskF32(let m, let v): squeeze_gemv_bitmask_f32(m, v, rs.baseAddress, c, r0, r1, x, y)
@@ -106,6 +109,7 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
             switch storage {
             case .f32(let w): squeeze_decode_rows_f32(w, c, r0, r1, dst)
             case .bf16(let w): squeeze_decode_rows_bf16(w, c, r0, r1, dst)
+            case .f16(let w): squeeze_decode_rows_f16(w, c, r0, r1, dst)
             case .quantized(.q8_0, let b): squeeze_decode_rows_q8_0(b.assumingMemoryBound(to: squeeze_block_q8_0.self), c, r0, r1, dst)
             case .quantized(.q4_0, let b): squeeze_decode_rows_q4_0(b.assumingMemoryBound(to: squeeze_block_q4_0.self), c, r0, r1, dst)
             case .bitmaskF32(let m, let v): squeeze_decode_rows_bitmask_f32(m, v, rs.baseAddress, c, r0, r1, dst)

@@ -46,20 +46,22 @@ public struct GGUFFile: Sendable {
     public let dataOffset: Int
     private let data: Data
     private let index: [String: Int]
+    /// The file's mapping when it was opened by `init(url:)` (nil for bytes given in memory).
+    public let mapping: FileMapping?
 
     /// Maps and parses `url`.
     public init(url: URL) throws {
         let path = url.path
         guard FileManager.default.fileExists(atPath: path) else { throw FileError.io(path, "no such file") }
-        let data: Data
-        do { data = try Data(contentsOf: url, options: .alwaysMapped) } catch {
-            throw FileError.io(path, "cannot read: \(error.localizedDescription)")
-        }
-        try self.init(data: data, url: url)
+        let mapping = try FileMapping(path: path)
+        try self.init(data: mapping.data, url: url, mapping: mapping)
     }
 
     /// Parses a GGUF file already in memory (`url` names it in messages).
-    public init(data: Data, url: URL) throws {
+    public init(data: Data, url: URL) throws { try self.init(data: data, url: url, mapping: nil) }
+
+    private init(data: Data, url: URL, mapping: FileMapping?) throws {
+        self.mapping = mapping
         let header = try data.withUnsafeBytes { raw in
             var c = GGUFCursor(bytes: raw, path: url.path)
             return try Self.parse(&c)
@@ -93,6 +95,15 @@ public struct GGUFFile: Sendable {
             throw FileError.format(url.path, "tensor '\(name)' is \(t.type), which is not supported (supported: \(names))")
         }
         return data[(data.startIndex + t.range.lowerBound)..<(data.startIndex + t.range.upperBound)]
+    }
+
+    /// Where a tensor's bytes lie in the mapped file (valid while `mapping` lives), for a reader
+    /// that uses them in place; nil for a file given in memory.
+    public func mappedBytes(of name: String) throws -> UnsafeRawBufferPointer? {
+        guard let mapping else { return nil }
+        let t = try tensor(named: name)
+        _ = try bytes(of: name)   // a supported type
+        return UnsafeRawBufferPointer(start: mapping.base + t.range.lowerBound, count: t.range.count)
     }
 
     /// An F32, F16 or BF16 tensor converted to Float32, in ggml order (which is row-major order

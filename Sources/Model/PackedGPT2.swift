@@ -26,9 +26,9 @@ public final class PackedGPT2: InferenceNetwork {
         try self.init(model, precision: precision, prepacked: [:])
     }
 
-    /// Packs `model`, taking the block-linear components found in `prepacked` as they are
-    /// (packed from the weight files by `load(directory:)`).
-    init(_ model: GPT2, precision: PackedPrecision, prepacked: [ObjectIdentifier: PackedOperator]) throws {
+    /// Packs `model`, taking the block-linear components found in `prepacked` and the
+    /// `embedding` as they are (packed from the weight files by `load(directory:)`, `load(gguf:)`).
+    init(_ model: GPT2, precision: PackedPrecision, prepacked: [ObjectIdentifier: PackedOperator], embedding prebuilt: PackedEmbedding? = nil) throws {
         config = model.config
         self.precision = precision
         source = model.params
@@ -41,7 +41,7 @@ public final class PackedGPT2: InferenceNetwork {
                 } catch let e as ModelError { throw ModelError.input("layer \(lin.name): \(e)") }
             }
         }
-        embedding = try packedEmbedding(model.embedding, params: p, precision: precision)
+        embedding = try prebuilt ?? packedEmbedding(model.embedding, params: p, precision: precision)
         norms = model.blocks.flatMap { [$0.ln1, $0.ln2] }.map { (UnsafePointer(p.value($0.w)), UnsafePointer(p.value($0.b))) }
             + [(UnsafePointer(p.value("ln_f.weight")), UnsafePointer(p.value("ln_f.bias")))]
     }

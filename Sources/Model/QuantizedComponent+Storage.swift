@@ -56,16 +56,17 @@ extension QuantizedComponent {
     /// Refuses blocks whose scale is not finite, or is zero where codes are not (a grid that
     /// cannot be what ggml's rule or GPTQ wrote), naming the tensor and the block.
     func checkBlocks(_ bytes: [UInt8], tensor: String, path: String) throws {
+        try bytes.withUnsafeBytes { try checkBlocks($0, tensor: tensor, path: path) }
+    }
+
+    func checkBlocks(_ raw: UnsafeRawBufferPointer, tensor: String, path: String) throws {
         let zeroCode: UInt8 = format == .q8_0 ? 0 : 0x88
-        let n = bytes.count / format.blockBytes
-        try bytes.withUnsafeBytes { raw in
-            for b in 0..<n {
-                let base = b * format.blockBytes
-                let d = float(fp16: UInt16(raw[base]) | UInt16(raw[base + 1]) << 8)
-                guard d.isFinite else { throw FileError.format(path, "tensor '\(tensor)': block \(b) has scale \(d)") }
-                if d == 0, (2..<format.blockBytes).contains(where: { raw[base + $0] != zeroCode }) {
-                    throw FileError.format(path, "tensor '\(tensor)': block \(b) has a zero scale but non-zero codes")
-                }
+        for b in 0..<(raw.count / format.blockBytes) {
+            let base = b * format.blockBytes
+            let d = float(fp16: UInt16(raw[base]) | UInt16(raw[base + 1]) << 8)
+            guard d.isFinite else { throw FileError.format(path, "tensor '\(tensor)': block \(b) has scale \(d)") }
+            if d == 0, (2..<format.blockBytes).contains(where: { raw[base + $0] != zeroCode }) {
+                throw FileError.format(path, "tensor '\(tensor)': block \(b) has a zero scale but non-zero codes")
             }
         }
     }

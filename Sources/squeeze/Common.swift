@@ -50,14 +50,15 @@ func loadModel(_ path: String, comm: Communicator, sharedFS: Bool = true, allowN
 
 /// The model of a command that only runs it forward (eval, generate), packed in `precision`, and
 /// a hash of what each rank loaded when there are several (for `verifySameInputs`). One rank
-/// reading a model directory packs it straight from the files (`PackedGPT2.load`: a compressed or
-/// BF16 model never holds a dense F32 copy); several ranks hold the trainable model once per node
-/// and each packs it; a GGUF file is read through the trainable model.
+/// packs a model directory or GGUF file straight from the files (`PackedGPT2.load`: a compressed
+/// or BF16 model never holds a dense F32 copy; a GGUF file's weights are read where they lie);
+/// several ranks hold the trainable model once per node and each packs it.
 func loadPacked(_ path: String, comm: Communicator, sharedFS: Bool = true, allowNonFinite: Bool = false,
                 precision: PackedPrecision) throws -> (model: PackedGPT2, contentHash: UInt64?) {
     let url = fileURL(path)
-    if comm.size == 1 && !GGUFLayout.isGGUF(url) {
-        return (try PackedGPT2.load(directory: url, precision: precision, allowNonFinite: allowNonFinite), nil)
+    if comm.size == 1 {
+        return (GGUFLayout.isGGUF(url) ? try PackedGPT2.load(gguf: url, precision: precision, allowNonFinite: allowNonFinite)
+                                       : try PackedGPT2.load(directory: url, precision: precision, allowNonFinite: allowNonFinite), nil)
     }
     let trainable = try loadModel(path, comm: comm, sharedFS: sharedFS, allowNonFinite: allowNonFinite, readOnly: true)
     return (try PackedGPT2(trainable, precision: precision), comm.size > 1 ? trainable.contentHash : nil)

@@ -44,29 +44,53 @@ final class MalformedGGUFModelTests: XCTestCase {
     /// The error loading `data` as a model and its tokenizer raises; "accepted" if none.
     func refusal(_ data: Data, _ name: String, file: StaticString = #filePath, line: UInt = #line) -> String {
         let url = URL(fileURLWithPath: "/malformed/\(name).gguf")
+        return refusal(name, path: url.path, file: file, line: line) {
+            _ = try GPT2.load(gguf: url, data: data)
+            _ = try GPT2Tokenizer(gguf: try GGUFFile(data: data, url: url))
+        }
+    }
+
+    /// The error the packed loader (`PackedGPT2.load(gguf:)`: the file mapped, its weights
+    /// checked where they lie) raises on `data` written to a file, that file's path given as
+    /// `refusal` names it; "accepted" if none.
+    func packedRefusal(_ data: Data, _ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let real = try Fixtures.temporaryDirectory(self).appendingPathComponent("\(name).gguf")
+        try data.write(to: real)
+        return refusal(name, path: real.path, file: file, line: line) {
+            _ = try PackedGPT2.load(gguf: real)
+            _ = try GPT2Tokenizer(gguf: try GGUFFile(url: real))
+        }
+            .replacingOccurrences(of: real.path, with: "/malformed/\(name).gguf")
+    }
+
+    /// What `load` throws (checked to name `path` first, and to come within a second), or "accepted".
+    private func refusal(_ name: String, path: String, file: StaticString, line: UInt, _ load: () throws -> Void) -> String {
         let t0 = Date()
         defer { XCTAssertLessThan(Date().timeIntervalSince(t0), 1, "\(name): refusal took too long", file: file, line: line) }
         do {
-            _ = try GPT2.load(gguf: url, data: data)
-            _ = try GPT2Tokenizer(gguf: try GGUFFile(data: data, url: url))
+            try load()
             return "accepted"
         } catch {
             let s = "\(error)"
-            XCTAssertTrue(s.hasPrefix(url.path + ": "), "\(name): the error names the file: \(s)", file: file, line: line)
+            XCTAssertTrue(s.hasPrefix(path + ": "), "\(name): the error names the file: \(s)", file: file, line: line)
             return s
         }
     }
 
+    /// Both loaders (the trainable model's and the packed one's) refuse the variant with `expected` in the message.
     func assertRefused(_ name: String, _ expected: String..., base: URL = micro, file: StaticString = #filePath, line: UInt = #line,
                        _ change: (inout Edit) -> Void) throws {
-        let s = refusal(try variant(base, change), name, file: file, line: line)
-        for piece in expected { XCTAssertTrue(s.contains(piece), "\(name): expected '\(piece)' in: \(s)", file: file, line: line) }
+        let data = try variant(base, change)
+        for (loader, s) in [("model", refusal(data, name, file: file, line: line)), ("packed", try packedRefusal(data, name, file: file, line: line))] {
+            for piece in expected { XCTAssertTrue(s.contains(piece), "\(name) (\(loader)): expected '\(piece)' in: \(s)", file: file, line: line) }
+        }
     }
 
     static func floats(_ values: [Float]) -> Data { values.withUnsafeBytes { Data($0) } }
 
     func testTheBaseAndTiedOrF16VariantsAreAccepted() throws {
         XCTAssertEqual(refusal(try variant { _ in }, "base"), "accepted")
+        XCTAssertEqual(try packedRefusal(try variant { _ in }, "base"), "accepted")
         // The fuzz seed loads through the harness (so the gguf target reaches the model code).
         XCTAssertNil(FuzzTarget.gguf.run(try Data(contentsOf: Self.micro)))
         let tied = try variant { e in e.setTensor("output.weight", shape: [257, 32], type: .q4_0, bytes: e.data["token_embd.weight"]!) }
@@ -159,6 +183,12 @@ final class MalformedGGUFModelTests: XCTestCase {
             var v = [Float](repeating: 0.5, count: 4 * 32)
             v[3] = .nan
             $0.setTensor("position_embd.weight", type: .f32, bytes: Self.floats(v))
+        }
+        // A block linear in F16 with an infinity (the packed loader checks it in the mapped file).
+        try assertRefused("f16-inf", "tensor 'blk.0.attn_qkv.weight' holds inf", "--allow-non-finite") {
+            var h = [UInt16](repeating: 0x3C00, count: 96 * 32)
+            h[5] = 0x7C00
+            $0.setTensor("blk.0.attn_qkv.weight", type: .f16, bytes: h.withUnsafeBytes { Data($0) })
         }
         try assertRefused("inf-scale", "tensor 'token_embd.weight': block 0 has scale inf") {
             var b = $0.data["token_embd.weight"]!

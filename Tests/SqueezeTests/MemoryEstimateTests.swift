@@ -76,6 +76,14 @@ final class MemoryEstimateTests: XCTestCase {
         XCTAssertGreaterThan(viaModel.bytes, f32, "packing a loaded trainable model holds its F32 masters")
         XCTAssertLessThan(direct.bytes, direct.packed + f32 / 4,
                           "direct packed load: peak \(direct.bytes >> 10) KiB for \(direct.packed >> 10) KiB packed, F32 \(f32 >> 10) KiB")
+        // A GGUF file (Q4_0, F16): read where it lies in the mapped file, as llama.cpp reads it.
+        for type in [GGUFExportType.q4_0, .f16] {
+            let gguf = dir.appendingPathComponent("model-\(type.rawValue).gguf")
+            try m.exportGGUF(to: gguf, type: type, tokenizer: try GPT2Tokenizer(directory: Fixtures.root.appendingPathComponent("tiny-gpt2-64")))
+            let mapped = try peakOfLoad { try PackedGPT2.load(gguf: gguf) }
+            XCTAssertLessThan(mapped.bytes, mapped.packed + f32 / 4,
+                              "\(type.rawValue) GGUF packed load: peak \(mapped.bytes >> 10) KiB for \(mapped.packed >> 10) KiB packed, F32 \(f32 >> 10) KiB")
+        }
     }
 
     func testATrainingStepAllocatesWhatTheEstimateCounts() throws {

@@ -114,16 +114,23 @@ final class PackedKernelTests: XCTestCase {
 
     func bf16Widened(_ w: [Float]) -> [Float] { w.map { squeeze_bf16_to_fp32(squeeze_fp32_to_bf16($0)) } }
 
-    // MARK: - Dense F32 / BF16
+    // MARK: - Dense F32 / BF16 / F16
 
     func testDenseGemvAndDecodeRows() {
         forEachCase({ _ in true }) { k in
             let wh = k.w.map { squeeze_fp32_to_bf16($0) }
             let wb = bf16Widened(k.w)
+            let w16 = k.w.map { squeeze_fp32_to_fp16($0) }, wf16 = w16.map { squeeze_fp16_to_fp32($0) }
             forEachPath { isa in
                 for (r0, r1) in ranges(k.rows) {
                     let what = "\(isa) \(k) rows \(r0)..<\(r1)"
                     var y = [Float](repeating: .nan, count: r1 - r0)
+                    squeeze_gemv_f16(w16, k.cols, r0, r1, k.x, &y)
+                    assertGemv(y, reference(wf16, cols: k.cols, r0, r1, k.x), cols: k.cols, "gemv_f16 \(what)")
+                    var d16 = [Float](repeating: .nan, count: (r1 - r0) * k.cols)
+                    squeeze_decode_rows_f16(w16, k.cols, r0, r1, &d16)
+                    assertBitwise(d16, Array(wf16[r0 * k.cols..<r1 * k.cols]), "decode_rows_f16 \(what)")
+                    y = [Float](repeating: .nan, count: r1 - r0)
                     squeeze_gemv_f32(k.w, k.cols, r0, r1, k.x, &y)
                     assertGemv(y, reference(k.w, cols: k.cols, r0, r1, k.x), cols: k.cols, "gemv_f32 \(what)")
                     y = [Float](repeating: .nan, count: r1 - r0)
@@ -548,6 +555,14 @@ final class PackedKernelTests: XCTestCase {
                 squeeze_bf16_to_f32_n(h, &f, n)
                 XCTAssertEqual(f[0..<n].map(\.bitPattern), h[0..<n].map { UInt32($0) << 16 }, "bf16_to_f32_n \(isa) n=\(n)")
                 XCTAssertEqual(f[n], 7, "bf16_to_f32_n \(isa) n=\(n) writes nothing past n")
+            }
+            // F16 -> F32: every one of the 65,536 halves (and short tails) as the scalar rule.
+            let all = (0...UInt16.max).map { $0 }
+            for n in [0, 1, 7, 8, 9, 17, all.count] {
+                var f = [Float](repeating: 7, count: n + 1)
+                squeeze_f16_to_f32_n(all, &f, n)
+                XCTAssertEqual(f[0..<n].map(\.bitPattern), all[0..<n].map { squeeze_fp16_to_fp32($0).bitPattern }, "f16_to_f32_n \(isa) n=\(n)")
+                XCTAssertEqual(f[n], 7, "f16_to_f32_n \(isa) n=\(n) writes nothing past n")
             }
         }
     }

@@ -10,9 +10,7 @@
 #     OPENBLAS_NUM_THREADS=2, P the first 512 tokens of the test text: its prefill_tokens_per_second
 #     (512 prompt tokens to the first new token) and decode_tokens_per_second (the 127 tokens after
 #     it, at depths 513..640); one cold process per measurement (loading not timed).
-#     The F16 file is run twice: --precision f32 (Squeeze widens F16 weights to F32 when it loads a
-#     GGUF file: exact, but 4 bytes a weight) and --precision bf16 (2 bytes, as in the file, but the
-#     values rounded from F16 to BF16).
+#     Squeeze maps the file and runs its weights where they lie (F16 kept as F16).
 #   - peak RSS of each process (/usr/bin/time -f %M; llama-bench's is that of its pp512/tg128 run).
 # Best round per side (highest tokens/s, lowest RSS); the 1-minute load average before each
 # measurement is kept (llama.cpp's threads wait at barriers and slow down far more than Squeeze's
@@ -35,7 +33,7 @@ BIN=${BIN:-$(scripts/bench/llamacpp.sh --print-dir)}
 [[ -f $TEXT ]] || python3 scripts/fetch_data.py
 TYPES=(f32 f16 q8_0 q4_0)
 # Squeeze's runs: file type | --precision
-RUNS=("f32|f32" "f16|f32" "f16|bf16" "q8_0|f32" "q4_0|f32")
+RUNS=("f32|f32" "f16|f32" "q8_0|f32" "q4_0|f32")
 mkdir -p "$OUT/raw"
 export OPENBLAS_NUM_THREADS=2
 
@@ -155,9 +153,8 @@ notes = [
     "Decode: llama-bench tg128 at depth 0 and at depth 512 (`-d 512`); Squeeze the 127 tokens after the first "
     "(depths 513..640), so its ratio is to llama.cpp's depth 512. RSS: peak of the process "
     "(llama-bench's pp512 + tg128 run; Squeeze's whole generate).",
-    "Squeeze loads a GGUF file through its trainable model: F16 weights are widened to F32 and packed in "
-    "--precision (f32: exact; bf16: rounded from F16); Q8_0 and Q4_0 weights stay the file's blocks "
-    "(packed quantized rows), but the load also allocates a dense F32 copy of every weight (hence the RSS).",
+    "Squeeze maps the file and runs its weights where they lie (F32 and F16 rows, Q8_0 and Q4_0 blocks), "
+    "as llama.cpp does; RSS counts the mapped pages in use for both.",
 ]
 if any(p == "bf16" for _, p in squeeze_runs) and "avx512_bf16" not in open("/proc/cpuinfo").read():
     notes.append("This CPU has no AVX-512 BF16: Squeeze's --precision bf16 prefill decodes BF16 panels and runs sgemm "

@@ -77,6 +77,7 @@ static inline float squeeze_bf16_to_fp32(uint16_t b) {
 /// x [n] -> y [n], element by element as the scalar functions above.
 void squeeze_f32_to_bf16_n(const float *x, uint16_t *y, size_t n);
 void squeeze_bf16_to_f32_n(const uint16_t *x, float *y, size_t n);
+void squeeze_f16_to_f32_n(const uint16_t *x, float *y, size_t n);
 
 // ---------------------------------------------------------------------------------------------
 // ggml blocks (quant.c): 32 consecutive weights along the input dimension of one output
@@ -129,6 +130,8 @@ float squeeze_q4_0_scale(const float *x32);
 void squeeze_gemv_f32(const float *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
 /// W [rows, cols] BF16, widened in registers, F32 FMA (gemv_dense.c).
 void squeeze_gemv_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
+/// F16 (IEEE binary16) weights, as GGUF's F16 files keep them: widened exactly, F32 products.
+void squeeze_gemv_f16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
 /// W [rows, cols / 32] blocks, dequantized in registers, F32 activations (gemv_quant.c).
 void squeeze_gemv_q8_0(const squeeze_block_q8_0 *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
 void squeeze_gemv_q4_0(const squeeze_block_q4_0 *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
@@ -176,6 +179,7 @@ void squeeze_gemv_nm24_bf16(const uint16_t *values, const uint8_t *positions, si
 /// Dense F32 (a copy; for uniformity, an addition to the brief's API).
 void squeeze_decode_rows_f32(const float *W, size_t cols, size_t r0, size_t r1, float *dst);
 void squeeze_decode_rows_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, float *dst);
+void squeeze_decode_rows_f16(const uint16_t *W, size_t cols, size_t r0, size_t r1, float *dst);
 void squeeze_decode_rows_q8_0(const squeeze_block_q8_0 *W, size_t cols, size_t r0, size_t r1, float *dst);
 void squeeze_decode_rows_q4_0(const squeeze_block_q4_0 *W, size_t cols, size_t r0, size_t r1, float *dst);
 void squeeze_decode_rows_bitmask_f32(const uint64_t *mask, const float *values, const uint64_t *row_start,
