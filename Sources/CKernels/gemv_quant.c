@@ -1,15 +1,20 @@
-// GEMV and decode_rows for ggml's Q8_0 / Q4_0 blocks, with F32 activations (the activations
-// are NOT quantized: each block is dequantized in registers and multiplied in F32).
+// GEMV and decode_rows for ggml's Q8_0 / Q4_0 blocks.
 //
 //   W [rows, nb] blocks, nb = cols / 32 (cols % 32 == 0); block b of row r holds W[r, 32b .. 32b+32)
-//   y[r - r0] = sum_b d(r, b) * sum_j q(r, b, j) * x[32b + j]      x [cols], y [r1 - r0]
 //
-// The per-block partial sum is scaled once by d (one FMA into the row's accumulator). Vector
-// paths take 4 rows at a time so one load of x's 32 values feeds 4 blocks; the 4 rows are a
-// quarter of the range apart (4 sequential streams: 4 adjacent rows, under 1 KB apart, made the
-// hardware prefetchers lose track and measured 2-5x slower from DRAM on Zen 5). With F32
-// activations these kernels are compute bound well before memory bound (Q4_0 most: ~7 vector
-// ops per 18-byte block and row).
+// GEMV (decode, one row of activations) multiplies in integers, as ggml's vec_dot_q8_0_q8_0 and
+// vec_dot_q4_0_q8_0 do: the activations are quantized once per product by the Q8_0 rule
+// (squeeze_quantize_activations: int8 codes xq, one F32 scale xd per 32 — ggml rounds that scale
+// to fp16, Squeeze keeps it F32), then
+//   y[r - r0] = sum_b (fp16_to_fp32(d(r, b)) * xd[b]) * sum_j c(r, b, j) * xq[32b + j]
+// with c = q (Q8_0) or q - 8 (Q4_0). The inner sums are exact integers; only the scaling and the
+// sum over blocks round. Prefill (decode_rows, then sgemm) keeps F32 activations. The vector path
+// is AVX2 (vpmaddubsw on |c| and xq signed by c: pairs stay within int16), used on AVX-512 CPUs
+// too; it takes 4 rows a quarter of the range apart (4 sequential streams: 4 adjacent rows,
+// under 1 KB apart, made the hardware prefetchers lose track and measured 2-5x slower from DRAM
+// on Zen 5), so one load of a block of xq feeds 4 blocks of W. Dequantizing a Q4_0 block in
+// registers to multiply F32 activations took ~20 vector ops per block and row on AVX2 (Q4_0
+// decoded at half Q8_0's speed); the integer product takes ~10.
 //
 // decode_rows: dst[r - r0, 32b + j] = fp16_to_fp32(d) * (float)q, one F32 multiply (exact and
 // the same on every path; F16C's vcvtph2ps agrees with squeeze_fp16_to_fp32 on every input).
@@ -22,31 +27,30 @@
 // Scalar
 // ---------------------------------------------------------------------------------------------
 
-static float dot_q8_0_scalar(const squeeze_block_q8_0 *w, size_t nb, const float *x) {
-    float acc = 0;
-    for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * SQUEEZE_QK;
-        float s0 = 0, s1 = 0;
-        for (int j = 0; j < SQUEEZE_QK; j += 2) {
-            s0 += (float)w[b].qs[j] * xb[j];
-            s1 += (float)w[b].qs[j + 1] * xb[j + 1];
-        }
-        acc += squeeze_fp16_to_fp32(w[b].d) * (s0 + s1);
-    }
-    return acc;
+/// sum_j c(j) * xq[j] over one block (exact).
+static int32_t isum_q8_0(const squeeze_block_q8_0 *w, const int8_t *xq) {
+    int32_t s = 0;
+    for (int j = 0; j < SQUEEZE_QK; j++) s += (int32_t)w->qs[j] * xq[j];
+    return s;
 }
 
-static float dot_q4_0_scalar(const squeeze_block_q4_0 *w, size_t nb, const float *x) {
+static int32_t isum_q4_0(const squeeze_block_q4_0 *w, const int8_t *xq) {
+    int32_t s = 0;
+    for (int j = 0; j < SQUEEZE_QK / 2; j++) {
+        const uint8_t v = w->qs[j];
+        s += ((int32_t)(v & 15) - 8) * xq[j] + ((int32_t)(v >> 4) - 8) * xq[j + SQUEEZE_QK / 2];
+    }
+    return s;
+}
+
+/// One row of nb blocks (q4 selects the block type) against quantized activations.
+static float dot_quant_scalar(const void *w, int q4, size_t nb, const int8_t *xq, const float *xd) {
+    const squeeze_block_q8_0 *w8 = (const squeeze_block_q8_0 *)w;
+    const squeeze_block_q4_0 *w4 = (const squeeze_block_q4_0 *)w;
     float acc = 0;
     for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * SQUEEZE_QK;
-        float s0 = 0, s1 = 0;
-        for (int j = 0; j < SQUEEZE_QK / 2; j++) {
-            const uint8_t v = w[b].qs[j];
-            s0 += (float)((int)(v & 15) - 8) * xb[j];
-            s1 += (float)((int)(v >> 4) - 8) * xb[j + SQUEEZE_QK / 2];
-        }
-        acc += squeeze_fp16_to_fp32(w[b].d) * (s0 + s1);
+        const int32_t s = q4 ? isum_q4_0(w4 + b, xq + b * SQUEEZE_QK) : isum_q8_0(w8 + b, xq + b * SQUEEZE_QK);
+        acc += (squeeze_fp16_to_fp32(q4 ? w4[b].d : w8[b].d) * xd[b]) * (float)s;
     }
     return acc;
 }
@@ -94,44 +98,6 @@ SQ_INLINE SQ_AVX512 void q4_0_codes16(const squeeze_block_q4_0 *b, __m512 lut, _
 
 SQ_INLINE SQ_AVX512 __m512 q4_lut16(void) {
     return _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-
-/// NR rows (1 or 4) from row pointer w (row stride nb blocks); q4 selects the block type.
-SQ_INLINE SQ_AVX512 void quant_rows_avx512(const void *w, int q4, size_t nb, size_t rs, const float *x, float *y, size_t ys, int NR) {
-    const squeeze_block_q8_0 *w8 = (const squeeze_block_q8_0 *)w;
-    const squeeze_block_q4_0 *w4 = (const squeeze_block_q4_0 *)w;
-    const __m512 lut = q4_lut16();
-    __m512 acc[4];
-    for (int i = 0; i < NR; i++) acc[i] = _mm512_setzero_ps();
-    for (size_t b = 0; b < nb; b++) {
-        const __m512 x0 = _mm512_loadu_ps(x + b * SQUEEZE_QK), x1 = _mm512_loadu_ps(x + b * SQUEEZE_QK + 16);
-        for (int i = 0; i < NR; i++) {
-            __m512 lo, hi;
-            uint16_t d;
-            if (q4) {
-                q4_0_codes16(w4 + i * rs + b, lut, &lo, &hi);
-                d = w4[i * rs + b].d;
-            } else {
-                q8_0_codes16(w8 + i * rs + b, &lo, &hi);
-                d = w8[i * rs + b].d;
-            }
-            const __m512 p = _mm512_fmadd_ps(hi, x1, _mm512_mul_ps(lo, x0));
-            acc[i] = _mm512_fmadd_ps(scale16(d), p, acc[i]);
-        }
-    }
-    for (int i = 0; i < NR; i++) y[i * ys] = _mm512_reduce_add_ps(acc[i]);
-}
-
-SQ_AVX512 static void gemv_q8_0_avx512(const squeeze_block_q8_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
-    for (size_t i = 0; i < q; i++) quant_rows_avx512(W + (r0 + i) * nb, 0, nb, q * nb, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx512(W + r * nb, 0, nb, nb, x, y + (r - r0), 1, 1);
-}
-
-SQ_AVX512 static void gemv_q4_0_avx512(const squeeze_block_q4_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
-    for (size_t i = 0; i < q; i++) quant_rows_avx512(W + (r0 + i) * nb, 1, nb, q * nb, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx512(W + r * nb, 1, nb, nb, x, y + (r - r0), 1, 1);
 }
 
 /// n blocks (contiguous, any rows) -> dst [32 n].
@@ -187,38 +153,46 @@ SQ_INLINE SQ_AVX2 void codes8x4(const void *blk, int q4, __m256 q[4]) {
     }
 }
 
-SQ_INLINE SQ_AVX2 void quant_rows_avx2(const void *w, int q4, size_t nb, size_t rs, const float *x, float *y, size_t ys, int NR) {
+/// A block's 32 multipliers c (q8: q; q4: q - 8) as int8, in weight order.
+SQ_INLINE SQ_AVX2 __m256i codes32(const void *blk, int q4) {
+    if (!q4) return _mm256_loadu_si256((const __m256i *)((const squeeze_block_q8_0 *)blk)->qs);
+    const __m128i raw = _mm_loadu_si128((const __m128i *)((const squeeze_block_q4_0 *)blk)->qs);
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+}
+
+/// 8 lanes, each the exact sum of 4 products c[j] * x[j], as F32: vpmaddubsw takes |c| (unsigned,
+/// up to 128) and x with c's sign moved onto it, so each pair is at most 2 * 128 * 127 < 2^15.
+SQ_INLINE SQ_AVX2 __m256 dot32(__m256i c, __m256i x) {
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(x, c));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+/// NR rows (1 or 4) from row pointer w (row stride rs blocks) against quantized activations.
+SQ_INLINE SQ_AVX2 void quant_rows_avx2(const void *w, int q4, size_t nb, size_t rs, const int8_t *xq, const float *xd,
+                                       float *y, size_t ys, int NR) {
     const squeeze_block_q8_0 *w8 = (const squeeze_block_q8_0 *)w;
     const squeeze_block_q4_0 *w4 = (const squeeze_block_q4_0 *)w;
     __m256 acc[4];
     for (int i = 0; i < NR; i++) acc[i] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
-        const float *xb = x + b * SQUEEZE_QK;
-        const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
-        const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * SQUEEZE_QK));
+        const float dx = xd[b];
         for (int i = 0; i < NR; i++) {
-            __m256 q[4];
             const void *blk = q4 ? (const void *)(w4 + i * rs + b) : (const void *)(w8 + i * rs + b);
-            const uint16_t d = q4 ? w4[i * rs + b].d : w8[i * rs + b].d;
-            codes8x4(blk, q4, q);
-            const __m256 p = _mm256_add_ps(_mm256_fmadd_ps(q[1], x1, _mm256_mul_ps(q[0], x0)),
-                                           _mm256_fmadd_ps(q[3], x3, _mm256_mul_ps(q[2], x2)));
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_set1_epi16((short)d)), p, acc[i]);
+            const float d = _cvtsh_ss(q4 ? w4[i * rs + b].d : w8[i * rs + b].d);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), dot32(codes32(blk, q4), x), acc[i]);
         }
     }
     for (int i = 0; i < NR; i++) y[i * ys] = hsum256(acc[i]);
 }
 
-SQ_AVX2 static void gemv_q8_0_avx2(const squeeze_block_q8_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
+SQ_AVX2 static void gemv_quant_avx2(const void *W, int q4, size_t nb, size_t r0, size_t r1, const int8_t *xq, const float *xd, float *y) {
+    const size_t bytes = q4 ? sizeof(squeeze_block_q4_0) : sizeof(squeeze_block_q8_0);
+    const char *base = (const char *)W;
     const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
-    for (size_t i = 0; i < q; i++) quant_rows_avx2(W + (r0 + i) * nb, 0, nb, q * nb, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx2(W + r * nb, 0, nb, nb, x, y + (r - r0), 1, 1);
-}
-
-SQ_AVX2 static void gemv_q4_0_avx2(const squeeze_block_q4_0 *W, size_t nb, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t q = r1 > r0 ? (r1 - r0) / 4 : 0;  // 4 rows a quarter of the range apart: 4 sequential streams
-    for (size_t i = 0; i < q; i++) quant_rows_avx2(W + (r0 + i) * nb, 1, nb, q * nb, x, y + i, q, 4);
-    for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx2(W + r * nb, 1, nb, nb, x, y + (r - r0), 1, 1);
+    for (size_t i = 0; i < q; i++) quant_rows_avx2(base + (r0 + i) * nb * bytes, q4, nb, q * nb, xq, xd, y + i, q, 4);
+    for (size_t r = r0 + 4 * q; r < r1; r++) quant_rows_avx2(base + r * nb * bytes, q4, nb, nb, xq, xd, y + (r - r0), 1, 1);
 }
 
 SQ_AVX2 static void decode_quant_avx2(const void *w, int q4, size_t n, float *dst) {
@@ -237,24 +211,21 @@ SQ_AVX2 static void decode_quant_avx2(const void *w, int q4, size_t n, float *ds
 // Dispatch
 // ---------------------------------------------------------------------------------------------
 
-void squeeze_gemv_q8_0(const squeeze_block_q8_0 *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t nb = cols / SQUEEZE_QK;
+/// The AVX2 integer kernel also serves AVX-512 CPUs (one kernel, one rounding order for both).
+static void gemv_quant(const void *W, int q4, size_t cols, size_t r0, size_t r1, const int8_t *xq, const float *xd, float *y) {
+    const size_t nb = cols / SQUEEZE_QK, bytes = q4 ? sizeof(squeeze_block_q4_0) : sizeof(squeeze_block_q8_0);
 #if SQ_X86
-    const int isa = squeeze_isa();
-    if (isa >= SQUEEZE_ISA_AVX512) { gemv_q8_0_avx512(W, nb, r0, r1, x, y); return; }
-    if (isa >= SQUEEZE_ISA_AVX2) { gemv_q8_0_avx2(W, nb, r0, r1, x, y); return; }
+    if (squeeze_isa() >= SQUEEZE_ISA_AVX2) { gemv_quant_avx2(W, q4, nb, r0, r1, xq, xd, y); return; }
 #endif
-    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_q8_0_scalar(W + r * nb, nb, x);
+    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_quant_scalar((const char *)W + r * nb * bytes, q4, nb, xq, xd);
 }
 
-void squeeze_gemv_q4_0(const squeeze_block_q4_0 *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-    const size_t nb = cols / SQUEEZE_QK;
-#if SQ_X86
-    const int isa = squeeze_isa();
-    if (isa >= SQUEEZE_ISA_AVX512) { gemv_q4_0_avx512(W, nb, r0, r1, x, y); return; }
-    if (isa >= SQUEEZE_ISA_AVX2) { gemv_q4_0_avx2(W, nb, r0, r1, x, y); return; }
-#endif
-    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_q4_0_scalar(W + r * nb, nb, x);
+void squeeze_gemv_q8_0(const squeeze_block_q8_0 *W, size_t cols, size_t r0, size_t r1, const int8_t *xq, const float *xd, float *y) {
+    gemv_quant(W, 0, cols, r0, r1, xq, xd, y);
+}
+
+void squeeze_gemv_q4_0(const squeeze_block_q4_0 *W, size_t cols, size_t r0, size_t r1, const int8_t *xq, const float *xd, float *y) {
+    gemv_quant(W, 1, cols, r0, r1, xq, xd, y);
 }
 
 /// dst [r1 - r0, cols]: the rows' blocks are contiguous, so this is one run of blocks.

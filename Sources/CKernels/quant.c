@@ -75,6 +75,21 @@ void squeeze_quantize_q4_0(const float *x, squeeze_block_q4_0 *y, size_t n) {
     }
 }
 
+/// Activations for the quantized GEMVs: the Q8_0 rule with the F32 scale kept. A block holding a
+/// NaN or an infinity gets scale NaN and zero codes, so the products it enters are NaN (as F32
+/// activations would make them), not silently finite.
+void squeeze_quantize_activations(const float *x, int8_t *codes, float *scales, size_t n) {
+    for (size_t b = 0; b < n / SQUEEZE_QK; b++) {
+        const float *xb = x + b * SQUEEZE_QK;
+        int finite = 1;
+        for (int j = 0; j < SQUEEZE_QK; j++) finite &= isfinite(xb[j]) != 0;
+        const float d = finite ? squeeze_q8_0_scale(xb) : NAN;
+        const float id = finite && d != 0.0f ? 1.0f / d : 0.0f;
+        scales[b] = d;
+        for (int j = 0; j < SQUEEZE_QK; j++) codes[b * SQUEEZE_QK + j] = (int8_t)squeeze_q8_0_code(xb[j], id);
+    }
+}
+
 /// x [n / 32] -> y [n]: one F32 multiply per weight, d * q (as gguf-py: x * d in F32).
 void squeeze_dequantize_q8_0(const squeeze_block_q8_0 *x, float *y, size_t n) {
     squeeze_decode_rows_q8_0(x, n, 0, 1, y);

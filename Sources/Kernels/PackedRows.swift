@@ -84,16 +84,36 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
         }
     }
 
-    /// y [rows - range] = W[range] · x for rows `r0 ..< r1` (overwrites y).
-    public func gemv(_ x: UnsafePointer<Float>, rows r: Range<Int>, into y: UnsafeMutablePointer<Float>) {
+    /// The activations of a quantized form's GEMV: int8 codes [cols] and an F32 scale per 32
+    /// (`squeeze_quantize_activations`), made once per product.
+    public struct QuantizedActivations {
+        public let codes: UnsafePointer<Int8>, scales: UnsafePointer<Float>
+    }
+
+    /// Scratch floats that hold `QuantizedActivations` for `cols` inputs.
+    static func activationFloats(cols: Int) -> Int { (cols + 3) / 4 + cols / QuantFormat.blockSize }
+
+    /// x quantized for this form's GEMV into `scratch` (nil: the form multiplies F32 activations).
+    public func quantizedActivations(_ x: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>) -> QuantizedActivations? {
+        guard case .quantized = storage else { return nil }
+        let scales = scratch, codes = UnsafeMutableRawPointer(scratch + cols / QuantFormat.blockSize).bindMemory(to: Int8.self, capacity: cols)
+        squeeze_quantize_activations(x, codes, scales, cols)
+        return QuantizedActivations(codes: codes, scales: scales)
+    }
+
+    /// y [rows - range] = W[range] · x for rows `r0 ..< r1` (overwrites y); a quantized form takes
+    /// x as `xq` (`quantizedActivations`).
+    public func gemv(_ x: UnsafePointer<Float>, quantized xq: QuantizedActivations?, rows r: Range<Int>, into y: UnsafeMutablePointer<Float>) {
         let (r0, r1, c) = (r.lowerBound, r.upperBound, cols)
         rowStart.withUnsafeBufferPointer { rs in
             switch storage {
             case .f32(let w): squeeze_gemv_f32(w, c, r0, r1, x, y)
             case .bf16(let w): squeeze_gemv_bf16(w, c, r0, r1, x, y)
             case .f16(let w): squeeze_gemv_f16(w, c, r0, r1, x, y)
-            case .quantized(.q8_0, let b): squeeze_gemv_q8_0(b.assumingMemoryBound(to: squeeze_block_q8_0.self), c, r0, r1, x, y)
-            case .quantized(.q4_0, let b): squeeze_gemv_q4_0(b.assumingMemoryBound(to: squeeze_block_q4_0.self), c, r0, r1, x, y)
+            case .quantized(.q8_0, let b):
+                squeeze_gemv_q8_0(b.assumingMemoryBound(to: squeeze_block_q8_0.self), c, r0, r1, xq!.codes, xq!.scales, y)
+            case .quantized(.q4_0, let b):
+                squeeze_gemv_q4_0(b.assumingMemoryBound(to: squeeze_block_q4_0.self), c, r0, r1, xq!.codes, xq!.scales, y)
             case .bitmaskF32(let m, let v): squeeze_gemv_bitmask_f32(m, v, rs.baseAddress, c, r0, r1, x, y)
             case .bitmaskBF16(let m, let v): squeeze_gemv_bitmask_bf16(m, v, rs.baseAddress, c, r0, r1, x, y)
             case .nm24F32(let v, let p): squeeze_gemv_nm24_f32(v, p, c, r0, r1, x, y)
@@ -133,12 +153,14 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
         // packing), BF16 rows take the panel path (decode, then sgemm), so the panel is always counted.
         case .bf16: return max(rows, panelRows * cols)
         case .bitmaskBF16, .nm24BF16: return max(rows, panelRows * cols + (panelRows * cols + 1) / 2)   // + the panel in BF16
+        case .quantized: return max(rows + Self.activationFloats(cols: cols), panelRows * cols)
         default: return max(rows, panelRows * cols)
         }
     }
 
     /// y [N, rows] (+)= x [N, cols] · Wᵀ. One row: the GEMV over row ranges on this rank's
-    /// threads (F32 activations, exact products). More rows: dense F32 as one sgemm; BF16 values
+    /// threads (F32 activations, exact products; a quantized form quantizes the row once, by the
+    /// Q8_0 rule with F32 scales, and multiplies in integers as ggml does). More rows: dense F32 as one sgemm; BF16 values
     /// (dense, or sparse decoded to BF16 panels) as BF16 products with F32 accumulation where
     /// the CPU has them (`BF16Matmul`: the activations rounded to BF16, as every BF16 GEMM
     /// does); other forms panel by panel (decode to F32, then sgemm).
@@ -146,7 +168,8 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
                       scratch: UnsafeMutablePointer<Float>) {
         if N == 1 {
             let out = accumulate ? scratch : y
-            parallelFor(rows, minChunk: 64) { r in gemv(x, rows: r, into: out + r.lowerBound) }
+            let xq = quantizedActivations(x, scratch: scratch + rows)
+            parallelFor(rows, minChunk: 64) { r in gemv(x, quantized: xq, rows: r, into: out + r.lowerBound) }
             if accumulate { for i in 0..<rows { y[i] += scratch[i] } }
             return
         }

@@ -198,7 +198,8 @@ final class GGUFModelTests: XCTestCase {
     /// into, in prefill (GEMM) and decode (GEMV through the KV cache), for every export type and
     /// for F16 / BF16 tensors; the weight bytes it reads are the file's. Sums run in another
     /// order (rows against HF layout; a decode row's GEMV against the model's GEMM), so the
-    /// logits agree to rounding (decode: 5e-4 of each logit above 1e-3; measured up to 1.7e-4).
+    /// logits agree to rounding (decode: 5e-4 of each logit above 1e-3; measured up to 1.7e-4),
+    /// and Q8_0 / Q4_0 decode multiplies int8 activations (1% of the largest logit).
     func testPackedLoadGivesTheLoadedModelsLogits() throws {
         let tmp = try Fixtures.temporaryDirectory(self)
         var files: [(String, URL)] = []
@@ -215,7 +216,12 @@ final class GGUFModelTests: XCTestCase {
             let cache = KVCache(config: model.config, precision: .f32)
             _ = try packed.logits(ids: Array(ids[0..<(T - 1)]), B: 1, T: T - 1, cache: cache, lastRowOnly: true)
             let last = try packed.logits(ids: [ids[T - 1]], B: 1, T: 1, cache: cache, lastRowOnly: true)
-            XCTAssertLessThanOrEqual(maxRelativeError(last, Array(want[((T - 1) * V)...]), floor: 1e-3), 5e-4, "\(name): decode")
+            let wantLast = Array(want[((T - 1) * V)...])
+            if name.hasSuffix("q8_0") || name.hasSuffix("q4_0") {   // int8 activations (PackedModelTests.assertDecodeLogits)
+                XCTAssertLessThanOrEqual(maxAbsDifference(last, wantLast) / wantLast.map(abs).max()!, 1e-2, "\(name): decode")
+            } else {
+                XCTAssertLessThanOrEqual(maxRelativeError(last, wantLast, floor: 1e-3), 5e-4, "\(name): decode")
+            }
             let f = try GGUFFile(url: url)
             let weights = GGUFLayout.entries(model.config).filter(\.quantizable).reduce(0) { $0 + (try! f.tensor(named: $1.name)).byteCount }
             let biases = GGUFLayout.entries(model.config).filter { $0.role == .linear }.reduce(0) { $0 + 4 * $1.shape[0] }

@@ -205,15 +205,19 @@ final class PackedKernelTests: XCTestCase {
         forEachCase({ $0 % 32 == 0 }) { k in
             let q8 = quantizeQ8(k.w), q4 = quantizeQ4(k.w)
             let d8 = dequantQ8(bytes(q8)), d4 = dequantQ4(bytes(q4))
+            // The GEMVs take x quantized (int8 codes, an F32 scale per 32): the reference multiplies
+            // the dequantized weights by the dequantized activations.
+            let (xq, xd) = quantizedActivations(k.x)
+            let xDequantized = (0..<k.cols).map { xd[$0 / 32] * Float(xq[$0]) }
             forEachPath { isa in
                 for (r0, r1) in ranges(k.rows) {
                     let what = "\(isa) \(k) rows \(r0)..<\(r1)"
                     var y = [Float](repeating: .nan, count: r1 - r0)
-                    squeeze_gemv_q8_0(q8, k.cols, r0, r1, k.x, &y)
-                    assertGemv(y, reference(d8, cols: k.cols, r0, r1, k.x), cols: k.cols, "gemv_q8_0 \(what)")
+                    squeeze_gemv_q8_0(q8, k.cols, r0, r1, xq, xd, &y)
+                    assertGemv(y, reference(d8, cols: k.cols, r0, r1, xDequantized), cols: k.cols, "gemv_q8_0 \(what)")
                     y = [Float](repeating: .nan, count: r1 - r0)
-                    squeeze_gemv_q4_0(q4, k.cols, r0, r1, k.x, &y)
-                    assertGemv(y, reference(d4, cols: k.cols, r0, r1, k.x), cols: k.cols, "gemv_q4_0 \(what)")
+                    squeeze_gemv_q4_0(q4, k.cols, r0, r1, xq, xd, &y)
+                    assertGemv(y, reference(d4, cols: k.cols, r0, r1, xDequantized), cols: k.cols, "gemv_q4_0 \(what)")
 
                     var dst = [Float](repeating: .nan, count: (r1 - r0) * k.cols)
                     squeeze_decode_rows_q8_0(q8, k.cols, r0, r1, &dst)
@@ -227,6 +231,41 @@ final class PackedKernelTests: XCTestCase {
                 assertBitwise(all, d8, "dequantize_q8_0 \(isa) \(k)")
                 squeeze_dequantize_q4_0(q4, &all, k.w.count)
                 assertBitwise(all, d4, "dequantize_q4_0 \(isa) \(k)")
+            }
+        }
+    }
+
+    func quantizedActivations(_ x: [Float]) -> (codes: [Int8], scales: [Float]) {
+        var codes = [Int8](repeating: 0, count: x.count), scales = [Float](repeating: 0, count: x.count / 32)
+        squeeze_quantize_activations(x, &codes, &scales, x.count)
+        return (codes, scales)
+    }
+
+    /// The GEMVs' activations are Q8_0 blocks with the F32 scale: the codes of the Q8_0 quantizer
+    /// (bit-exact with gguf-py's, below) and its scale before fp16 rounding; a block with a NaN or
+    /// an infinity makes every product it enters NaN.
+    func testActivationQuantizationIsQ8_0WithF32Scales() {
+        var g = SplitMix64(41)
+        let x = (0..<256).map { i in i < 32 ? 0 : g.normal() * (i % 64 < 32 ? 1e-3 : 40) }
+        let (codes, scales) = quantizedActivations(x)
+        let q8 = quantizeQ8(x)
+        for b in 0..<8 {
+            XCTAssertEqual(scales[b], x[(32 * b)..<(32 * b + 32)].withContiguousStorageIfAvailable { squeeze_q8_0_scale($0.baseAddress!) }!, "block \(b)")
+            XCTAssertEqual(squeeze_fp32_to_fp16(scales[b]), q8[b].d, "block \(b): ggml stores this scale rounded to fp16")
+            XCTAssertEqual(Array(codes[(32 * b)..<(32 * b + 32)]), withUnsafeBytes(of: q8[b].qs) { $0.map { Int8(bitPattern: $0) } }, "block \(b)")
+        }
+        XCTAssertEqual(scales[0], 0, "an all-zero block")
+        for bad in [Float.nan, .infinity, -.infinity] {
+            var y = x
+            y[70] = bad
+            let (c, d) = quantizedActivations(y)
+            XCTAssertTrue(d[2].isNaN, "\(bad)")
+            XCTAssertEqual(d[1], scales[1])
+            let w = quantizeQ4([Float](repeating: 0.5, count: 256))
+            forEachPath { isa in
+                var out: [Float] = [0]
+                squeeze_gemv_q4_0(w, 256, 0, 1, c, d, &out)
+                XCTAssertTrue(out[0].isNaN, "\(bad) \(isa)")
             }
         }
     }

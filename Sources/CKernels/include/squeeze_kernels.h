@@ -120,6 +120,10 @@ int squeeze_q4_0_code(float w, float id);
 /// quantizers then use is id = d ? 1 / d : 0 (from this F32 d, not from the fp16-rounded one).
 float squeeze_q8_0_scale(const float *x32);
 float squeeze_q4_0_scale(const float *x32);
+/// Activations for the quantized GEMVs, x [n] (n % 32 == 0) -> codes [n], scales [n / 32]: per
+/// block of 32 the Q8_0 rule (d = squeeze_q8_0_scale, codes squeeze_q8_0_code(x, 1 / d)) with d
+/// kept in F32; a block with a NaN or an infinity gets d = NaN and zero codes (quant.c).
+void squeeze_quantize_activations(const float *x, int8_t *codes, float *scales, size_t n);
 
 // ---------------------------------------------------------------------------------------------
 // Decode (batch-1 GEMV): rows [r0, r1), y[r - r0] = sum_c W[r, c] * x[c] (y OVERWRITTEN)
@@ -132,9 +136,10 @@ void squeeze_gemv_f32(const float *W, size_t cols, size_t r0, size_t r1, const f
 void squeeze_gemv_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
 /// F16 (IEEE binary16) weights, as GGUF's F16 files keep them: widened exactly, F32 products.
 void squeeze_gemv_f16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
-/// W [rows, cols / 32] blocks, dequantized in registers, F32 activations (gemv_quant.c).
-void squeeze_gemv_q8_0(const squeeze_block_q8_0 *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
-void squeeze_gemv_q4_0(const squeeze_block_q4_0 *W, size_t cols, size_t r0, size_t r1, const float *x, float *y);
+/// W [rows, cols / 32] blocks against activations quantized by squeeze_quantize_activations
+/// (xq [cols] codes, xd [cols / 32] scales): integer products per block, F32 scaling (gemv_quant.c).
+void squeeze_gemv_q8_0(const squeeze_block_q8_0 *W, size_t cols, size_t r0, size_t r1, const int8_t *xq, const float *xd, float *y);
+void squeeze_gemv_q4_0(const squeeze_block_q4_0 *W, size_t cols, size_t r0, size_t r1, const int8_t *xq, const float *xd, float *y);
 /// HF layout W [in, out]: y[c - c0] = sum_i x[i] W[i, c] for output columns [c0, c1); streams
 /// the rows of W (gemv_dense.c). x [in], y [c1 - c0].
 void squeeze_gemv_f32_io(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y);
