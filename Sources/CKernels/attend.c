@@ -72,6 +72,16 @@ SQ_AVX512 static void axpy_bf16_avx512(float p, const uint16_t *v, float *out, s
 }
 #endif
 
+// One head's slice of a cached row is hs BF16 values a whole row (all heads) apart from the next
+// position's: a short read per row, at a stride the hardware prefetchers did not follow (the
+// attention of a 640-token decode measured 1.6 GB/s, 94% of its time waiting on those loads), so
+// the rows PREFETCH_AHEAD positions ahead are prefetched.
+enum { PREFETCH_AHEAD = 16 };
+
+static inline void prefetch_row(const uint16_t *p, size_t hs) {
+    for (size_t b = 0; b < hs * sizeof(uint16_t); b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+}
+
 void squeeze_attend_bf16(const float *q, const uint16_t *k, const uint16_t *v, size_t stride, size_t n, size_t hs,
                          float scale, float *scores, float *out) {
     float (*dot)(const float *, const uint16_t *, size_t) = dot_bf16_generic;
@@ -85,11 +95,13 @@ void squeeze_attend_bf16(const float *q, const uint16_t *k, const uint16_t *v, s
     if (n == 0) return;
     float mx = -INFINITY;
     for (size_t j = 0; j < n; j++) {
+        if (j + PREFETCH_AHEAD < n) prefetch_row(k + (j + PREFETCH_AHEAD) * stride, hs);
         scores[j] = scale * dot(q, k + j * stride, hs);
         if (scores[j] > mx) mx = scores[j];
     }
     float sum = 0;
     for (size_t j = 0; j < n; j++) {
+        if (j + PREFETCH_AHEAD < n) prefetch_row(v + (j + PREFETCH_AHEAD) * stride, hs);
         const float p = expf(scores[j] - mx);
         sum += p;
         axpy(p, v + j * stride, out, hs);

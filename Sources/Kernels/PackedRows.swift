@@ -163,7 +163,7 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
     /// Q8_0 rule with F32 scales, and multiplies in integers as ggml does). More rows: dense F32 as one sgemm; BF16 values
     /// (dense, or sparse decoded to BF16 panels) as BF16 products with F32 accumulation where
     /// the CPU has them (`BF16Matmul`: the activations rounded to BF16, as every BF16 GEMM
-    /// does); other forms panel by panel (decode to F32, then sgemm).
+    /// does); other forms panel by panel (decoded to F32 on every thread, then sgemm).
     public func apply(_ x: UnsafePointer<Float>, N: Int, into y: UnsafeMutablePointer<Float>, accumulate: Bool,
                       scratch: UnsafeMutablePointer<Float>) {
         if N == 1 {
@@ -188,7 +188,8 @@ public final class PackedRows: PackedOperator, @unchecked Sendable {
         if case .bitmaskBF16 = storage {} else if case .nm24BF16 = storage {} else { bf16Panels = false }
         for r0 in stride(from: 0, to: rows, by: panel) {
             let r1 = min(rows, r0 + panel)
-            decode(rows: r0..<r1, into: scratch)
+            // The panel decoded on this rank's threads (each its own rows), then one product.
+            parallelFor(r1 - r0, minChunk: 16) { rs in decode(rows: (r0 + rs.lowerBound)..<(r0 + rs.upperBound), into: scratch + rs.lowerBound * cols) }
             if bf16Panels {   // the decoded values are BF16 values: converting back is exact
                 let h = UnsafeMutableRawPointer(scratch + panel * cols).bindMemory(to: UInt16.self, capacity: (r1 - r0) * cols)
                 squeeze_f32_to_bf16_n(scratch, h, (r1 - r0) * cols)
