@@ -34,16 +34,23 @@ static float dot_f32_scalar(const float *w, const float *x, size_t cols) {
     return (s0 + s1) + (s2 + s3);
 }
 
-static float dot_bf16_scalar(const uint16_t *w, const float *x, size_t cols) {
+/// The value types of the dense kernels (the `kind` argument of the row kernels).
+enum { KIND_F32 = 0, KIND_BF16 = 1, KIND_F16 = 2 };
+
+/// One half-width value (BF16 or F16) as F32, exact.
+SQ_INLINE float widen1(int kind, uint16_t h) { return kind == KIND_BF16 ? squeeze_bf16_to_fp32(h) : squeeze_fp16_to_fp32(h); }
+
+/// dot(w [cols] of BF16 or F16 values, x [cols]) with 4 partial sums.
+static float dot_half_scalar(const uint16_t *w, int kind, const float *x, size_t cols) {
     float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     size_t c = 0;
     for (; c + 4 <= cols; c += 4) {
-        s0 += squeeze_bf16_to_fp32(w[c]) * x[c];
-        s1 += squeeze_bf16_to_fp32(w[c + 1]) * x[c + 1];
-        s2 += squeeze_bf16_to_fp32(w[c + 2]) * x[c + 2];
-        s3 += squeeze_bf16_to_fp32(w[c + 3]) * x[c + 3];
+        s0 += widen1(kind, w[c]) * x[c];
+        s1 += widen1(kind, w[c + 1]) * x[c + 1];
+        s2 += widen1(kind, w[c + 2]) * x[c + 2];
+        s3 += widen1(kind, w[c + 3]) * x[c + 3];
     }
-    for (; c < cols; c++) s0 += squeeze_bf16_to_fp32(w[c]) * x[c];
+    for (; c < cols; c++) s0 += widen1(kind, w[c]) * x[c];
     return (s0 + s1) + (s2 + s3);
 }
 
@@ -71,19 +78,6 @@ SQ_INLINE void gemv_f32_io_body(const float *W, size_t in, size_t out, size_t c0
     }
 }
 
-static float dot_f16_scalar(const uint16_t *w, const float *x, size_t cols) {
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    size_t c = 0;
-    for (; c + 4 <= cols; c += 4) {
-        s0 += squeeze_fp16_to_fp32(w[c]) * x[c];
-        s1 += squeeze_fp16_to_fp32(w[c + 1]) * x[c + 1];
-        s2 += squeeze_fp16_to_fp32(w[c + 2]) * x[c + 2];
-        s3 += squeeze_fp16_to_fp32(w[c + 3]) * x[c + 3];
-    }
-    for (; c < cols; c++) s0 += squeeze_fp16_to_fp32(w[c]) * x[c];
-    return (s0 + s1) + (s2 + s3);
-}
-
 static void gemv_f32_io_scalar(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y) {
     gemv_f32_io_body(W, in, out, c0, c1, x, y);
 }
@@ -95,9 +89,6 @@ static void gemv_f32_io_scalar(const float *W, size_t in, size_t out, size_t c0,
 
 /// Mask of the first n (< 16) lanes.
 SQ_INLINE __mmask16 tail16(size_t n) { return (__mmask16)((1u << n) - 1u); }
-
-/// The value types of the dense kernels (the `kind` argument of rows_avx512 / rows_avx2).
-enum { KIND_F32 = 0, KIND_BF16 = 1, KIND_F16 = 2 };
 
 /// 16 half-width values at p (BF16 or F16) as F32, exact; masked loads read only lanes in k.
 SQ_INLINE SQ_AVX512 __m512 widen16(int kind, const uint16_t *p, __mmask16 k) {
@@ -188,9 +179,6 @@ SQ_INLINE SQ_AVX2 __m256 widen8(int kind, const uint16_t *p) {
     return kind == KIND_BF16 ? sq_widen8_bf16(h) : _mm256_cvtph_ps(h);
 }
 
-/// One half-width value (BF16 or F16) as F32.
-SQ_INLINE float widen1(int kind, uint16_t h) { return kind == KIND_BF16 ? squeeze_bf16_to_fp32(h) : squeeze_fp16_to_fp32(h); }
-
 /// NR rows (1 or 4) of F32, BF16 or F16 weights (`kind`): 16 columns a step, 8 at the end, then scalar.
 SQ_INLINE SQ_AVX2 void rows_avx2(const void *w, int kind, size_t cols, size_t rs, const float *x, float *y, size_t ys, int NR) {
     __m256 acc[4][2];
@@ -273,22 +261,22 @@ void squeeze_gemv_f32(const float *W, size_t cols, size_t r0, size_t r1, const f
     for (size_t r = r0; r < r1; r++) y[r - r0] = dot_f32_scalar(W + r * cols, x, cols);
 }
 
-void squeeze_gemv_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+/// BF16 or F16 rows (`kind`).
+static void gemv_half(const uint16_t *W, int kind, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
 #if SQ_X86
     const int isa = squeeze_isa();
-    if (isa >= SQUEEZE_ISA_AVX512) { gemv_half_avx512(W, KIND_BF16, cols, r0, r1, x, y); return; }
-    if (isa >= SQUEEZE_ISA_AVX2) { gemv_half_avx2(W, KIND_BF16, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX512) { gemv_half_avx512(W, kind, cols, r0, r1, x, y); return; }
+    if (isa >= SQUEEZE_ISA_AVX2) { gemv_half_avx2(W, kind, cols, r0, r1, x, y); return; }
 #endif
-    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_bf16_scalar(W + r * cols, x, cols);
+    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_half_scalar(W + r * cols, kind, x, cols);
+}
+
+void squeeze_gemv_bf16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
+    gemv_half(W, KIND_BF16, cols, r0, r1, x, y);
 }
 
 void squeeze_gemv_f16(const uint16_t *W, size_t cols, size_t r0, size_t r1, const float *x, float *y) {
-#if SQ_X86
-    const int isa = squeeze_isa();
-    if (isa >= SQUEEZE_ISA_AVX512) { gemv_half_avx512(W, KIND_F16, cols, r0, r1, x, y); return; }
-    if (isa >= SQUEEZE_ISA_AVX2) { gemv_half_avx2(W, KIND_F16, cols, r0, r1, x, y); return; }
-#endif
-    for (size_t r = r0; r < r1; r++) y[r - r0] = dot_f16_scalar(W + r * cols, x, cols);
+    gemv_half(W, KIND_F16, cols, r0, r1, x, y);
 }
 
 void squeeze_gemv_f32_io(const float *W, size_t in, size_t out, size_t c0, size_t c1, const float *x, float *y) {
