@@ -20,6 +20,9 @@
 # transformers, numpy (PYTHON).
 #
 #   PYTHON=/work/venv/bin/python scripts/bench/gguf_quality.sh [SQUEEZE_Q4_DIR]
+#   REUSE=1 ... keeps llama.cpp's side from an earlier run in OUT (the converted teacher, the
+#       importance matrix, the quantized files and their perplexities: they do not depend on the
+#       Squeeze model), so only Squeeze's file is exported and evaluated again
 #       (default runs/quality-full/q4-gptq-kd: the model of recipes/q4-gptq-kd.yaml, Q4_0 by GPTQ +
 #       quantization-aware distillation; any Squeeze model directory whose layers are Q4_0)
 set -euo pipefail
@@ -39,6 +42,14 @@ LLAMA_SRC=${LLAMA_SRC:-$(dirname "$BIN")/../src-${SQUEEZE_LLAMACPP_VERSION:-0.3.
 [[ -d $SQ ]] || { echo "gguf_quality.sh: $SQ is not a model directory (pass a Squeeze Q4_0 model directory)" >&2; exit 2; }
 mkdir -p "$OUT"
 
+# llama.cpp's side (kept with REUSE=1 when a previous run left its perplexities).
+FILES=(llama-f32 llama-q4_0 llama-q4_0-imatrix llama-q4_0-te llama-q4_0-te-imatrix llama-q4_k_m-imatrix squeeze-q4_0)
+reused=1
+for m in "${FILES[@]:0:6}"; do grep -q 'Final estimate' "$OUT/ppl-$m.log" 2>/dev/null || reused=0; done
+[[ ${REUSE:-} == 1 ]] || reused=0
+if ((reused)); then
+    echo "==> llama.cpp's converted, quantized and evaluated files: kept from the previous run in $OUT (REUSE=1)"
+else
 echo "==> llama.cpp's converter ($MODEL, F32)"
 PYTHON=$PYTHON LLAMA_SRC=$LLAMA_SRC scripts/bench/llamacpp_convert.sh "$MODEL" "$OUT"
 
@@ -57,16 +68,20 @@ nice -n 5 "$BIN/llama-quantize" --token-embedding-type q4_0 "$OUT/llama-f32.gguf
 nice -n 5 "$BIN/llama-quantize" --token-embedding-type q4_0 --imatrix "$OUT/imatrix.gguf" "$OUT/llama-f32.gguf" \
     "$OUT/llama-q4_0-te-imatrix.gguf" Q4_0 > "$OUT/quantize-q4_0-te-imatrix.log" 2>&1
 
-echo "==> squeeze export ($SQ, Q4_0)"
-"$SQUEEZE" export --model "$SQ" --format gguf --type q4_0 --out "$OUT/squeeze-q4_0.gguf" > "$OUT/export.log"
-head -1 "$OUT/export.log"
 
-echo "==> llama-perplexity -c 256 -t 2 ($TEXT)"
-FILES=(llama-f32 llama-q4_0 llama-q4_0-imatrix llama-q4_0-te llama-q4_0-te-imatrix llama-q4_k_m-imatrix squeeze-q4_0)
-for m in "${FILES[@]}"; do
+echo "==> llama-perplexity -c 256 -t 2 ($TEXT): llama.cpp's files"
+for m in "${FILES[@]:0:6}"; do
     nice -n 5 "$BIN/llama-perplexity" -m "$OUT/$m.gguf" -f "$TEXT" -c 256 -t 2 > "$OUT/ppl-$m.log" 2>&1
     echo "$m: $(grep -o 'Final estimate: PPL = .*' "$OUT/ppl-$m.log")"
 done
+fi
+
+echo "==> squeeze export ($SQ, Q4_0)"
+"$SQUEEZE" export --model "$SQ" --format gguf --type q4_0 --out "$OUT/squeeze-q4_0.gguf" > "$OUT/export.log"
+head -1 "$OUT/export.log"
+echo "==> llama-perplexity -c 256 -t 2 ($TEXT): Squeeze's file"
+nice -n 5 "$BIN/llama-perplexity" -m "$OUT/squeeze-q4_0.gguf" -f "$TEXT" -c 256 -t 2 > "$OUT/ppl-squeeze-q4_0.log" 2>&1
+echo "squeeze-q4_0: $(grep -o 'Final estimate: PPL = .*' "$OUT/ppl-squeeze-q4_0.log")"
 
 "$PYTHON" - "$OUT" "$SQ" "$MODEL" "$CHUNKS" "$SQUEEZE" "${FILES[@]}" <<'EOF'
 import json, os, re, subprocess, sys
