@@ -5,7 +5,9 @@
 #   - eval at T=1024 (prefill: tokens/s over the first 8192 test tokens);
 #   - decode: whole-process wall time of `generate --max-tokens 129` minus that of
 #     `--max-tokens 1` (128 decoded tokens; loading and prefill cancel out);
-#   - peak RSS of the eval process.
+#   - peak RSS of the eval process;
+#   - the read bandwidth of the machine (`squeeze bench forms`' probe, 2 threads) once per round,
+#     so dense F32 decode's bytes per second can be given as a fraction of it.
 # Speedups are against dense F32 in the same round (the best round of each); bytes are the packed
 # weights a token reads (wpe excluded), FLOPs per token of the block linears and the head.
 # Writes runs/forms/results.md (a README table) and runs/forms/speedup.svg (speedup against the
@@ -47,6 +49,8 @@ done
 wall() { local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }'; }
 : > "$OUT/results.jsonl"
 for ((i = 1; i <= ROUNDS; i++)); do
+    gbps=$("$SQUEEZE" bench forms --shapes 64x64 --rows 8 --json | tail -1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["read_g_bps"])')
+    echo "{\"read_gbps\": $gbps, \"round\": $i}" >> "$OUT/results.jsonl"
     for f in "${FORMS[@]}"; do
         IFS='|' read -r name stage precision <<< "$f"
         d=$(dir_of "$name" "$stage")

@@ -5,7 +5,9 @@ import json
 import sys
 
 out = sys.argv[1]
-rows = [json.loads(l) for l in open(f"{out}/results.jsonl")]
+lines_in = [json.loads(l) for l in open(f"{out}/results.jsonl")]
+rows = [r for r in lines_in if "form" in r]
+read_gbps = max(r["read_gbps"] for r in lines_in if "read_gbps" in r)
 forms = []
 for r in rows:
     if r["form"] not in forms:
@@ -31,6 +33,10 @@ for f in forms:
                  f"{dec:.2f} (>= {goal_dec:.2f}: {'met' if dec >= goal_dec else 'missed'}) | {b['prefill']:.0f} | "
                  f"{pre:.2f} (>= {goal_pre:.2f}: {'met' if pre >= goal_pre else 'missed'}) | {b['rss'] / 1e6:.0f} |")
     points.append((bytes_ratio, dec, f))
+# Dense F32 decode against the read bandwidth measured in the same run (best of the rounds each).
+streamed = d["bytes"] * 128 / d["decode"] / 1e9
+lines += ["", f"Dense F32 decode streams {streamed:.1f} GB/s of weights = {streamed / read_gbps:.2f} of the read bandwidth "
+              f"measured in the same run ({read_gbps:.1f} GB/s; goal >= 0.80: {'met' if streamed / read_gbps >= 0.8 else 'missed'})."]
 open(f"{out}/results.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 # Speedup against bytes ratio, with the y = x line.
