@@ -9,7 +9,8 @@
 #   - Squeeze: `squeeze generate --model F --prompt P --max-tokens 128 --temperature 0 --json`,
 #     OPENBLAS_NUM_THREADS=2, P the first 512 tokens of the test text: its prefill_tokens_per_second
 #     (512 prompt tokens to the first new token) and decode_tokens_per_second (the 127 tokens after
-#     it, at depths 513..640); one cold process per measurement (loading not timed).
+#     it, at depths 513..640); and the same with the one-token prompt "The" (--max-tokens 128: depths
+#     1..128, against llama-bench's depth 0); one cold process per measurement (loading not timed).
 #     Squeeze maps the file and runs its weights where they lie (F16 kept as F16).
 #   - peak RSS of each process (/usr/bin/time -f %M; llama-bench's is that of its pp512/tg128 run).
 # Best round per side (highest tokens/s, lowest RSS); the 1-minute load average before each
@@ -21,6 +22,7 @@
 # BIN=dir with llama-bench) and a Python with transformers (PYTHON; the 512-token prompt).
 #
 #   PYTHON=/work/venv/bin/python scripts/bench/vs_llamacpp.sh [ROUNDS]     (default 3)
+#   TYPES="q4_0" ...     only some of f32 f16 q8_0 q4_0
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROUNDS=${1:-3}
@@ -31,9 +33,10 @@ SQUEEZE=${SQUEEZE:-.build/release/squeeze}
 BIN=${BIN:-$(scripts/bench/llamacpp.sh --print-dir)}
 [[ -x $SQUEEZE ]] || swift build -c release
 [[ -f $TEXT ]] || python3 scripts/fetch_data.py
-TYPES=(f32 f16 q8_0 q4_0)
+read -r -a TYPES <<< "${TYPES:-f32 f16 q8_0 q4_0}"
 # Squeeze's runs: file type | --precision
-RUNS=("f32|f32" "f16|f32" "q8_0|f32" "q4_0|f32")
+RUNS=()
+for t in "${TYPES[@]}"; do RUNS+=("$t|f32"); done
 mkdir -p "$OUT/raw"
 export OPENBLAS_NUM_THREADS=2
 
@@ -86,7 +89,12 @@ for ((i = 1; i <= ROUNDS; i++)); do
             echo "    failed (exit status $status): $(grep -m1 -iE 'error|abort|free|malloc|crash' "$r.log" || true); see $r.log" >&2
             g=null
         fi
-        echo "{\"side\": \"squeeze\", \"type\": \"$t\", \"precision\": \"$precision\", \"round\": $i, \"loadavg\": $load, \"exit_status\": $status, \"generate\": $g, \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
+        # Decode from depth 1: a one-token prompt (llama-bench's tg128 starts from an empty context).
+        "$SQUEEZE" generate --model "$f" --prompt "The" --max-tokens 128 --temperature 0 --precision "$precision" \
+            --json > "$r-d0.json" 2>> "$r.log" || status=$?
+        g0=$(grep '^{' "$r-d0.json" | tail -1 || true)
+        ((status == 0)) && [[ -n $g0 ]] || g0=null
+        echo "{\"side\": \"squeeze\", \"type\": \"$t\", \"precision\": \"$precision\", \"round\": $i, \"loadavg\": $load, \"exit_status\": $status, \"generate\": $g, \"generate_d0\": $g0, \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
     done
 done
 
@@ -110,18 +118,19 @@ for r in rows:
         b["cpu"] = r["bench"][0].get("cpu_info")
     else:
         g = r["generate"]
-        b = squeeze_runs.setdefault((r["type"], r["precision"]), {"prefill": 0, "decode": 0, "rss": float("inf"), "failed": []})
+        b = squeeze_runs.setdefault((r["type"], r["precision"]), {"prefill": 0, "decode": 0, "decode_d0": 0, "rss": float("inf"), "failed": []})
         if g is None or r["exit_status"] != 0:
             b["failed"].append(r["exit_status"])
             continue
         assert len(g["prompt_ids"]) == 512, len(g["prompt_ids"])
         b["prefill"] = max(b["prefill"], g["prefill_tokens_per_second"])
         b["decode"] = max(b["decode"], g["decode_tokens_per_second"] or 0)
+        b["decode_d0"] = max(b["decode_d0"], (r.get("generate_d0") or {}).get("decode_tokens_per_second") or 0)
         b["rss"] = min(b["rss"], r["peak_rss_kb"] * 1024)
         b["new_tokens"] = len(g["output_ids"]) - len(g["prompt_ids"])
         b["weight_bytes"], b["kv_cache_bytes"] = g["weight_bytes"], g["kv_cache_bytes"]
 
-lines = ["| type | file MB | llama.cpp prefill tok/s | Squeeze prefill | ratio | llama.cpp decode tok/s (depth 0 / 512) | Squeeze decode | ratio (to depth 512) | llama RSS MB | Squeeze RSS MB |",
+lines = ["| type | file MB | llama.cpp prefill tok/s | Squeeze prefill | ratio | llama.cpp decode tok/s (depth 0 / 512) | Squeeze decode (depth 1 / 513) | ratio (depth 0 / 512) | llama RSS MB | Squeeze RSS MB |",
          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 table = []
 for (t, precision), s in squeeze_runs.items():
@@ -134,7 +143,8 @@ for (t, precision), s in squeeze_runs.items():
                      f"{l['rss'] / 1e6:.0f} | |")
     else:
         lines.append(f"| {name} | {mb:.1f} | {l['prefill']:.1f} | {s['prefill']:.1f} | {s['prefill'] / l['prefill']:.2f} | "
-                     f"{l['decode']:.1f} / {l['decode_d512']:.1f} | {s['decode']:.1f} | {s['decode'] / l['decode_d512']:.2f} | "
+                     f"{l['decode']:.1f} / {l['decode_d512']:.1f} | {s['decode_d0']:.1f} / {s['decode']:.1f} | "
+                     f"{s['decode_d0'] / l['decode']:.2f} / {s['decode'] / l['decode_d512']:.2f} | "
                      f"{l['rss'] / 1e6:.0f} | {s['rss'] / 1e6:.0f} |")
         if s["failed"]:
             lines[-1] = lines[-1].replace(f"| {name} |", f"| {name} ({len(s['failed'])} round(s) failed) |", 1)
@@ -150,8 +160,9 @@ notes = [
     f"gpt2 shape (124M parameters, random init), 2 threads each, best of {rounds} alternating rounds; "
     f"llama.cpp {build[0]} (b{build[1]}), Squeeze {squeeze} (tree at {commit}), CPU {cpu}.",
     "Prefill: 512 prompt tokens (llama-bench pp512; Squeeze: the prompt to the first new token, one cold process). "
-    "Decode: llama-bench tg128 at depth 0 and at depth 512 (`-d 512`); Squeeze the 127 tokens after the first "
-    "(depths 513..640), so its ratio is to llama.cpp's depth 512. RSS: peak of the process "
+    "Decode: llama-bench tg128 at depth 0 and at depth 512 (`-d 512`); Squeeze the 127 tokens after the first, "
+    "after the one-token prompt 'The' (depths 2..128, against llama.cpp's depth 0) and after the 512-token prompt "
+    "(depths 513..640, against depth 512). RSS: peak of the process "
     "(llama-bench's pp512 + tg128 run; Squeeze's whole generate).",
     "Squeeze maps the file and runs its weights where they lie (F32 and F16 rows, Q8_0 and Q4_0 blocks), "
     "as llama.cpp does; RSS counts the mapped pages in use for both.",
