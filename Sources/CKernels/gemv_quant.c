@@ -9,7 +9,8 @@
 //   y[r - r0] = sum_b (fp16_to_fp32(d(r, b)) * xd[b]) * sum_j c(r, b, j) * xq[32b + j]
 // with c = q (Q8_0) or q - 8 (Q4_0). The inner sums are exact integers; only the scaling and the
 // sum over blocks round. Prefill (decode_rows, then sgemm) keeps F32 activations. The vector path
-// is AVX2 (vpmaddubsw on |c| and xq signed by c: pairs stay within int16), used on AVX-512 CPUs
+// is AVX2 (vpmaddubsw: Q8_0 on |q| and xq signed by q; Q4_0 on the unsigned nibbles, then 8 * the
+// sum of xq taken off: the same integers, 1.2x faster than multiplying q - 8), used on AVX-512 CPUs
 // too; it takes 4 rows a quarter of the range apart (4 sequential streams: 4 adjacent rows,
 // under 1 KB apart, made the hardware prefetchers lose track and measured 2-5x slower from DRAM
 // on Zen 5), so one load of a block of xq feeds 4 blocks of W. Dequantizing a Q4_0 block in
@@ -153,19 +154,25 @@ SQ_INLINE SQ_AVX2 void codes8x4(const void *blk, int q4, __m256 q[4]) {
     }
 }
 
-/// A block's 32 multipliers c (q8: q; q4: q - 8) as int8, in weight order.
-SQ_INLINE SQ_AVX2 __m256i codes32(const void *blk, int q4) {
-    if (!q4) return _mm256_loadu_si256((const __m256i *)((const squeeze_block_q8_0 *)blk)->qs);
-    const __m128i raw = _mm_loadu_si128((const __m128i *)((const squeeze_block_q4_0 *)blk)->qs);
-    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
-    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(15)), _mm256_set1_epi8(8));
+/// 8 int32 lanes, each the exact sum of 4 products a[j] * x[j] (a unsigned, at most 128 here: pairs
+/// stay within int16).
+SQ_INLINE SQ_AVX2 __m256i lane_sums(__m256i a, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, x), _mm256_set1_epi16(1));
 }
 
-/// 8 lanes, each the exact sum of 4 products c[j] * x[j], as F32: vpmaddubsw takes |c| (unsigned,
-/// up to 128) and x with c's sign moved onto it, so each pair is at most 2 * 128 * 127 < 2^15.
-SQ_INLINE SQ_AVX2 __m256 dot32(__m256i c, __m256i x) {
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(x, c));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+/// A Q8_0 block's lane sums of q[j] * x[j]: vpmaddubsw takes |q| and x with q's sign moved onto it.
+SQ_INLINE SQ_AVX2 __m256i lane_sums_q8_0(const squeeze_block_q8_0 *b, __m256i x) {
+    const __m256i q = _mm256_loadu_si256((const __m256i *)b->qs);
+    return lane_sums(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+}
+
+/// A Q4_0 block's lane sums of (q[j] - 8) * x[j], given x8 = each lane's 8 * sum x[j]: the nibbles
+/// q (0..15) multiply x unsigned, and the offset comes off once per lane. The same integers as
+/// multiplying q - 8, in three fewer instructions per block and row.
+SQ_INLINE SQ_AVX2 __m256i lane_sums_q4_0(const squeeze_block_q4_0 *b, __m256i x, __m256i x8) {
+    const __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
+    const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+    return _mm256_sub_epi32(lane_sums(_mm256_and_si256(both, _mm256_set1_epi8(15)), x), x8);
 }
 
 /// NR rows (1 or 4) from row pointer w (row stride rs blocks) against quantized activations.
@@ -178,10 +185,12 @@ SQ_INLINE SQ_AVX2 void quant_rows_avx2(const void *w, int q4, size_t nb, size_t 
     for (size_t b = 0; b < nb; b++) {
         const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * SQUEEZE_QK));
         const float dx = xd[b];
+        // Q4_0: 8 * the sum of x over each lane's 4 positions, once for the NR rows.
+        const __m256i x8 = q4 ? _mm256_slli_epi32(lane_sums(_mm256_set1_epi8(1), x), 3) : _mm256_setzero_si256();
         for (int i = 0; i < NR; i++) {
-            const void *blk = q4 ? (const void *)(w4 + i * rs + b) : (const void *)(w8 + i * rs + b);
             const float d = _cvtsh_ss(q4 ? w4[i * rs + b].d : w8[i * rs + b].d);
-            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), dot32(codes32(blk, q4), x), acc[i]);
+            const __m256i s = q4 ? lane_sums_q4_0(w4 + i * rs + b, x, x8) : lane_sums_q8_0(w8 + i * rs + b, x);
+            acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(s), acc[i]);
         }
     }
     for (int i = 0; i < NR; i++) y[i * ys] = hsum256(acc[i]);
