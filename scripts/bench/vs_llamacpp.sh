@@ -9,8 +9,8 @@
 #   - Squeeze: `squeeze generate --model F --prompt P --max-tokens 128 --temperature 0 --json`,
 #     OPENBLAS_NUM_THREADS=2, P the first 512 tokens of the test text: its prefill_tokens_per_second
 #     (512 prompt tokens to the first new token) and decode_tokens_per_second (the 127 tokens after
-#     it, at depths 513..640); and the same with the one-token prompt "The" (--max-tokens 128: depths
-#     1..128, against llama-bench's depth 0); one cold process per measurement (loading not timed).
+#     it, at depths 513..640); and the same with the one-token prompt "The" (--max-tokens 128: the
+#     127 tokens at depths 2..128, against llama-bench's depth 0); one cold process per measurement (loading not timed).
 #     Squeeze maps the file and runs its weights where they lie (F16 kept as F16).
 #   - peak RSS of each process (/usr/bin/time -f %M; llama-bench's is that of its pp512/tg128 run).
 # Best round per side (highest tokens/s, lowest RSS); the 1-minute load average before each
@@ -90,10 +90,12 @@ for ((i = 1; i <= ROUNDS; i++)); do
             g=null
         fi
         # Decode from depth 1: a one-token prompt (llama-bench's tg128 starts from an empty context).
+        # Its failure leaves only its own figure out (null), not the 512-token run's.
+        status0=0
         "$SQUEEZE" generate --model "$f" --prompt "The" --max-tokens 128 --temperature 0 --precision "$precision" \
-            --json > "$r-d0.json" 2>> "$r.log" || status=$?
+            --json > "$r-d0.json" 2>> "$r.log" || status0=$?
         g0=$(grep '^{' "$r-d0.json" | tail -1 || true)
-        ((status == 0)) && [[ -n $g0 ]] || g0=null
+        ((status0 == 0)) && [[ -n $g0 ]] || { echo "    one-token prompt run failed (exit status $status0); see $r.log" >&2; g0=null; }
         echo "{\"side\": \"squeeze\", \"type\": \"$t\", \"precision\": \"$precision\", \"round\": $i, \"loadavg\": $load, \"exit_status\": $status, \"generate\": $g, \"generate_d0\": $g0, \"peak_rss_kb\": $(tail -1 "$r.rss")}" >> "$OUT/rounds.jsonl"
     done
 done
